@@ -1,0 +1,37 @@
+"""Losses for retrieval embeddings, in the style of `optax.losses`.
+
+Pure, stateless functions of (embeddings (B, D), labels (B,), [per-class
+parameters], *, hyperparameters, where=None) that return one value per example
+(B,): `loss.mean()` is the batch loss, or `loss.sum() / where.sum()` with a
+mask. They import no Flax and nothing from the trainer.
+"""
+
+from ra_jax.losses.class_anchor_margin import class_anchor_margin_loss
+from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
+from ra_jax.losses.class_anchor_margin import DEFAULT_MARGIN
+from ra_jax.losses.class_anchor_margin import DEFAULT_MIN_NORM
+from ra_jax.losses.class_anchor_margin import nearest_anchor
+from ra_jax.losses.classification import arcface_loss
+from ra_jax.losses.classification import center_loss
+from ra_jax.losses.classification import cosine_similarity_matrix
+from ra_jax.losses.classification import softmax_cross_entropy_loss
+from ra_jax.losses.contrastive import contrastive_loss
+from ra_jax.losses.proxy_anchor import proxy_anchor_loss
+from ra_jax.losses.triplet import MININGS
+from ra_jax.losses.triplet import triplet_loss
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_MIN_NORM",
+    "MININGS",
+    "arcface_loss",
+    "center_loss",
+    "class_anchor_margin_loss",
+    "class_anchor_margin_terms",
+    "contrastive_loss",
+    "cosine_similarity_matrix",
+    "nearest_anchor",
+    "proxy_anchor_loss",
+    "softmax_cross_entropy_loss",
+    "triplet_loss",
+]

@@ -1,0 +1,135 @@
+"""The class anchor margin (repeller-attractor) loss.
+
+Ghiță & Ionescu, "Class Anchor Margin Loss for Content-Based Image Retrieval",
+arXiv 2306.00630 (2023). Every class y owns a learnable anchor c_y in the
+embedding space; embeddings are pulled onto their anchor, anchors are pushed at
+least 2*margin apart, and anchors are kept at norm >= min_norm so the whole
+configuration cannot shrink to the origin.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from ra_jax.distances import pairwise_distances
+from ra_jax.distances import pairwise_squared_distances
+from ra_jax.distances import safe_norm
+from ra_jax.losses import _common
+
+# Defaults of ours (the paper does not state its constants): with anchors at
+# norm >= 1 and pairwise distance >= 2 in a 128-d space there is room for
+# thousands of classes, and embeddings within `margin` = 1 of their anchor
+# cannot be nearer another class's anchor.
+DEFAULT_MARGIN = 1.0
+DEFAULT_MIN_NORM = 1.0
+
+
+def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
+  """Anchor-only terms: (repel, norm, min inter-anchor distance, norms)."""
+  num_classes = anchors.shape[0]
+  distances = pairwise_distances(anchors, anchors)  # (C, C)
+  off_diagonal = ~jnp.eye(num_classes, dtype=bool)
+  hinge = jnp.maximum(2.0 * margin - distances, 0.0)
+  repel = 0.5 * jnp.sum(jnp.where(off_diagonal, jnp.square(hinge), 0.0))
+  norms = safe_norm(anchors)  # (C,)
+  norm = jnp.sum(jnp.maximum(min_norm - norms, 0.0))
+  min_distance = jnp.min(jnp.where(off_diagonal, distances, jnp.inf))
+  return repel, norm, min_distance, norms
+
+
+def class_anchor_margin_loss(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    anchors: jax.Array,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    min_norm: float = DEFAULT_MIN_NORM,
+    repel_weight: float = 1.0,
+    norm_weight: float = 1.0,
+    where: Optional[jax.Array] = None,
+) -> jax.Array:
+  r"""Class anchor margin loss, one value per example.
+
+  With embeddings e (B, D), integer labels y (B,) in [0, C) and anchors c (C, D):
+
+  .. math::
+    A_i &= \tfrac12 \lVert e_i - c_{y_i} \rVert^2 \\
+    R &= \tfrac12 \sum_{y \ne y'} \max(0, 2m - \lVert c_y - c_{y'} \rVert)^2
+        \quad\text{(ordered pairs)} \\
+    N &= \sum_y \max(0, p - \lVert c_y \rVert) \\
+    \ell_i &= A_i + w_R R + w_N N
+
+  so ``loss.mean()`` is the paper's batch loss. With ``where``, masked
+  examples give exactly 0 and ``loss.sum() / where.sum()`` is the loss over
+  the valid examples (R and N are copied onto each valid example).
+
+  Inputs of any float dtype are computed in at least float32. Gradients are
+  finite everywhere, including coincident anchors, anchors at the origin and
+  zero embeddings (the norm's gradient at 0 is taken as 0).
+
+  Cost: O(B*D) for the attractor and O(C^2*D) for the repeller (one (C, D) x
+  (D, C) matrix product), independent of the number of pairs in the batch.
+
+  Args:
+    embeddings: (B, D) float embeddings.
+    labels: (B,) integer class ids in [0, C). Out-of-range ids are clamped by
+      the gather, as in every JAX indexing op; validate them upstream.
+    anchors: (C, D) float class anchors (learnable parameters).
+    margin: m; anchors are pushed until every pair is >= 2m apart.
+    min_norm: p; anchors with norm below p are pushed outward.
+    repel_weight: w_R, weight of the repeller (1 in the paper).
+    norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
+    where: optional (B,) boolean mask of the examples that count.
+
+  Returns:
+    (B,) per-example loss in the compute dtype (>= float32).
+  """
+  embeddings, labels, anchors, valid = _common.prepare_class_batch(
+      embeddings, labels, "anchors", anchors, where)
+  attract = _common.half_squared_distance_to_class(embeddings, labels,
+                                                      anchors)
+  repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
+  loss = attract + repel_weight * repel + norm_weight * norm
+  return jnp.where(valid, loss, 0.0)
+
+
+def class_anchor_margin_terms(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    anchors: jax.Array,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    min_norm: float = DEFAULT_MIN_NORM,
+    where: Optional[jax.Array] = None,
+) -> dict[str, jax.Array]:
+  """The loss's terms as scalars, for logging (unweighted).
+
+  Returns a dict with ``attract`` (mean A_i over valid examples), ``repel``
+  (R), ``norm`` (N), ``min_anchor_distance`` (smallest ||c_y - c_y'||, inf
+  when C = 1) and ``mean_anchor_norm``. Same arguments as
+  `class_anchor_margin_loss`.
+  """
+  embeddings, labels, anchors, valid = _common.prepare_class_batch(
+      embeddings, labels, "anchors", anchors, where)
+  attract = _common.half_squared_distance_to_class(embeddings, labels,
+                                                      anchors)
+  repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
+  return {
+      "attract": _common.masked_mean(attract, valid, axis=0),
+      "repel": repel,
+      "norm": norm,
+      "min_anchor_distance": min_distance,
+      "mean_anchor_norm": jnp.mean(norms),
+  }
+
+
+def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:
+  """Class of the nearest anchor (L2) for each embedding: (B, D) -> (B,) int32.
+
+  The classifier the anchors give for free; ties go to the lower class id.
+  """
+  embeddings, anchors = _common.as_compute(jnp.asarray(embeddings),
+                                           jnp.asarray(anchors))
+  distances = pairwise_squared_distances(embeddings, anchors)
+  return jnp.argmin(distances, axis=-1).astype(jnp.int32)

@@ -1,0 +1,48 @@
+"""Contrastive loss over all pairs of a batch (Hadsell, Chopra & LeCun, 2006)."""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from ra_jax.losses import _common
+
+
+def contrastive_loss(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    positive_margin: float = 0.0,
+    negative_margin: float = 1.0,
+    squared: bool = False,
+    where: Optional[jax.Array] = None,
+) -> jax.Array:
+  r"""Contrastive loss, one value per example, over every pair in the batch.
+
+  With d_ij = ||e_i - e_j|| (or its square when ``squared``), positives
+  P(i) = {j != i : y_j = y_i} and negatives N(i) = {j : y_j != y_i}:
+
+  .. math::
+    \ell_i = \tfrac12 \operatorname{mean}_{j \in P(i)} \max(0, d_{ij} - m_+)^2
+           + \tfrac12 \operatorname{mean}_{j \in N(i)} \max(0, m_- - d_{ij})^2
+
+  Each mean is 0 when its set is empty. Averaging positives and negatives
+  separately keeps the C-1 times more numerous negatives from swamping the
+  positives. Defaults m_+ = 0 (Hadsell et al.'s form), m_- = 1.
+  Cost O(B^2 * D).
+
+  Args:
+    embeddings: (B, D). labels: (B,) ints.
+    positive_margin: m_+; positive pairs closer than this cost nothing.
+    negative_margin: m_-; negative pairs farther than this cost nothing.
+    squared: use squared L2 distances.
+    where: optional (B,) mask; masked examples give 0 and take part in no pair.
+  """
+  embeddings, labels, valid = _common.prepare_batch(embeddings, labels, where)
+  positive, negative = _common.pair_masks(labels, valid)
+  distances = _common.batch_distances(embeddings, squared)
+  pull = jnp.square(jnp.maximum(distances - positive_margin, 0.0))
+  push = jnp.square(jnp.maximum(negative_margin - distances, 0.0))
+  loss = 0.5 * (_common.masked_mean(pull, positive, axis=1) +
+                _common.masked_mean(push, negative, axis=1))
+  return jnp.where(valid, loss, 0.0)

@@ -1,0 +1,34 @@
+"""The README's code is real: its API example runs and does what it says."""
+
+import contextlib
+import io
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(marker: str, language: str) -> str:
+  text = README.read_text()
+  match = re.search(
+      rf"<!-- {marker} -->\s*```{language}\n(.*?)```", text, re.DOTALL)
+  assert match, f"README.md has no ```{language} block after <!-- {marker} -->"
+  return match.group(1)
+
+
+def test_api_example_trains_a_separable_embedding():
+  namespace = {}
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(compile(_block("api-example", "python"), "README.md", "exec"),
+         namespace)
+  assert "nearest-anchor accuracy" in out.getvalue()
+  assert float(namespace["accuracy"]) > 0.95
+  assert float(namespace["loss"]) < 1.0
+
+
+def test_setup_commands_are_single_lines_using_the_constraints():
+  for marker in ("main-command", "test-command"):
+    command = _block(marker, "sh").strip()
+    assert "\n" not in command
+    assert "-c constraints.txt" in command
