@@ -12,10 +12,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ra_jax.distances import pairwise_distances
 from ra_jax.distances import pairwise_squared_distances
 from ra_jax.distances import safe_norm
 from ra_jax.losses import _common
+from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
 # Defaults of ours (the paper does not state its constants): with anchors at
 # norm >= 1 and pairwise distance >= 2 in a 128-d space there is room for
@@ -27,14 +27,10 @@ DEFAULT_MIN_NORM = 1.0
 
 def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
   """Anchor-only terms: (repel, norm, min inter-anchor distance, norms)."""
-  num_classes = anchors.shape[0]
-  distances = pairwise_distances(anchors, anchors)  # (C, C)
-  off_diagonal = ~jnp.eye(num_classes, dtype=bool)
-  hinge = jnp.maximum(2.0 * margin - distances, 0.0)
-  repel = 0.5 * jnp.sum(jnp.where(off_diagonal, jnp.square(hinge), 0.0))
+  margin = jnp.asarray(margin, anchors.dtype)
+  repel, min_distance = anchor_repulsion(anchors, margin)
   norms = safe_norm(anchors)  # (C,)
   norm = jnp.sum(jnp.maximum(min_norm - norms, 0.0))
-  min_distance = jnp.min(jnp.where(off_diagonal, distances, jnp.inf))
   return repel, norm, min_distance, norms
 
 

@@ -157,3 +157,50 @@ def test_pair_losses_shard_the_batch_too(name):
   np.testing.assert_allclose(
       fn(jax.device_put(e, sharding), jax.device_put(y, sharding)), fn(e, y),
       rtol=1e-5)
+
+
+def _dense_repulsion(anchors, margin):
+  """The repeller straight from its formula, differentiated by autodiff."""
+  diff = anchors[:, None, :] - anchors[None, :, :]
+  sq = jnp.sum(jnp.square(diff), axis=-1)
+  off = ~jnp.eye(anchors.shape[0], dtype=bool) & (sq > 0)
+  d = jnp.sqrt(jnp.where(off, sq, 1.0))
+  # Coincident distinct anchors (sq == 0) add (2m)^2/2 each with 0 gradient.
+  coincident = ~jnp.eye(anchors.shape[0], dtype=bool) & (sq == 0)
+  extra = 0.5 * jnp.sum(coincident) * (2 * margin)**2
+  return extra + 0.5 * jnp.sum(
+      jnp.where(off, jnp.maximum(2 * margin - d, 0.0)**2, 0.))
+
+
+@pytest.mark.parametrize("num_classes", [300, 600])
+def test_blocked_repulsion_matches_dense_formula(num_classes):
+  # Several blocks, a ragged last block, and a mix of separated and
+  # too-close anchors so that some blocks are skipped in the backward pass.
+  from ra_jax.losses.anchor_repulsion import anchor_repulsion
+  key1, key2 = jax.random.split(jax.random.PRNGKey(num_classes))
+  with jax.enable_x64(True):
+    anchors = jax.random.normal(key1, (num_classes, 6), jnp.float64)
+    anchors = anchors.at[:40].multiply(0.05)  # one crowded corner
+    anchors = anchors.at[-3:].set(anchors[-3:] * 0.0 + anchors[5])
+    margin = jnp.asarray(0.4, jnp.float64)
+    repel, min_d = anchor_repulsion(anchors, margin)
+    grads = jax.grad(lambda a, m: anchor_repulsion(a, m)[0],
+                     argnums=(0, 1))(anchors, margin)
+    expected, expected_grads = jax.value_and_grad(
+        _dense_repulsion, argnums=(0, 1))(anchors, margin)
+    np.testing.assert_allclose(repel, expected, rtol=1e-9)
+    np.testing.assert_allclose(grads[0], expected_grads[0], rtol=1e-7,
+                               atol=1e-9)
+    np.testing.assert_allclose(grads[1], expected_grads[1], rtol=1e-9)
+    assert min_d == 0.0  # the three coincident anchors
+    assert repel > 0
+
+
+def test_blocked_repulsion_under_vmap_and_separated_anchors():
+  from ra_jax.losses.anchor_repulsion import anchor_repulsion
+  anchors = 10.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 400, 16))
+  anchors = anchors.at[1, :50].multiply(0.01)
+  grads = jax.vmap(jax.grad(lambda a: anchor_repulsion(a, 1.0)[0]))(anchors)
+  assert np.all(grads[0] == 0.0)  # separated: nothing to push
+  expected = jax.grad(_dense_repulsion)(anchors[1], 1.0)
+  np.testing.assert_allclose(grads[1], expected, rtol=1e-4, atol=1e-5)
