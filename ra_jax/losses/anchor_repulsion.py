@@ -4,9 +4,10 @@
 
 Its cost, O(C^2 * D), dominates the loss once C exceeds the batch size, so it
 is written by hand rather than left to autodiff:
-- forward: the pairwise distances are symmetric, so only the blocks on and
-  above the diagonal of the (C, C) distance matrix are computed (about
-  (K+1)/2K of the matrix products for K blocks);
+- forward: the pairwise distances are symmetric, so the anchors are cut into
+  K row blocks and block i is multiplied only with anchors from its own start
+  onwards: one (C/K, D) x (D, C - start) product per block, about (K+1)/2K of
+  the full (C, C) product;
 - backward: a block contributes to the gradient only where some pair is closer
   than 2m. Separated anchors, the usual state after the first steps of
   training, make every block's contribution zero, and `lax.cond` skips its
@@ -22,8 +23,8 @@ import jax.numpy as jnp
 
 from ra_jax.distances import safe_sqrt
 
-# At most this many blocks per side: 8 gives 36 block products on or above the
-# diagonal (56% of the full matrix) and keeps the unrolled program small.
+# At most this many row blocks: 8 computes 56% of the full (C, C) product and
+# keeps the unrolled program small.
 _MAX_BLOCKS = 8
 _MIN_BLOCK = 128
 
@@ -34,47 +35,40 @@ def _block_size(num_classes: int) -> int:
   return max(_MIN_BLOCK, math.ceil(num_classes / _MAX_BLOCKS))
 
 
-def _pair_blocks(num_classes: int):
-  """(i, j, start_i, start_j, size_i, size_j) for the blocks with i <= j."""
+def _row_blocks(num_classes: int) -> list[tuple[int, int]]:
+  """(start, size) of the row blocks; row block i pairs with columns start:."""
   size = _block_size(num_classes)
-  starts = list(range(0, num_classes, size))
-  for i, si in enumerate(starts):
-    for j in range(i, len(starts)):
-      sj = starts[j]
-      yield i, j, si, sj, min(size, num_classes - si), min(size,
-                                                          num_classes - sj)
+  return [(start, min(size, num_classes - start))
+          for start in range(0, num_classes, size)]
 
 
-def _block_hinge(anchors, sq_norms, block, margin):
-  """(squared distances, hinge max(0, 2m - d), distances) of one block.
+def _row_block_hinge(anchors, sq_norms, start, size, margin):
+  """Distances and hinges max(0, 2m - d) of rows start:start+size against
+  columns start: (each unordered pair once: strictly right of the diagonal).
 
-  On a diagonal block only pairs strictly above the diagonal count (each
-  unordered pair once); the others get hinge 0 and squared distance inf.
+  Returns (squared distances with inf off the pairs, hinges, distances), each
+  (size, C - start).
   """
-  i, j, si, sj, ni, nj = block
-  a, b = anchors[si:si + ni], anchors[sj:sj + nj]
-  gram = jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+  rows, cols = anchors[start:start + size], anchors[start:]
+  gram = jnp.matmul(rows, cols.T, precision=jax.lax.Precision.HIGHEST)
   sq = jnp.maximum(
-      sq_norms[si:si + ni, None] + sq_norms[None, sj:sj + nj] - 2.0 * gram,
+      sq_norms[start:start + size, None] + sq_norms[None, start:] - 2.0 * gram,
       0.0)
   distance = safe_sqrt(sq)
-  hinge = jnp.maximum(2.0 * margin - distance, 0.0)
-  if i == j:
-    pair = jnp.triu(jnp.ones((ni, nj), bool), k=1)
-    sq = jnp.where(pair, sq, jnp.inf)
-    hinge = jnp.where(pair, hinge, 0.0)
-  return sq, hinge, distance
+  pair = jnp.arange(cols.shape[0])[None, :] > jnp.arange(size)[:, None]
+  hinge = jnp.where(pair, jnp.maximum(2.0 * margin - distance, 0.0), 0.0)
+  return jnp.where(pair, sq, jnp.inf), hinge, distance
 
 
 def _forward(anchors, margin):
-  """(R, min distance, per-block 'some pair too close' flags, sum of hinges)."""
+  """(R, min distance, per-row-block 'some pair too close' flags, sum of h)."""
   sq_norms = jnp.sum(jnp.square(anchors), axis=-1)
   repel = jnp.zeros((), anchors.dtype)
   hinge_sum = jnp.zeros((), anchors.dtype)
   min_sq = jnp.array(jnp.inf, anchors.dtype)
   active = []
-  for block in _pair_blocks(anchors.shape[0]):
-    sq, hinge, _ = _block_hinge(anchors, sq_norms, block, margin)
+  for start, size in _row_blocks(anchors.shape[0]):
+    sq, hinge, _ = _row_block_hinge(anchors, sq_norms, start, size, margin)
     repel = repel + jnp.sum(jnp.square(hinge))
     hinge_sum = hinge_sum + jnp.sum(hinge)
     min_sq = jnp.minimum(min_sq, jnp.min(sq))
@@ -99,36 +93,33 @@ def _fwd(anchors, margin):
 
 
 def _repulsion_grad(anchors, active, margin):
-  """dR/dc (C, D), visiting only the blocks flagged active."""
+  """dR/dc (C, D), visiting only the row blocks flagged active."""
   sq_norms = jnp.sum(jnp.square(anchors), axis=-1)
-  blocks = list(_pair_blocks(anchors.shape[0]))
-  starts = sorted({b[2] for b in blocks})
-  parts = {start: [] for start in starts}  # gradient pieces per row block
   hi = jax.lax.Precision.HIGHEST
+  grad = jnp.zeros_like(anchors)
   # dR/dc_a = sum_b w_ab (c_b - c_a), w = 2h/d, over both orders of a pair.
-  # The block's distances are recomputed here rather than kept from the
+  # A block's distances are recomputed here rather than kept from the
   # forward pass, so separated anchors cost no memory either.
-  for k, block in enumerate(blocks):
-    _, _, si, sj, ni, nj = block
+  for k, (start, size) in enumerate(_row_blocks(anchors.shape[0])):
 
-    def block_grads(block=block, si=si, sj=sj, ni=ni, nj=nj):
-      _, hinge, distance = _block_hinge(anchors, sq_norms, block, margin)
+    def block_grad(start=start, size=size):
+      _, hinge, distance = _row_block_hinge(anchors, sq_norms, start, size,
+                                            margin)
       # At d = 0 the direction is undefined; its gradient is taken as 0.
       w = jnp.where(distance > 0,
                     2.0 * hinge / jnp.where(distance > 0, distance, 1.0), 0.0)
-      a, b = anchors[si:si + ni], anchors[sj:sj + nj]
-      return (jnp.matmul(w, b, precision=hi) - jnp.sum(w, axis=1)[:, None] * a,
-              jnp.matmul(w.T, a, precision=hi) - jnp.sum(w, axis=0)[:, None] *
-              b)
+      rows, cols = anchors[start:start + size], anchors[start:]
+      grad_cols = (jnp.matmul(w.T, rows, precision=hi) -
+                   jnp.sum(w, axis=0)[:, None] * cols)
+      grad_rows = (jnp.matmul(w, cols, precision=hi) -
+                   jnp.sum(w, axis=1)[:, None] * rows)
+      return grad_cols.at[:size].add(grad_rows)
 
-    def no_grads(ni=ni, nj=nj):
-      return (jnp.zeros((ni, anchors.shape[1]), anchors.dtype),
-              jnp.zeros((nj, anchors.shape[1]), anchors.dtype))
-
-    grad_a, grad_b = jax.lax.cond(active[k], block_grads, no_grads)
-    parts[si].append(grad_a)
-    parts[sj].append(grad_b)
-  return jnp.concatenate([sum(parts[start]) for start in starts], axis=0)
+    contribution = jax.lax.cond(
+        active[k], block_grad,
+        lambda start=start: jnp.zeros_like(anchors[start:]))
+    grad = grad.at[start:].add(contribution)
+  return grad
 
 
 def _bwd(residuals, cotangents):
