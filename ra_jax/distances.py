@@ -47,3 +47,10 @@ def pairwise_squared_distances(
 def pairwise_distances(x: jax.Array, y: jax.Array) -> jax.Array:
   """||x_i - y_j||_2 for x (N, D), y (M, D) -> (N, M), gradient-safe at 0."""
   return safe_sqrt(pairwise_squared_distances(x, y))
+
+
+def cosine_similarity_matrix(x: jax.Array, y: jax.Array) -> jax.Array:
+  """cos(x_i, y_j) for x (N, D), y (M, D) -> (N, M); 0 for zero vectors."""
+  x_unit = x / jnp.maximum(safe_norm(x), 1e-12)[:, None]
+  y_unit = y / jnp.maximum(safe_norm(y), 1e-12)[:, None]
+  return x_unit @ y_unit.T

@@ -13,7 +13,6 @@ from ra_jax.losses.class_anchor_margin import DEFAULT_MIN_NORM
 from ra_jax.losses.class_anchor_margin import nearest_anchor
 from ra_jax.losses.classification import arcface_loss
 from ra_jax.losses.classification import center_loss
-from ra_jax.losses.classification import cosine_similarity_matrix
 from ra_jax.losses.classification import softmax_cross_entropy_loss
 from ra_jax.losses.contrastive import contrastive_loss
 from ra_jax.losses.proxy_anchor import proxy_anchor_loss
@@ -29,7 +28,6 @@ __all__ = [
     "class_anchor_margin_loss",
     "class_anchor_margin_terms",
     "contrastive_loss",
-    "cosine_similarity_matrix",
     "nearest_anchor",
     "proxy_anchor_loss",
     "softmax_cross_entropy_loss",

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ra_jax.distances import safe_norm
+from ra_jax.distances import cosine_similarity_matrix
 from ra_jax.distances import safe_sqrt
 from ra_jax.losses import _common
 
@@ -119,10 +119,3 @@ def arcface_loss(
   is_target = jax.nn.one_hot(labels, weights.shape[0], dtype=bool)
   logits = scale * jnp.where(is_target, target_logit[:, None], cosine)
   return _cross_entropy(logits, labels, valid)
-
-
-def cosine_similarity_matrix(x: jax.Array, y: jax.Array) -> jax.Array:
-  """cos(x_i, y_j) for x (N, D), y (M, D) -> (N, M); 0 for zero vectors."""
-  x_unit = x / jnp.maximum(safe_norm(x), 1e-12)[:, None]
-  y_unit = y / jnp.maximum(safe_norm(y), 1e-12)[:, None]
-  return x_unit @ y_unit.T

@@ -6,8 +6,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from ra_jax.distances import cosine_similarity_matrix
 from ra_jax.losses import _common
-from ra_jax.losses.classification import cosine_similarity_matrix
 
 
 def _log1p_sum_exp(logits: jax.Array, mask: jax.Array) -> jax.Array:
