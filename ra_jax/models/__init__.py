@@ -1,0 +1,20 @@
+"""Flax backbones (ResNet, ViT), the embedding head with class anchors, a name
+registry and pretrained-weight import. Imports nothing from the trainer."""
+
+from ra_jax.models.head import CLASS_PARAMS
+from ra_jax.models.head import class_parameters
+from ra_jax.models.head import EmbeddingHead
+from ra_jax.models.head import RetrievalModel
+from ra_jax.models.pretrained import load_pretrained
+from ra_jax.models.registry import get_backbone
+from ra_jax.models.registry import get_model
+from ra_jax.models.registry import model_names
+from ra_jax.models.resnet import ResNet
+from ra_jax.models.vit import interpolate_pos_embed
+from ra_jax.models.vit import ViT
+
+__all__ = [
+    "CLASS_PARAMS", "EmbeddingHead", "ResNet", "RetrievalModel", "ViT",
+    "class_parameters", "get_backbone", "get_model", "interpolate_pos_embed",
+    "load_pretrained", "model_names",
+]

@@ -1,0 +1,156 @@
+"""Backbones, the embedding head and the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ra_jax import losses
+from ra_jax import models
+
+
+def _abstract_variables(module, size):
+  return jax.eval_shape(module.init, jax.random.PRNGKey(0),
+                        jnp.zeros((1, size, size, 3)))
+
+
+def _num_params(variables):
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("name,size,expected", [
+    ("resnet18", 224, 11_689_512),
+    ("resnet50", 224, 25_557_032),
+    ("vit_b16", 224, 86_567_656),
+    ("vit_s16", 224, 22_050_664),
+    ("vit_ti16", 224, 5_717_416),
+])
+def test_parameter_counts_equal_the_reference_architectures(
+    name, size, expected):
+  backbone = models.get_backbone(name, num_classes=1000)
+  assert _num_params(_abstract_variables(backbone, size)) == expected
+
+
+@pytest.mark.parametrize("name,size,features", [
+    ("resnet18", 64, 512), ("resnet34", 224, 512), ("resnet50", 64, 2048),
+    ("resnet18_cifar", 32, 512), ("resnet50_cifar", 32, 2048),
+    ("vit_ti16", 224, 192), ("vit_s8", 64, 384), ("vit_s4", 32, 384),
+    ("vit_b16", 224, 768),
+])
+def test_output_shapes(name, size, features):
+  model = models.get_model(name, embedding_dim=24, num_classes=7,
+                           class_params=("anchors", "kernel", "bias"))
+  variables = _abstract_variables(model, size)
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, size, size, 3))),
+                       variables)
+  assert out.shape == (2, 24)
+  head = variables["params"]["head"]
+  assert head["projection"]["kernel"].shape == (features, 24)
+  assert head["anchors"].shape == head["kernel"].shape == (7, 24)
+  assert head["bias"].shape == (7,)
+
+
+def _tiny_resnet(**kw):
+  return models.get_model("resnet18_cifar", width=8, embedding_dim=16,
+                          num_classes=5, **kw)
+
+
+def test_batchnorm_uses_batch_statistics_in_training_only():
+  model = _tiny_resnet()
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3)) * 3 + 1
+  variables = model.init(jax.random.PRNGKey(0), x)
+  eval_out = model.apply(variables, x)
+  train_out, updates = model.apply(variables, x, train=True,
+                                   mutable=["batch_stats"])
+  assert not np.allclose(eval_out, train_out, atol=1e-3)
+  before = variables["batch_stats"]["backbone"]["bn1"]["mean"]
+  after = updates["batch_stats"]["backbone"]["bn1"]["mean"]
+  assert not np.allclose(before, after)
+  # Eval mode is per-example: an example's output ignores the rest of the
+  # batch; train mode is not.
+  np.testing.assert_allclose(model.apply(variables, x[:1]), eval_out[:1],
+                             rtol=1e-4, atol=1e-5)
+  one, _ = model.apply(variables, x[:2], train=True, mutable=["batch_stats"])
+  assert not np.allclose(one[:1], train_out[:1], atol=1e-3)
+
+
+@pytest.mark.parametrize("name,size", [("resnet18_cifar", 32), ("vit_ti4", 32)])
+def test_same_seed_same_model(name, size):
+  kw = dict(width=8) if name.startswith("resnet") else {}
+  model = models.get_model(name, embedding_dim=8, num_classes=3, **kw)
+  x = jnp.ones((2, size, size, 3))
+  a = model.init(jax.random.PRNGKey(3), x)
+  b = model.init(jax.random.PRNGKey(3), x)
+  c = model.init(jax.random.PRNGKey(4), x)
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(u, v)
+  assert not np.allclose(a["params"]["head"]["anchors"],
+                         c["params"]["head"]["anchors"])
+
+
+def test_jitted_train_step_with_the_class_anchor_margin_loss():
+  model = _tiny_resnet()
+  key = jax.random.PRNGKey(0)
+  images = jax.random.normal(key, (10, 32, 32, 3))
+  labels = jnp.arange(10) % 5
+  variables = model.init(key, images)
+  params, stats = variables["params"], variables["batch_stats"]
+  tx = optax.sgd(0.05, momentum=0.9)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, stats, opt_state):
+    def loss_fn(params):
+      emb, updates = model.apply({"params": params, "batch_stats": stats},
+                                 images, train=True, mutable=["batch_stats"])
+      anchors = models.class_parameters(params)["anchors"]
+      return losses.class_anchor_margin_loss(emb, labels, anchors).mean(), (
+          updates["batch_stats"])
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
+
+  first = None
+  for _ in range(15):
+    params, stats, opt_state, loss = step(params, stats, opt_state)
+    first = loss if first is None else first
+  assert np.isfinite(loss) and loss < 0.5 * first
+
+
+@pytest.mark.parametrize("name,size", [("resnet18_cifar", 32), ("vit_ti4", 32)])
+def test_bfloat16_forward(name, size):
+  kw = dict(width=8) if name.startswith("resnet") else {}
+  model = models.get_model(name, embedding_dim=8, num_classes=3,
+                           dtype=jnp.bfloat16, **kw)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+  variables = model.init(jax.random.PRNGKey(1), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  out = jax.jit(model.apply)(variables, x)
+  assert out.dtype == jnp.bfloat16 and np.all(np.isfinite(out))
+  full = models.get_model(name, embedding_dim=8, num_classes=3, **kw)
+  np.testing.assert_allclose(out.astype(jnp.float32), full.apply(variables, x),
+                             rtol=0.1, atol=0.1)
+
+
+def test_vit_position_embeddings_follow_the_image_size():
+  model = models.get_backbone("vit_ti8", image_size=32)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  assert variables["params"]["pos_embed"].shape == (1, 17, 192)
+  bigger = model.apply(variables, jnp.zeros((1, 64, 64, 3)))  # 8x8 grid
+  assert bigger.shape == (1, 192)
+  pos = variables["params"]["pos_embed"]
+  resized = models.interpolate_pos_embed(pos, (8, 8))
+  assert resized.shape == (1, 65, 192)
+  np.testing.assert_array_equal(resized[:, 0], pos[:, 0])  # class token kept
+
+
+def test_unknown_names_list_the_known_ones():
+  with pytest.raises(ValueError, match="resnet18_cifar.*vit_s16"):
+    models.get_model("resnet19", embedding_dim=4, num_classes=2)
+  with pytest.raises(ValueError, match="image_size"):
+    models.get_backbone("vit_s7")
+  with pytest.raises(ValueError, match="per-class parameter 'centres'"):
+    models.get_model("resnet18_cifar", width=8, embedding_dim=4, num_classes=2,
+                     class_params=("centres",)).init(
+                         jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
