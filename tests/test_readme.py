@@ -32,3 +32,10 @@ def test_setup_commands_are_single_lines_using_the_constraints():
     command = _block(marker, "sh").strip()
     assert "\n" not in command
     assert "-c constraints.txt" in command
+
+
+def test_models_example_builds_anchors():
+  namespace = {}
+  exec(compile(_block("models-example", "python"), "README.md", "exec"),
+       namespace)
+  assert namespace["anchors"].shape == (100, 128)
