@@ -35,12 +35,17 @@ def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((kernel // 2, kernel // 2),) * 2
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions and an identity (or 1x1 projection) shortcut."""
+class _ResidualBlock(nn.Module):
+  """Fields shared by both block kinds: conv/norm are partially applied
+  module constructors carrying the dtype and train/eval settings."""
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
+
+
+class BasicBlock(_ResidualBlock):
+  """Two 3x3 convolutions and an identity (or 1x1 projection) shortcut."""
 
   @nn.compact
   def __call__(self, x):
@@ -52,12 +57,8 @@ class BasicBlock(nn.Module):
     return nn.relu(y + _shortcut(self, x, y.shape[-1]))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
   """1x1 reduce, 3x3 (strided), 1x1 expand by 4, and the shortcut."""
-  filters: int
-  strides: int
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x):
