@@ -3,7 +3,10 @@
 import contextlib
 import io
 import pathlib
+import os
 import re
+
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,3 +42,14 @@ def test_models_example_builds_anchors():
   exec(compile(_block("models-example", "python"), "README.md", "exec"),
        namespace)
   assert namespace["anchors"].shape == (100, 128)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's dataset-fashion-mnist (CI has it)")
+def test_data_example_gives_fashion_mnist_batches(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  namespace = {}
+  exec(compile(_block("data-example", "python"), "README.md", "exec"),
+       namespace)
+  batch = next(iter(namespace["batches"]))
+  assert batch["image"].shape == (128, 28, 28, 1)

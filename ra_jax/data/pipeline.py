@@ -1,0 +1,206 @@
+"""grain pipelines: per-host sharding, seeded per-epoch shuffling,
+augmentation, batching, class-balanced batches, padded evaluation batches and
+few-shot subsets.
+
+Training batches are {"image": float32 (b, S, S, C), "label": int32 (b,)};
+evaluation batches add "mask" (b,) bool and "index" (b,) int64 (the example's
+index in its split, -1 for padding). b is the per-host batch size. The
+iterators these datasets give (`iter(ds)`) have `get_state()` /
+`set_state()`, which the trainer checkpoints so a resumed run continues the
+same order.
+"""
+
+import functools
+import json
+import math
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+import grain
+import numpy as np
+
+from ra_jax.data import augment as augment_lib
+from ra_jax.data.source import RandomAccessSplit
+
+_AUGMENT_SEED_OFFSET = 0x5EED  # keeps augmentation draws apart from shuffling
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax
+    process_index = jax.process_index() if process_index is None else (
+        process_index)
+    process_count = jax.process_count() if process_count is None else (
+        process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in"
+                     f" [0, {process_count})")
+  return process_index, process_count
+
+
+class SubsetSplit:
+  """The records of `split` at `indices`, as a split of its own."""
+
+  def __init__(self, split: RandomAccessSplit, indices: Sequence[int]):
+    self.split, self.indices = split, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.split[int(self.indices[index])]
+
+
+class BalancedIndices:
+  """Indices forming batches of `images_per_class` images from each of
+  batch_size / images_per_class classes, drawn afresh for every batch from
+  (seed, batch number): random access, so grain can checkpoint it.
+
+  Classes with fewer images than `images_per_class` are sampled with
+  replacement; pair and triplet losses need >= 2 images of a class per batch.
+  """
+
+  def __init__(self, labels: np.ndarray, batch_size: int,
+               images_per_class: int, seed: int, num_batches: int):
+    if batch_size % images_per_class:
+      raise ValueError(f"batch size {batch_size} is not a multiple of"
+                       f" images_per_class {images_per_class}")
+    self.by_class = [np.flatnonzero(labels == c)
+                     for c in range(int(labels.max()) + 1)]
+    self.classes = np.asarray([c for c, idx in enumerate(self.by_class)
+                               if len(idx)])
+    self.per_batch = batch_size // images_per_class
+    if self.per_batch > len(self.classes):
+      raise ValueError(f"a batch of {batch_size} with {images_per_class} per"
+                       f" class needs {self.per_batch} classes; the data has"
+                       f" {len(self.classes)}")
+    self.batch_size, self.m = batch_size, images_per_class
+    self.seed, self.num_batches = seed, num_batches
+
+  def __len__(self) -> int:
+    return self.num_batches * self.batch_size
+
+  @functools.lru_cache(maxsize=4)
+  def batch(self, number: int) -> np.ndarray:
+    rng = np.random.default_rng([self.seed, number])
+    chosen = rng.choice(self.classes, self.per_batch, replace=False)
+    return np.concatenate([
+        rng.choice(self.by_class[c], self.m,
+                   replace=len(self.by_class[c]) < self.m) for c in chosen])
+
+  def __getitem__(self, index: int) -> int:
+    return int(self.batch(index // self.batch_size)[index % self.batch_size])
+
+
+def train_dataset(split: RandomAccessSplit,
+                  augment: augment_lib.AugmentConfig, *, batch_size: int,
+                  seed: int, num_epochs: Optional[int] = None,
+                  images_per_class: Optional[int] = None,
+                  labels: Optional[np.ndarray] = None,
+                  process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> grain.MapDataset:
+  """Training batches of this host's shard, reshuffled every epoch.
+
+  Args:
+    split: the training records.
+    augment: the dataset's AugmentConfig (see `augment.preset`).
+    batch_size: the per-host batch size (global batch / process count).
+    seed: shuffling and augmentation seed; the same seed gives the same
+      batches on every run.
+    num_epochs: passes over the shard; None repeats forever.
+    images_per_class: class-balanced batches of this many images per class
+      (needs `labels`, the split's labels (N,)).
+    process_index, process_count: this host's shard (default: from jax). Each
+      host reads the disjoint records process_index::process_count.
+  """
+  pi, pc = _process(process_index, process_count)
+  shard = grain.MapDataset.source(split)[pi::pc]
+  if images_per_class is not None:
+    if labels is None:
+      raise ValueError("images_per_class needs the split's labels")
+    shard_labels = np.asarray(labels)[pi::pc]
+    epoch_batches = max(1, len(shard) // batch_size)
+    total = epoch_batches * (num_epochs if num_epochs else sys.maxsize //
+                             (batch_size * epoch_batches * 2))
+    order = grain.MapDataset.source(BalancedIndices(
+        shard_labels, batch_size, images_per_class, seed, total))
+    ds = order.map(lambda i: shard[i])
+  else:
+    ds = shard.shuffle(seed=seed).repeat(num_epochs)
+
+  def prepare(record, rng):
+    return {"image": augment_lib.train_transform(record["image"], augment,
+                                                 rng),
+            "label": np.int32(record["label"])}
+
+  ds = ds.random_map(prepare, seed=seed + _AUGMENT_SEED_OFFSET)
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def eval_dataset(split: RandomAccessSplit, augment: augment_lib.AugmentConfig,
+                 *, batch_size: int, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None) -> grain.MapDataset:
+  """Every example of this host's shard exactly once, in order, in batches;
+  the last batch is padded and `mask` marks the real examples. All hosts get
+  the same number of batches, so multi-host evaluation steps stay in lock
+  step."""
+  pi, pc = _process(process_index, process_count)
+  num_batches = math.ceil(math.ceil(len(split) / pc) / batch_size)
+  indices = np.arange(pi, len(split), pc)
+  padded = np.full(num_batches * batch_size, -1, np.int64)
+  padded[:len(indices)] = indices
+  blank = None
+
+  def load(position):
+    nonlocal blank
+    index = int(padded[position])
+    if index < 0:
+      if blank is None:  # same shape as a real example, all zeros
+        first = load_record(int(indices[0]) if len(indices) else 0)
+        blank = {k: np.zeros_like(v) for k, v in first.items()}
+      return dict(blank, index=np.int64(-1), mask=np.bool_(False))
+    return dict(load_record(index), index=np.int64(index),
+                mask=np.bool_(True))
+
+  def load_record(index):
+    record = split[index]
+    return {"image": augment_lib.eval_transform(record["image"], augment),
+            "label": np.int32(record["label"])}
+
+  return grain.MapDataset.range(len(padded)).map(load).batch(batch_size)
+
+
+def few_shot_indices(labels: np.ndarray, shot: int, seed: int) -> np.ndarray:
+  """`shot` indices per class, chosen by `seed` alone (identical on every
+  host and run), sorted. A class with fewer than `shot` examples is an error."""
+  labels = np.asarray(labels)
+  chosen = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    if len(members) < shot:
+      raise ValueError(f"few-shot: class {c} has {len(members)} examples,"
+                       f" fewer than shot={shot}")
+    rng = np.random.default_rng([seed, int(c)])
+    chosen.append(rng.choice(members, shot, replace=False))
+  return np.sort(np.concatenate(chosen))
+
+
+def save_few_shot_indices(path: str, indices: np.ndarray,
+                          meta: dict[str, Any]) -> None:
+  """Writes the chosen indices as JSON, atomically. An existing file with
+  other indices is an error and is left untouched."""
+  payload = {**meta, "indices": [int(i) for i in indices]}
+  if os.path.exists(path):
+    with open(path) as f:
+      existing = json.load(f)
+    if existing != payload:
+      raise ValueError(f"{path} holds another few-shot selection"
+                       f" ({existing.get('shot')} shot, seed"
+                       f" {existing.get('seed')}); refusing to overwrite it")
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f)
+  os.replace(tmp, path)

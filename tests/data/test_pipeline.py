@@ -1,0 +1,138 @@
+"""grain pipelines: sharding, padding, balance, few-shot, checkpointable order."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ra_jax import data
+
+
+def _toy_split(n=50, classes=5):
+  images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones(
+      (1, 4, 4, 1), np.uint8)  # pixel value = example index
+  return data.ArraySplit(images, np.arange(n) % classes)
+
+
+NO_AUG = data.AugmentConfig(image_size=4, train="none", flip=False,
+                            mean=(0.0,), std=(1.0 / 255.0,))  # identity
+
+
+def _ids(batch):
+  return batch["image"][:, 0, 0, 0].round().astype(int).tolist()
+
+
+def test_hosts_read_disjoint_shards_that_cover_the_split():
+  split = _toy_split(50)
+  seen = []
+  for host in range(2):
+    ds = data.train_dataset(split, NO_AUG, batch_size=5, seed=3, num_epochs=1,
+                            process_index=host, process_count=2)
+    seen.append([i for batch in ds for i in _ids(batch)])
+  assert set(seen[0]).isdisjoint(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(50))
+  assert all(i % 2 == 0 for i in seen[0])
+
+
+def test_epochs_are_reshuffled_and_seeded():
+  split = _toy_split(20)
+  order = lambda seed: [i for b in data.train_dataset(
+      split, NO_AUG, batch_size=10, seed=seed, num_epochs=2, process_index=0,
+      process_count=1) for i in _ids(b)]
+  first = order(0)
+  assert first == order(0)
+  assert first != order(1)
+  assert sorted(first[:20]) == sorted(first[20:]) == list(range(20))
+  assert first[:20] != first[20:]
+
+
+def test_iterator_state_restores_the_exact_order():
+  split = _toy_split(40)
+  ds = data.train_dataset(split, data.preset("digits", image_size=4),
+                          batch_size=8, seed=5, process_index=0,
+                          process_count=1)
+  it = iter(ds)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(7)]  # crosses epoch boundaries
+  resumed = iter(ds)
+  resumed.set_state(json.loads(json.dumps(state)))  # survives serialisation
+  for want in expected:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+@pytest.mark.parametrize("n,batch,hosts", [(23, 5, 1), (23, 5, 2), (40, 8, 3)])
+def test_eval_covers_every_example_once_with_padding(n, batch, hosts):
+  split = _toy_split(n)
+  indices, per_host_batches = [], set()
+  for host in range(hosts):
+    batches = list(data.eval_dataset(split, NO_AUG, batch_size=batch,
+                                     process_index=host,
+                                     process_count=hosts))
+    per_host_batches.add(len(batches))
+    for b in batches:
+      assert b["image"].shape[0] == batch
+      real = b["index"][b["mask"]]
+      np.testing.assert_array_equal(b["index"][~b["mask"]], -1)
+      np.testing.assert_array_equal(np.asarray(_ids(b))[b["mask"]], real)
+      np.testing.assert_array_equal(b["label"][b["mask"]], real % 5)
+      indices.extend(real.tolist())
+  assert sorted(indices) == list(range(n))
+  assert len(per_host_batches) == 1  # hosts stay in lock step
+
+
+def test_class_balanced_batches():
+  split = _toy_split(60, classes=6)
+  ds = data.train_dataset(split, NO_AUG, batch_size=12, seed=0,
+                          images_per_class=4, labels=split.labels,
+                          process_index=0, process_count=1)
+  it = iter(ds)
+  for _ in range(5):
+    labels = next(it)["label"]
+    counts = np.bincount(labels, minlength=6)
+    assert sorted(counts[counts > 0].tolist()) == [4, 4, 4]
+  with pytest.raises(ValueError, match="needs 7 classes"):
+    data.train_dataset(split, NO_AUG, batch_size=14, seed=0,
+                       images_per_class=2, labels=split.labels,
+                       process_index=0, process_count=1)
+
+
+def test_few_shot_is_deterministic_and_saved_once(tmp_path):
+  labels = np.arange(100) % 10
+  a = data.few_shot_indices(labels, shot=3, seed=7)
+  np.testing.assert_array_equal(a, data.few_shot_indices(labels, 3, 7))
+  assert not np.array_equal(a, data.few_shot_indices(labels, 3, 8))
+  assert np.all(np.bincount(labels[a]) == 3)
+  path = str(tmp_path / "few_shot.json")
+  data.save_few_shot_indices(path, a, {"shot": 3, "seed": 7})
+  data.save_few_shot_indices(path, a, {"shot": 3, "seed": 7})  # same: fine
+  with pytest.raises(ValueError, match="refusing to overwrite"):
+    data.save_few_shot_indices(path, data.few_shot_indices(labels, 3, 8),
+                               {"shot": 3, "seed": 8})
+  assert json.load(open(path))["indices"] == a.tolist()
+  with pytest.raises(ValueError, match="class 0 has 10 examples"):
+    data.few_shot_indices(labels, shot=11, seed=0)
+  subset = data.SubsetSplit(_toy_split(100, classes=10), a)
+  assert len(subset) == 30 and subset[0]["label"] == labels[a[0]]
+
+
+def test_augmentation_presets():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 255, (40, 50, 3), np.uint8)
+  for name in ("cifar100", "svhn_cropped", "food101", "tiny_imagenet"):
+    config = data.preset(name)
+    out = data.augment.train_transform(image, config, rng)
+    assert out.shape == (config.image_size, config.image_size, 3)
+    assert out.dtype == np.float32
+    ev = data.augment.eval_transform(image, config)
+    assert ev.shape == out.shape
+  assert not data.preset("svhn_cropped").flip
+  assert not data.preset("digits").flip
+  # crop_flip on an image of the right size keeps its content, shifted.
+  small = rng.integers(0, 255, (32, 32, 3), np.uint8)
+  config = data.AugmentConfig(32, "crop_flip", 4, False, (0.0,), (1 / 255,))
+  np.testing.assert_allclose(data.augment.eval_transform(small, config), small,
+                             atol=1e-3)
