@@ -6,7 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["ra_jax.losses", "ra_jax.distances"])
+@pytest.mark.parametrize("module",
+                         ["ra_jax.losses", "ra_jax.distances", "ra_jax.retrieval"])
 def test_module_imports_neither_flax_nor_the_trainer(module):
   _check_imports(module, forbid_flax=True)
 
