@@ -1,8 +1,9 @@
 """A one-minute demonstration of the class anchor margin loss on real data.
 
-Trains a linear embedding of scikit-learn's bundled 8x8 digits (offline) with
+Trains a linear embedding of scikit-learn's bundled 8x8 digits (offline, via
+`ra_jax.data.digits_source`) with
 `class_anchor_margin_loss` and `optax.adamw`, then reports nearest-anchor
-accuracy and precision@10 of L2 retrieval (queries: the held-out digits,
+accuracy, mAP and precision@10 of L2 retrieval (queries: the held-out digits,
 database: the training digits).
 
   python -m ra_jax.demo [--steps 300] [--embedding_dim 16] [--seed 0]
@@ -15,30 +16,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn import datasets, model_selection
 
 from ra_jax import losses
-from ra_jax.distances import pairwise_squared_distances
-
-
-def precision_at_k(query_emb, query_labels, db_emb, db_labels, k):
-  """Mean fraction of the k nearest database items that share the label."""
-  distances = pairwise_squared_distances(query_emb, db_emb)
-  _, nearest = jax.lax.top_k(-distances, k)
-  return float(jnp.mean(db_labels[nearest] == query_labels[:, None]))
+from ra_jax.data import digits_source
+from ra_jax.retrieval import evaluate_retrieval
 
 
 def run(steps: int = 300, embedding_dim: int = 16, seed: int = 0) -> dict:
-  digits = datasets.load_digits()
-  x = (digits.data / 16.0).astype(np.float32)
-  x_train, x_test, y_train, y_test = model_selection.train_test_split(
-      x, digits.target, test_size=0.25, random_state=seed,
-      stratify=digits.target)
-  num_classes = int(digits.target.max()) + 1
+  source = digits_source(seed=seed)
+  train, test = source.splits["train"], source.splits["test"]
+  flatten = lambda images: images.reshape(len(images), -1).astype(
+      np.float32) / 255.0
+  x_train, y_train = flatten(train.images), train.labels
+  x_test, y_test = flatten(test.images), test.labels
+  num_classes = source.num_classes
   k_kernel, k_anchor = jax.random.split(jax.random.PRNGKey(seed))
   params = {
-      "kernel": jax.random.normal(k_kernel, (x.shape[1], embedding_dim)) /
-                np.sqrt(x.shape[1]),
+      "kernel": jax.random.normal(k_kernel, (x_train.shape[1], embedding_dim))
+                / np.sqrt(x_train.shape[1]),
       "anchors": jax.random.normal(k_anchor, (num_classes, embedding_dim)),
   }
   # No weight decay on the anchors: it would fight the minimum-norm term.
@@ -68,11 +63,14 @@ def run(steps: int = 300, embedding_dim: int = 16, seed: int = 0) -> dict:
   database = x_train @ params["kernel"]
   terms = losses.class_anchor_margin_terms(database, y_train,
                                            params["anchors"])
+  retrieval = evaluate_retrieval(np.asarray(query), y_test,
+                                 np.asarray(database), np.asarray(y_train),
+                                 ks=(10,))
   return {
       "nearest_anchor_accuracy": float(jnp.mean(
           losses.nearest_anchor(query, params["anchors"]) == y_test)),
-      "precision@10": precision_at_k(query, jnp.asarray(y_test), database,
-                                     y_train, 10),
+      "map": retrieval["map"],
+      "precision@10": retrieval["precision@10"],
       "min_anchor_distance": float(terms["min_anchor_distance"]),
       "train_seconds": train_seconds,
   }
