@@ -1,6 +1,10 @@
-"""Retrieval: metrics (and, to come, exact / two-stage search and an Index).
-Plain jax/numpy: no Flax, nothing from the trainer."""
+"""Retrieval: metrics, exact and two-stage search. Plain jax/numpy: no Flax,
+nothing from the trainer."""
 
 from ra_jax.retrieval.metrics import evaluate_retrieval
+from ra_jax.retrieval.search import exact_search
+from ra_jax.retrieval.search import list_table
+from ra_jax.retrieval.search import two_stage_search
 
-__all__ = ["evaluate_retrieval"]
+__all__ = ["evaluate_retrieval", "exact_search", "list_table",
+           "two_stage_search"]
