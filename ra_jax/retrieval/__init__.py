@@ -2,9 +2,11 @@
 nothing from the trainer."""
 
 from ra_jax.retrieval.metrics import evaluate_retrieval
+from ra_jax.retrieval.search import build_lists
 from ra_jax.retrieval.search import exact_search
 from ra_jax.retrieval.search import list_table
+from ra_jax.retrieval.search import Lists
 from ra_jax.retrieval.search import two_stage_search
 
-__all__ = ["evaluate_retrieval", "exact_search", "list_table",
-           "two_stage_search"]
+__all__ = ["Lists", "build_lists", "evaluate_retrieval", "exact_search",
+           "list_table", "two_stage_search"]

@@ -40,26 +40,29 @@ def test_sharded_search_on_8_devices_equals_unsharded():
   np.testing.assert_array_equal(sharded[0], single[0])
 
 
-def test_two_stage_with_every_list_equals_exact_search():
+@pytest.mark.parametrize("method", ["grouped", "gathered"])
+def test_two_stage_with_every_list_equals_exact_search(method):
   q, db = _data(2)
   rng = np.random.default_rng(2)
   anchors = rng.normal(size=(6, 16)).astype(np.float32)
   lists = rng.integers(0, 6, len(db))
   for outside in ("absent", "append"):
     d, i = two_stage_search(q, anchors, db, lists, num_lists=6, k=25,
-                            outside=outside, query_chunk=16)
+                            outside=outside, query_chunk=16, method=method)
     want_d, want_i = exact_search(q, db, 25)
     np.testing.assert_array_equal(i, want_i)
     # Same formula, other fusion per chunk shape: equal up to 1-2 ulp.
     np.testing.assert_allclose(d, want_d, rtol=1e-6)
 
 
-def test_two_stage_ranks_only_the_chosen_lists():
+@pytest.mark.parametrize("method", ["grouped", "gathered"])
+def test_two_stage_ranks_only_the_chosen_lists(method):
   q, db = _data(3, n=300)
   rng = np.random.default_rng(3)
   anchors = rng.normal(size=(5, 16)).astype(np.float32) * 3
   lists = rng.integers(0, 5, len(db))
-  d, i = two_stage_search(q, anchors, db, lists, num_lists=1, k=300)
+  d, i = two_stage_search(q, anchors, db, lists, num_lists=1, k=300,
+                          method=method)
   nearest = np.asarray(losses.nearest_anchor(q, anchors))
   for row in range(len(q)):
     found = i[row][i[row] >= 0]
@@ -69,7 +72,7 @@ def test_two_stage_ranks_only_the_chosen_lists():
     assert np.all(np.isinf(d[row][len(found):]))
   # "append": the same candidates first, then the rest of the database.
   d2, i2 = two_stage_search(q, anchors, db, lists, num_lists=1, k=300,
-                            outside="append")
+                            outside="append", method=method)
   for row in range(len(q)):
     n = np.sum(i[row] >= 0)
     np.testing.assert_array_equal(i2[row][:n], i[row][:n])
@@ -86,7 +89,7 @@ def test_two_stage_reaches_exact_map_on_separable_clusters():
   q = centers[q_labels] + rng.normal(size=(80, 12)).astype(np.float32)
   exact = evaluate_retrieval(q, q_labels, db, db_labels, ks=(10,))
   for lists in (db_labels, np.asarray(losses.nearest_anchor(db, centers))):
-    _, idx = two_stage_search(q, centers, db, lists, num_lists=1, k=100)
+    _, idx = two_stage_search(q, centers, db, lists, num_lists=2, k=100)
     precision = np.mean(db_labels[idx[:, :10]] == q_labels[:, None])
     assert precision == pytest.approx(exact["precision@10"])
     assert precision == 1.0
@@ -98,6 +101,9 @@ def test_bad_arguments():
     two_stage_search(q, db[:3], db, np.zeros(len(db), int), num_lists=4, k=5)
   with pytest.raises(ValueError, match="db_lists"):
     two_stage_search(q, db[:3], db, np.full(len(db), 3), num_lists=1, k=5)
+  with pytest.raises(ValueError, match="method"):
+    two_stage_search(q, db[:3], db, np.zeros(len(db), int), num_lists=1, k=5,
+                     method="fast")
   with pytest.raises(ValueError, match="outside"):
     two_stage_search(q, db[:3], db, np.zeros(len(db), int), num_lists=1, k=5,
                      outside="later")

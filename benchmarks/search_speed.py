@@ -1,0 +1,110 @@
+"""Search speed on this machine, in one run.
+
+1. exact_search vs faiss-cpu IndexFlatL2: 50,000 x 128 database, 1,000
+   queries, top-100 (queries/s, median of repeats, alternated).
+2. two_stage_search vs exact_search at N = 100,000 and 1,000,000, C = 100
+   classes, D = 128, 1,000 queries, top-100, 1 list kept, lists from the
+   labels; clustered data whose anchors (the class means) classify the
+   queries well. Reports queries/s and mAP@100 of both.
+
+  python benchmarks/search_speed.py [--sizes 100000 1000000] [--repeats 5]
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from ra_jax.retrieval import evaluate_retrieval
+from ra_jax.retrieval import exact_search
+from ra_jax.retrieval import build_lists
+from ra_jax.retrieval import two_stage_search
+
+
+def timed(fn, repeats):
+  jax.block_until_ready(fn())  # compile / warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def map_at_k(indices, q_labels, db_labels, k):
+  """mAP@k (divisor min(R, k)) from returned indices; R from db_labels."""
+  rel = (db_labels[np.maximum(indices, 0)] == q_labels[:, None]) & (
+      indices >= 0)
+  hits = np.cumsum(rel, axis=1)
+  precision = hits / np.arange(1, indices.shape[1] + 1)
+  r = np.bincount(db_labels, minlength=q_labels.max() + 1)[q_labels]
+  return float(np.mean((precision * rel).sum(1) / np.minimum(r, k)))
+
+
+def clustered(rng, n, classes, dim, spread):
+  centers = rng.normal(size=(classes, dim)).astype(np.float32)
+  labels = rng.integers(0, classes, n)
+  x = centers[labels] + spread * rng.normal(size=(n, dim)).astype(np.float32)
+  return centers, x, labels
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--sizes", type=int, nargs="+",
+                      default=[100_000, 1_000_000])
+  parser.add_argument("--queries", type=int, default=1000)
+  args = parser.parse_args()
+  rng = np.random.default_rng(0)
+  print(f"# jax {jax.__version__}, {args.queries} queries, top-100, D=128,"
+        f" median of {args.repeats}")
+
+  import faiss
+  db = rng.normal(size=(50_000, 128)).astype(np.float32)
+  q = rng.normal(size=(args.queries, 128)).astype(np.float32)
+  index = faiss.IndexFlatL2(128)
+  index.add(db)
+  db_dev = jax.device_put(db)
+  ours_t, faiss_t = [], []
+  jax.block_until_ready(exact_search(q, db_dev, 100))
+  index.search(q, 100)
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    ours_d, ours_i = jax.block_until_ready(exact_search(q, db_dev, 100))
+    ours_t.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    _, faiss_i = index.search(q, 100)
+    faiss_t.append(time.perf_counter() - start)
+  agree = np.mean(np.asarray(ours_i) == faiss_i)
+  ours_qps = args.queries / statistics.median(ours_t)
+  faiss_qps = args.queries / statistics.median(faiss_t)
+  print(f"| exact 50,000 x 128 | ra_jax {ours_qps:,.0f} q/s | faiss"
+        f" IndexFlatL2 {faiss_qps:,.0f} q/s | ratio {ours_qps / faiss_qps:.2f}"
+        f" | same indices {agree:.4f} |", flush=True)
+
+  for n in args.sizes:
+    centers, db, db_labels = clustered(rng, n, 100, 128, 0.35)
+    q_labels = rng.integers(0, 100, args.queries)
+    q = centers[q_labels] + 0.35 * rng.normal(size=(args.queries, 128)
+                                              ).astype(np.float32)
+    db_dev = jax.device_put(db)
+    lists = build_lists(db_dev, db_labels, 100)
+    exact_s = timed(lambda: exact_search(q, db_dev, 100), args.repeats)
+    two_s = timed(lambda: two_stage_search(q, centers, db_dev, db_labels,
+                                           num_lists=1, k=100, lists=lists),
+                  args.repeats)
+    _, exact_i = exact_search(q, db_dev, 100)
+    _, two_i = two_stage_search(q, centers, db_dev, db_labels, num_lists=1,
+                                k=100, lists=lists)
+    exact_map = map_at_k(np.asarray(exact_i), q_labels, db_labels, 100)
+    two_map = map_at_k(np.asarray(two_i), q_labels, db_labels, 100)
+    print(f"| N={n:,} | exact {args.queries / exact_s:,.0f} q/s, mAP@100"
+          f" {100 * exact_map:.2f} | two-stage {args.queries / two_s:,.0f}"
+          f" q/s, mAP@100 {100 * two_map:.2f} | speed-up"
+          f" {exact_s / two_s:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
