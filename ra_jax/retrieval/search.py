@@ -197,8 +197,12 @@ def build_lists(db, db_lists, num_lists_total: int) -> Lists:
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _list_top_k(queries, list_vectors, list_index, k):
-  """Top k of a group of queries within one list: one matrix product."""
+def _list_top_k(queries, vectors, index, c, k):
+  """Top k of a group of queries within list c: one matrix product. The
+  list is sliced inside the jitted call, so no (L_max, D) copy is made per
+  call outside it."""
+  list_vectors = jax.lax.dynamic_index_in_dim(vectors, c, keepdims=False)
+  list_index = jax.lax.dynamic_index_in_dim(index, c, keepdims=False)
   scores = _scores(queries, list_vectors)  # (b, L_max)
   scores = jnp.where(list_index >= 0, scores, jnp.inf)
   _, pos = _top_k_smallest(scores, min(k, scores.shape[1]), False)
@@ -210,13 +214,17 @@ def _stage_two_grouped(queries, chosen, lists, k):
   a power of two, so few shapes compile) against its items — one matrix
   product per list; a Python loop over lists, never over queries."""
   chosen = np.asarray(chosen)
+  host_queries = np.asarray(queries)
   width = min(k, lists.index.shape[1])
   found = np.full(chosen.shape + (width,), -1, np.int32)
+  pending = []  # dispatch every list first, then wait once
   for c in np.unique(chosen):
     rows, slots = np.nonzero(chosen == c)
     bucket = 1 << max(0, int(len(rows) - 1).bit_length())
-    group = queries[jnp.asarray(np.pad(rows, (0, bucket - len(rows))))]
-    top = _list_top_k(group, lists.vectors[c], lists.index[c], k)
+    group = np.pad(host_queries[rows], ((0, bucket - len(rows)), (0, 0)))
+    pending.append((rows, slots, _list_top_k(group, lists.vectors,
+                                             lists.index, int(c), k)))
+  for rows, slots, top in pending:
     found[rows, slots] = np.asarray(top)[:len(rows)]
   return jnp.asarray(found.reshape(chosen.shape[0], -1))
 
@@ -300,6 +308,8 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
   queries = jnp.asarray(queries, jnp.float32)
   db = jnp.asarray(db, jnp.float32)
   if lists is None:
+    if db_lists is None:
+      raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
     lists = build_lists(db, db_lists, num_classes)
   outs = []
   for start in range(0, queries.shape[0], query_chunk):

@@ -1,0 +1,174 @@
+"""An Index: database embeddings with labels, ids and class anchors, searched
+exactly or in two stages, saved to and loaded from a plain `.npz` (no pickle)
+with a schema check."""
+
+import dataclasses
+import os
+import zipfile
+from typing import Literal, Optional
+
+import numpy as np
+
+from ra_jax.retrieval import search as search_lib
+
+FORMAT = "ra_jax.Index"
+VERSION = 1
+ListSource = Literal["labels", "anchors"]
+
+
+@dataclasses.dataclass
+class Index:
+  """Database of N embeddings (N, D) with ids (N,), optional labels (N,) and
+  anchors (C, D).
+
+  Two-stage search needs anchors; its lists come from the labels
+  (`list_source="labels"`) or from each item's nearest anchor
+  (`"anchors"`, for unlabelled databases).
+  """
+  embeddings: np.ndarray
+  ids: np.ndarray
+  labels: Optional[np.ndarray] = None
+  anchors: Optional[np.ndarray] = None
+  list_source: ListSource = "labels"
+  _lists: Optional[search_lib.Lists] = dataclasses.field(default=None,
+                                                         repr=False)
+
+  def __post_init__(self):
+    self.embeddings = np.asarray(self.embeddings, np.float32)
+    self.ids = np.asarray(self.ids, np.int64)
+    if self.labels is not None:
+      self.labels = np.asarray(self.labels, np.int64)
+    if self.anchors is not None:
+      self.anchors = np.asarray(self.anchors, np.float32)
+    _validate(self, where="Index")
+
+  @classmethod
+  def build(cls, embeddings, labels=None, *, anchors=None, ids=None,
+            list_source: ListSource = "labels") -> "Index":
+    """An index over `embeddings` (ids default to 0..N-1)."""
+    n = len(embeddings)
+    return cls(embeddings=embeddings,
+               ids=np.arange(n) if ids is None else ids, labels=labels,
+               anchors=anchors, list_source=list_source)
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def add(self, embeddings, labels=None, ids=None) -> None:
+    """Appends items (ids default to continuing after the largest id)."""
+    embeddings = np.asarray(embeddings, np.float32)
+    if ids is None:
+      start = int(self.ids.max()) + 1 if len(self.ids) else 0
+      ids = np.arange(start, start + len(embeddings))
+    if (labels is None) != (self.labels is None):
+      raise ValueError("add: give labels exactly when the index has labels")
+    merged = Index(
+        embeddings=np.concatenate([self.embeddings, embeddings]),
+        ids=np.concatenate([self.ids, np.asarray(ids, np.int64)]),
+        labels=None if labels is None else np.concatenate(
+            [self.labels, np.asarray(labels, np.int64)]),
+        anchors=self.anchors, list_source=self.list_source)
+    self.embeddings, self.ids, self.labels = (merged.embeddings, merged.ids,
+                                              merged.labels)
+    self._lists = None
+
+  def db_lists(self) -> np.ndarray:
+    """Each item's list id for two-stage search, (N,)."""
+    if self.list_source == "labels":
+      if self.labels is None:
+        raise ValueError("list_source='labels' needs labels; use 'anchors'"
+                         " for an unlabelled index")
+      return self.labels
+    from ra_jax.losses import nearest_anchor
+    return np.asarray(nearest_anchor(self.embeddings, self.anchors))
+
+  def search(self, queries, k: int, *, two_stage: bool = False,
+             num_lists: int = 1, outside: search_lib.Outside = "absent"):
+    """(distances, ids), each (Q, k), nearest first; id -1 = no result."""
+    if two_stage:
+      if self.anchors is None:
+        raise ValueError("two-stage search needs anchors in the index")
+      if self._lists is None:
+        self._lists = search_lib.build_lists(self.embeddings, self.db_lists(),
+                                             len(self.anchors))
+      distances, index = search_lib.two_stage_search(
+          queries, self.anchors, self.embeddings, None, num_lists=num_lists,
+          k=k, outside=outside, lists=self._lists)
+    else:
+      distances, index = search_lib.exact_search(queries, self.embeddings, k)
+    index = np.asarray(index)
+    return np.asarray(distances), np.where(index >= 0, self.ids[index], -1)
+
+  def save(self, path: str) -> None:
+    """Writes `path` (.npz) atomically: a failed save leaves any previous
+    file intact."""
+    arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
+              "embeddings": self.embeddings, "ids": self.ids,
+              "list_source": np.array(self.list_source)}
+    if self.labels is not None:
+      arrays["labels"] = self.labels
+    if self.anchors is not None:
+      arrays["anchors"] = self.anchors
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    try:
+      np.savez(tmp, **arrays)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  @classmethod
+  def load(cls, path: str) -> "Index":
+    """Reads an index saved by `save`; errors name the file and the field."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+      raise ValueError(f"{path}: not a readable ra_jax index ({e})") from e
+    for field in ("format", "version", "embeddings", "ids", "list_source"):
+      if field not in arrays:
+        raise ValueError(f"{path}: missing field {field!r}")
+    if str(arrays["format"]) != FORMAT:
+      raise ValueError(f"{path}: format {str(arrays['format'])!r}, expected"
+                       f" {FORMAT!r}")
+    if int(arrays["version"]) != VERSION:
+      raise ValueError(f"{path}: index version {int(arrays['version'])}; this"
+                       f" ra_jax reads version {VERSION}")
+    index = cls.__new__(cls)
+    index.embeddings = arrays["embeddings"]
+    index.ids = arrays["ids"]
+    index.labels = arrays.get("labels")
+    index.anchors = arrays.get("anchors")
+    index.list_source = str(arrays["list_source"])
+    index._lists = None
+    _validate(index, where=path)
+    return index
+
+
+def _validate(index: Index, where: str) -> None:
+  """Shape, dtype and consistency checks; errors name `where` and the field."""
+  e = index.embeddings
+  if e.ndim != 2 or e.dtype != np.float32:
+    raise ValueError(f"{where}: embeddings must be float32 (N, D), got"
+                     f" {e.dtype} {e.shape}")
+  if index.ids.shape != (len(e),) or index.ids.dtype != np.int64:
+    raise ValueError(f"{where}: ids must be int64 ({len(e)},), got"
+                     f" {index.ids.dtype} {index.ids.shape}")
+  if len(np.unique(index.ids)) != len(index.ids):
+    raise ValueError(f"{where}: ids are not unique")
+  if index.labels is not None and index.labels.shape != (len(e),):
+    raise ValueError(f"{where}: labels must have shape ({len(e)},), got"
+                     f" {index.labels.shape}")
+  if index.anchors is not None and (index.anchors.ndim != 2 or
+                                    index.anchors.shape[1] != e.shape[1]):
+    raise ValueError(f"{where}: anchors must be (C, {e.shape[1]}), got"
+                     f" {index.anchors.shape}")
+  if index.list_source not in ("labels", "anchors"):
+    raise ValueError(f"{where}: list_source must be 'labels' or 'anchors',"
+                     f" got {index.list_source!r}")
+  if index.list_source == "anchors" and index.anchors is None:
+    raise ValueError(f"{where}: list_source='anchors' needs anchors")
+  if (index.labels is not None and index.anchors is not None and
+      len(index.labels) and index.labels.max() >= len(index.anchors)):
+    raise ValueError(f"{where}: labels go up to {index.labels.max()} but there"
+                     f" are {len(index.anchors)} anchors")
