@@ -53,3 +53,13 @@ def test_data_example_gives_fashion_mnist_batches(tmp_path, monkeypatch):
        namespace)
   batch = next(iter(namespace["batches"]))
   assert batch["image"].shape == (128, 28, 28, 1)
+
+
+def test_retrieval_example_finds_same_class_neighbours():
+  namespace = {}
+  with contextlib.redirect_stdout(io.StringIO()):
+    exec(compile(_block("retrieval-example", "python"), "README.md", "exec"),
+         namespace)
+  ids, q_labels = namespace["ids"], namespace["q_labels"]
+  assert (namespace["db_labels"][ids] == q_labels[:, None]).mean() > 0.99
+  assert namespace["metrics"]["map"] > 0.9
