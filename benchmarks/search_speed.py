@@ -56,11 +56,25 @@ def main():
   parser.add_argument("--sizes", type=int, nargs="+",
                       default=[100_000, 1_000_000])
   parser.add_argument("--queries", type=int, default=1000)
+  parser.add_argument("--spread", type=float, default=0.35,
+                      help="noise around the class means; larger values make"
+                      " stage 1 pick wrong classes for some queries")
+  parser.add_argument("--num_lists", type=int, nargs="+", default=[1],
+                      help="lists kept in stage 1 (one row each)")
+  parser.add_argument("--skip_faiss", action="store_true")
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   print(f"# jax {jax.__version__}, {args.queries} queries, top-100, D=128,"
         f" median of {args.repeats}")
 
+  if not args.skip_faiss:
+    compare_with_faiss(rng, args)
+  for n in args.sizes:
+    compare_two_stage(rng, args, n)
+
+
+def compare_with_faiss(rng, args):
+  """Exact search vs faiss IndexFlatL2, alternated."""
   import faiss
   db = rng.normal(size=(50_000, 128)).astype(np.float32)
   q = rng.normal(size=(args.queries, 128)).astype(np.float32)
@@ -84,26 +98,30 @@ def main():
         f" IndexFlatL2 {faiss_qps:,.0f} q/s | ratio {ours_qps / faiss_qps:.2f}"
         f" | same indices {agree:.4f} |", flush=True)
 
-  for n in args.sizes:
-    centers, db, db_labels = clustered(rng, n, 100, 128, 0.35)
-    q_labels = rng.integers(0, 100, args.queries)
-    q = centers[q_labels] + 0.35 * rng.normal(size=(args.queries, 128)
-                                              ).astype(np.float32)
-    db_dev = jax.device_put(db)
-    lists = build_lists(db_dev, db_labels, 100)
-    exact_s = timed(lambda: exact_search(q, db_dev, 100), args.repeats)
-    two_s = timed(lambda: two_stage_search(q, centers, db_dev, db_labels,
-                                           num_lists=1, k=100, lists=lists),
-                  args.repeats)
-    _, exact_i = exact_search(q, db_dev, 100)
-    _, two_i = two_stage_search(q, centers, db_dev, db_labels, num_lists=1,
-                                k=100, lists=lists)
-    exact_map = map_at_k(np.asarray(exact_i), q_labels, db_labels, 100)
-    two_map = map_at_k(np.asarray(two_i), q_labels, db_labels, 100)
-    print(f"| N={n:,} | exact {args.queries / exact_s:,.0f} q/s, mAP@100"
-          f" {100 * exact_map:.2f} | two-stage {args.queries / two_s:,.0f}"
-          f" q/s, mAP@100 {100 * two_map:.2f} | speed-up"
-          f" {exact_s / two_s:.1f}x |", flush=True)
+
+def compare_two_stage(rng, args, n):
+  """Two-stage vs exact on clustered data, for each num_lists."""
+  centers, db, db_labels = clustered(rng, n, 100, 128, args.spread)
+  q_labels = rng.integers(0, 100, args.queries)
+  q = centers[q_labels] + args.spread * rng.normal(size=(args.queries, 128)
+                                                   ).astype(np.float32)
+  db_dev = jax.device_put(db)
+  lists = build_lists(db_dev, db_labels, 100)
+  exact_s = timed(lambda: exact_search(q, db_dev, 100), args.repeats)
+  _, exact_i = exact_search(q, db_dev, 100)
+  exact_map = map_at_k(np.asarray(exact_i), q_labels, db_labels, 100)
+  stage_one = np.mean(np.argmin(((q[:, None] - centers[None])**2).sum(-1), 1)
+                      == q_labels)
+  for num_lists in args.num_lists:
+    search = lambda: two_stage_search(q, centers, db_dev, db_labels,
+                                      num_lists=num_lists, k=100, lists=lists)
+    two_s = timed(search, args.repeats)
+    two_map = map_at_k(np.asarray(search()[1]), q_labels, db_labels, 100)
+    print(f"| N={n:,}, spread {args.spread}, lists {num_lists} | exact"
+          f" {args.queries / exact_s:,.0f} q/s, mAP@100 {100 * exact_map:.2f}"
+          f" | two-stage {args.queries / two_s:,.0f} q/s, mAP@100"
+          f" {100 * two_map:.2f} | speed-up {exact_s / two_s:.1f}x |"
+          f" stage-1 accuracy {stage_one:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
