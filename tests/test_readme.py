@@ -63,3 +63,21 @@ def test_retrieval_example_finds_same_class_neighbours():
   ids, q_labels = namespace["ids"], namespace["q_labels"]
   assert (namespace["db_labels"][ids] == q_labels[:, None]).mean() > 0.99
   assert namespace["metrics"]["map"] > 0.9
+
+
+def test_main_command_trains_and_prints_results(tmp_path):
+  """The README's main job (fewer epochs, another work dir) runs as shown."""
+  import subprocess
+  import sys
+  command = _block("main-command", "sh").strip().split(" && ")[-1]
+  program, *args = command.split()
+  assert program.endswith("python") and args[:2] == ["-m", "ra_jax.train"]
+  args = [a if not a.startswith("/tmp/") else str(tmp_path / "run")
+          for a in args]
+  result = subprocess.run(
+      [sys.executable, *args, "--config.train.epochs=3"], capture_output=True,
+      text=True, cwd=README.parent, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "two-stage, 1 list(s)" in result.stdout
+  assert "nearest-anchor accuracy" in result.stdout
+  assert (tmp_path / "run" / "results.json").exists()

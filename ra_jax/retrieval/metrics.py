@@ -121,3 +121,32 @@ def evaluate_retrieval(query_emb, query_labels, db_emb, db_labels, *,
   result["num_queries"] = int(keep.sum())
   result["queries_without_relevant"] = int((~keep).sum())
   return result
+
+
+def evaluate_ranking(indices, query_labels, db_labels,
+                     ks: Sequence[int] = (1, 10, 100)) -> dict[str, float]:
+  """map@k and precision@k of given rankings (Q, K) of database indices
+  (-1 = no result, not relevant), e.g. from `two_stage_search`. R counts all
+  of the query's relevant database items, as in `evaluate_retrieval`, so the
+  two agree on exact-search rankings. Queries with R = 0 are left out."""
+  indices = np.asarray(indices)
+  query_labels = np.asarray(query_labels)
+  db_labels = np.asarray(db_labels)
+  relevant = (db_labels[np.maximum(indices, 0)] == query_labels[:, None]) & (
+      indices >= 0)
+  counts = np.bincount(db_labels, minlength=int(max(db_labels.max(),
+                                                    query_labels.max())) + 1)
+  num_relevant = counts[query_labels].astype(np.float64)
+  keep = num_relevant > 0
+  hits = np.cumsum(relevant, axis=1)
+  gain = np.cumsum(np.where(relevant, hits / np.arange(1, indices.shape[1] + 1),
+                            0.0), axis=1)
+  out = {}
+  for k in ks:
+    if k > indices.shape[1]:
+      raise ValueError(f"k={k} exceeds the rankings' length"
+                       f" {indices.shape[1]}")
+    out[f"precision@{k}"] = float(np.mean(hits[keep, k - 1] / k))
+    out[f"map@{k}"] = float(np.mean(gain[keep, k - 1] /
+                                    np.minimum(num_relevant[keep], k)))
+  return out

@@ -108,3 +108,19 @@ def test_exclude_self_needs_the_same_set():
   with pytest.raises(ValueError, match="exclude_self"):
     evaluate_retrieval(_line([0]), [0], _line([1, 2]), [0, 0],
                        exclude_self=True)
+
+
+def test_ranking_metrics_agree_with_full_evaluation():
+  from ra_jax.retrieval import evaluate_ranking, exact_search
+  rng = np.random.default_rng(5)
+  db, q = rng.normal(size=(300, 6)), rng.normal(size=(40, 6))
+  dl, ql = rng.integers(0, 5, 300), rng.integers(0, 5, 40)
+  _, idx = exact_search(q, db, 20)
+  ranked = evaluate_ranking(idx, ql, dl, ks=(1, 10, 20))
+  full = evaluate_retrieval(q, ql, db, dl, ks=(1, 10, 20))
+  for name, value in ranked.items():
+    assert value == pytest.approx(full[name], abs=1e-6), name
+  missing = np.asarray(idx).copy()
+  missing[:, 5:] = -1  # no results past rank 5: not relevant
+  assert evaluate_ranking(missing, ql, dl, ks=(10,))["precision@10"] < (
+      ranked["precision@10"])

@@ -1,0 +1,104 @@
+"""The ConfigDict shape every dataset config fills in (see docs/architecture.md).
+
+`parse_arg("model=vit_s4,loss=triplet,shot=10")` reads the optional
+`--config configs/<ds>.py:<arg>` argument; unknown keys or values fail with a
+message naming the key and the allowed values.
+"""
+
+from typing import Optional
+
+import ml_collections
+
+ARG_KEYS = {
+    "model": None,  # any registry name
+    "loss": ("cam", "ce", "contrastive", "triplet", "center", "proxy_anchor",
+             "arcface"),
+    "shot": None,  # a positive integer, or "full"
+    "size": ("full", "tiny"),
+}
+
+
+def parse_arg(arg: Optional[str]) -> dict[str, str]:
+  """'k=v,k=v' -> dict, checked against ARG_KEYS."""
+  out = {}
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in ARG_KEYS:
+      raise ValueError(f"config argument: unknown key {key!r}; allowed:"
+                       f" {', '.join(ARG_KEYS)}")
+    allowed = ARG_KEYS[key]
+    if allowed is not None and value not in allowed:
+      raise ValueError(f"config argument {key}={value!r}: allowed values are"
+                       f" {', '.join(allowed)}")
+    if key == "shot" and value != "full" and not (value.isdigit() and
+                                                  int(value) > 0):
+      raise ValueError(f"config argument shot={value!r}: a positive integer"
+                       " or 'full'")
+    out[key] = value
+  return out
+
+
+def loss_config(name: str) -> ml_collections.ConfigDict:
+  """Defaults of each loss (docs/losses.md)."""
+  defaults = {
+      "cam": dict(margin=1.0, min_norm=1.0, repel_weight=1.0, norm_weight=1.0),
+      "ce": {},
+      "center": dict(center_weight=0.01),
+      "arcface": dict(scale=30.0, margin=0.5),
+      "proxy_anchor": dict(scale=32.0, margin=0.1),
+      "contrastive": dict(positive_margin=0.0, negative_margin=1.0),
+      "triplet": dict(margin=0.2, mining="semi_hard"),
+  }[name]
+  return ml_collections.ConfigDict({"name": name, **defaults})
+
+
+def base_config(dataset: str, arg: Optional[str], *, model: str,
+                image_size: int, embedding_dim: int = 128,
+                epochs: int = 30, global_batch_size: int = 128,
+                learning_rate: float = 0.1, width: int = 0,
+                warmup_steps: int = 100, checkpoint_every: int = 500,
+                log_every: int = 50) -> ml_collections.ConfigDict:
+  """One run's full configuration; `size=tiny` in `arg` shrinks it to a
+  few-step CPU run (used by the tests) after the dataset's choices."""
+  args = parse_arg(arg)
+  loss = args.get("loss", "cam")
+  shot = args.get("shot", "full")
+  config = ml_collections.ConfigDict()
+  config.dataset = ml_collections.ConfigDict({
+      "name": dataset, "data_dir": "", "manual_dir": "",
+      "image_size": image_size, "shot": 0 if shot == "full" else int(shot),
+      "shot_seed": 0, "query_split": "", "database_split": "",
+      "images_per_class": 0,  # > 0: class-balanced batches
+  })
+  config.model = ml_collections.ConfigDict({
+      "name": args.get("model", model), "embedding_dim": embedding_dim,
+      "dtype": "float32", "width": width,  # 0 = the architecture's default
+      "pretrained": "",
+  })
+  config.loss = loss_config(loss)
+  if loss in ("contrastive", "triplet"):
+    config.dataset.images_per_class = 4  # pair losses need positives
+  config.optim = ml_collections.ConfigDict({
+      "name": "sgd", "learning_rate": learning_rate, "anchor_lr_mult": 1.0,
+      "weight_decay": 5e-4, "warmup_steps": warmup_steps, "grad_clip": 0.0,
+      "momentum": 0.9,
+  })
+  config.train = ml_collections.ConfigDict({
+      "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
+      "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
+      "log_every": log_every,
+  })
+  config.eval = ml_collections.ConfigDict({
+      "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,
+  })
+  config.distributed = False
+  if args.get("size") == "tiny":
+    config.train.epochs = 0
+    config.train.steps = 3
+    config.train.global_batch_size = 16
+    config.train.checkpoint_every = 2
+    config.train.log_every = 1
+    config.optim.warmup_steps = 1
+    config.model.width = 8
+    config.model.embedding_dim = 16
+  return config

@@ -1,0 +1,84 @@
+"""train_and_evaluate end to end on digits: results, resume, bad work dirs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import digits
+from ra_jax.training import loop, step as step_lib
+
+
+def _tiny(**train):
+  config = digits.get_config("size=tiny")
+  for key, value in train.items():
+    setattr(config.train, key, value)
+  return config
+
+
+def test_digits_tiny_run_writes_results(tmp_path):
+  results = loop.train_and_evaluate(_tiny(), str(tmp_path))
+  saved = json.load(open(tmp_path / "results.json"))
+  assert saved["steps"] == 3
+  for key in ("map", "map@10", "precision@10", "mrr"):
+    assert 0.0 <= saved["exact"][key] <= 1.0
+  assert saved["exact"]["num_queries"] == 450
+  assert "precision@10" in saved["two_stage_1"]
+  assert 0.0 <= saved["nearest_anchor_accuracy"] <= 1.0
+  assert results["exact"] == saved["exact"]
+  lines = open(tmp_path / "metrics.jsonl").read().splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [1, 2, 3]
+  assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == "cam"
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path,
+                                                         monkeypatch):
+  config = _tiny(steps=5, checkpoint_every=2)
+  straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+
+  real_shard_step = step_lib.shard_step
+
+  def crashing_shard_step(train_step, mesh):
+    jitted = real_shard_step(train_step, mesh)
+    calls = {"n": 0}
+
+    def step(state, batch):
+      calls["n"] += 1
+      if calls["n"] == 4:  # dies after the step-2 checkpoint, mid step 4
+        raise _Crash()
+      return jitted(state, batch)
+    return step
+
+  monkeypatch.setattr(step_lib, "shard_step", crashing_shard_step)
+  with pytest.raises(_Crash):
+    loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(step_lib, "shard_step", real_shard_step)
+  saved = os.listdir(tmp_path / "resumed" / "checkpoints")
+  assert "2" in saved and "3" not in saved  # the newest complete one is 2
+  resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["exact"] == straight["exact"]  # same parameters, same data
+
+
+def test_workdir_of_another_configuration_is_refused(tmp_path):
+  loop.train_and_evaluate(_tiny(), str(tmp_path))
+  before = open(tmp_path / "results.json").read()
+  other = _tiny()
+  other.loss.margin = 2.0
+  with pytest.raises(ValueError, match="another loss configuration"):
+    loop.train_and_evaluate(other, str(tmp_path))
+  assert open(tmp_path / "results.json").read() == before
+
+
+def test_config_argument_errors_name_the_key():
+  with pytest.raises(ValueError, match="unknown key 'los'"):
+    digits.get_config("los=ce")
+  with pytest.raises(ValueError, match="loss='hinge'.*cam, ce"):
+    digits.get_config("loss=hinge")
+  config = digits.get_config("loss=triplet,shot=5")
+  assert config.loss.mining == "semi_hard" and config.dataset.shot == 5
+  assert config.dataset.images_per_class == 4
