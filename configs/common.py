@@ -66,6 +66,9 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   config = ml_collections.ConfigDict()
   config.dataset = ml_collections.ConfigDict({
       "name": dataset, "data_dir": "", "manual_dir": "",
+      # fashion_mnist: "auto" (catalogue data if prepared, else ra_jax's
+      # offline builder), "catalogue" or "own".
+      "builder": "auto",
       "image_size": image_size, "shot": 0 if shot == "full" else int(shot),
       "shot_seed": 0, "query_split": "", "database_split": "",
       "images_per_class": 0,  # > 0: class-balanced batches
@@ -93,6 +96,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   })
   config.distributed = False
   if args.get("size") == "tiny":
+    config.dataset.image_size = min(image_size, 32)
     config.train.epochs = 0
     config.train.steps = 3
     config.train.global_batch_size = 16

@@ -34,6 +34,12 @@ def _source(config):
       kwargs["data_dir"] = config.dataset.data_dir
     if config.dataset.manual_dir:
       kwargs["manual_dir"] = config.dataset.manual_dir
+    builder = config.dataset.get("builder", "auto")
+    if builder not in ("auto", "catalogue", "own"):
+      raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
+                       f" {builder!r}")
+    if builder != "auto":
+      kwargs["own_builder"] = builder == "own"
   source = data.get_source(config.dataset.name, **kwargs)
   return source.with_protocol(
       query_split=config.dataset.query_split or None,

@@ -82,3 +82,45 @@ def test_config_argument_errors_name_the_key():
   config = digits.get_config("loss=triplet,shot=5")
   assert config.loss.mining == "semi_hard" and config.dataset.shot == 5
   assert config.dataset.images_per_class == 4
+
+
+@pytest.mark.parametrize("name", ["cifar100", "svhn", "food101",
+                                  "fashion_mnist"])
+def test_every_catalogue_config_runs_its_tiny_variant_on_mock_data(
+    name, tmp_path):
+  import importlib
+  import tensorflow_datasets as tfds
+  config = importlib.import_module(f"configs.{name}").get_config("size=tiny")
+  config.dataset.builder = "catalogue"
+  config.eval.ks = (1, 10)
+  with tfds.testing.mock_data(num_examples=24, data_dir=str(tmp_path / "d")):
+    results = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["steps"] == 3
+  assert 0.0 <= results["exact"]["map"] <= 1.0
+
+
+def test_tiny_imagenet_config_runs_on_a_miniature_zip(tmp_path):
+  from configs import tiny_imagenet
+  from tests.data.test_sources import _miniature_tiny_imagenet
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  _miniature_tiny_imagenet(str(manual))
+  config = tiny_imagenet.get_config("size=tiny")
+  config.dataset.data_dir = str(tmp_path / "tfds")
+  config.dataset.manual_dir = str(manual)
+  config.eval.ks = (1, 10)
+  results = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["exact"]["num_queries"] == 200
+
+
+@pytest.mark.parametrize("arg", ["model=vit_s4", "loss=triplet", "loss=ce",
+                                 "shot=2"])
+def test_grid_arguments_run(arg, tmp_path):
+  config = digits.get_config(f"size=tiny,{arg}")
+  if arg == "model=vit_s4":
+    config.dataset.image_size = 8  # 8x8 digits, 2x2 patches of 4
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= results["exact"]["map"] <= 1.0
+  if arg == "shot=2":
+    saved = json.load(open(tmp_path / "few_shot_indices.json"))
+    assert len(saved["indices"]) == 20
