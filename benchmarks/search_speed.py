@@ -20,6 +20,7 @@ import numpy as np
 from ra_jax.retrieval import evaluate_retrieval
 from ra_jax.retrieval import exact_search
 from ra_jax.retrieval import build_lists
+from ra_jax.retrieval import evaluate_ranking
 from ra_jax.retrieval import two_stage_search
 
 
@@ -31,16 +32,6 @@ def timed(fn, repeats):
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return statistics.median(times)
-
-
-def map_at_k(indices, q_labels, db_labels, k):
-  """mAP@k (divisor min(R, k)) from returned indices; R from db_labels."""
-  rel = (db_labels[np.maximum(indices, 0)] == q_labels[:, None]) & (
-      indices >= 0)
-  hits = np.cumsum(rel, axis=1)
-  precision = hits / np.arange(1, indices.shape[1] + 1)
-  r = np.bincount(db_labels, minlength=q_labels.max() + 1)[q_labels]
-  return float(np.mean((precision * rel).sum(1) / np.minimum(r, k)))
 
 
 def clustered(rng, n, classes, dim, spread):
@@ -109,14 +100,16 @@ def compare_two_stage(rng, args, n):
   lists = build_lists(db_dev, db_labels, 100)
   exact_s = timed(lambda: exact_search(q, db_dev, 100), args.repeats)
   _, exact_i = exact_search(q, db_dev, 100)
-  exact_map = map_at_k(np.asarray(exact_i), q_labels, db_labels, 100)
+  exact_map = evaluate_ranking(exact_i, q_labels, db_labels, ks=(100,))[
+      "map@100"]
   stage_one = np.mean(np.argmin(((q[:, None] - centers[None])**2).sum(-1), 1)
                       == q_labels)
   for num_lists in args.num_lists:
     search = lambda: two_stage_search(q, centers, db_dev, db_labels,
                                       num_lists=num_lists, k=100, lists=lists)
     two_s = timed(search, args.repeats)
-    two_map = map_at_k(np.asarray(search()[1]), q_labels, db_labels, 100)
+    two_map = evaluate_ranking(search()[1], q_labels, db_labels, ks=(100,))[
+        "map@100"]
     print(f"| N={n:,}, spread {args.spread}, lists {num_lists} | exact"
           f" {args.queries / exact_s:,.0f} q/s, mAP@100 {100 * exact_map:.2f}"
           f" | two-stage {args.queries / two_s:,.0f} q/s, mAP@100"

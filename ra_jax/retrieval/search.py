@@ -46,6 +46,7 @@ def _top_k_smallest(distances, k, approx):
   return -neg, idx
 
 
+@jax.jit
 def _augment_db(db):
   """[x, ||x||^2] (N, D+1): one matrix product then gives ranking scores."""
   return jnp.concatenate([db, jnp.sum(jnp.square(db), 1, keepdims=True)], 1)
@@ -114,7 +115,7 @@ def exact_search(queries, db, k: int, *, query_chunk: int = 128,
   if not 0 < k <= db.shape[0]:
     raise ValueError(f"k must be in [1, {db.shape[0]}], got {k}")
   if mesh is None:
-    db_augmented = jax.jit(_augment_db)(db)
+    db_augmented = _augment_db(db)
     search = lambda q: _exact_chunk(q, db, db_augmented, k, db_chunk, approx)
   else:
     search = _sharded_search(db, k, mesh, axis, approx)
@@ -135,7 +136,7 @@ def _sharded_search(db, k, mesh, axis, approx):
   padded = jnp.pad(db, ((0, shard * devices - num_db), (0, 0)))
   sharding = NamedSharding(mesh, P(axis))
   db_sharded = jax.device_put(padded, sharding)
-  augmented = jax.jit(_augment_db, out_shardings=sharding)(db_sharded)
+  augmented = jax.device_put(_augment_db(db_sharded), sharding)
 
   # Every device merges the same gathered candidates, so the result is
   # replicated; check_vma cannot infer that through top_k.
@@ -191,9 +192,13 @@ def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
 def build_lists(db, db_lists, num_lists_total: int) -> Lists:
   """`Lists` of a database (N, D) with list ids (N,) in [0, C)."""
   index = jnp.asarray(list_table(db_lists, num_lists_total))
-  vectors = jax.jit(lambda db, index: _augment_db(db)[jnp.maximum(index, 0)])(
-      jnp.asarray(db, jnp.float32), index)
-  return Lists(index, vectors)
+  return Lists(index, _gather_rows(_augment_db(jnp.asarray(db, jnp.float32)),
+                                   index))
+
+
+@jax.jit
+def _gather_rows(rows, index):
+  return rows[jnp.maximum(index, 0)]
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -248,10 +253,10 @@ def _best_k(queries, db, candidates, k):
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _append_rest(queries, db, top_i, k):
+def _append_rest(queries, db, db_augmented, top_i, k):
   """Fill the slots after the candidates with the rest of the database, by
   distance (a full ranking for mAP)."""
-  scores = _scores(queries, _augment_db(db))
+  scores = _scores(queries, db_augmented)
   taken = jnp.zeros(scores.shape, bool).at[
       jnp.arange(queries.shape[0])[:, None], jnp.maximum(top_i, 0)].max(
           top_i >= 0)
@@ -311,6 +316,7 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
     if db_lists is None:
       raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
     lists = build_lists(db, db_lists, num_classes)
+  db_augmented = _augment_db(db) if outside == "append" else None
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
     chunk = queries[start:start + query_chunk]
@@ -321,7 +327,7 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
       candidates = _stage_two_gathered(chunk, chosen, lists.index)
     top_d, top_i = _best_k(chunk, db, candidates, k)
     if outside == "append":
-      top_d, top_i = _append_rest(chunk, db, top_i, k)
+      top_d, top_i = _append_rest(chunk, db, db_augmented, top_i, k)
     outs.append((top_d, top_i))
   return (jnp.concatenate([o[0] for o in outs]),
           jnp.concatenate([o[1] for o in outs]))

@@ -80,9 +80,9 @@ def _model(config, source):
       dtype=getattr(jnp, config.model.dtype), **kwargs)
 
 
-def embed(model, variables, split, augment, batch_size):
-  """Embeddings (N, D) and labels (N,) of every example of a split."""
-  apply = jax.jit(lambda v, x: model.apply(v, x))
+def embed(apply, variables, split, augment, batch_size):
+  """Embeddings (N, D) and labels (N,) of every example of a split, with
+  `apply(variables, images)` (jitted once by the caller)."""
   embeddings, labels = [], []
   for batch in data.eval_dataset(split, augment, batch_size=batch_size,
                                  process_index=0, process_count=1):
@@ -96,10 +96,11 @@ def evaluate(model, state, source, config) -> dict[str, Any]:
   """Exact and two-stage retrieval on the query/database protocol."""
   augment = data.preset(source.name, image_size=config.dataset.image_size)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  query, query_labels = embed(model, variables,
+  apply = jax.jit(model.apply)  # one compilation for both splits
+  query, query_labels = embed(apply, variables,
                               source.splits[source.query_split], augment,
                               config.eval.batch_size)
-  db, db_labels = embed(model, variables,
+  db, db_labels = embed(apply, variables,
                         source.splits[source.database_split], augment,
                         config.eval.batch_size)
   ks = tuple(k for k in config.eval.ks if k <= len(db))
