@@ -53,7 +53,7 @@ def main():
   results = {}
   results["32x32x3, cifar100 preset, in memory"] = pipeline_rate(
       data.train_dataset(cifar_like, data.preset("cifar100"),
-                         batch_size=args.batch, seed=0, process_index=0,
+                         global_batch_size=args.batch, seed=0, process_index=0,
                          process_count=1), args.batches, args.repeats)
   from ra_jax.data.builders import fashion_mnist_idx
   if os.path.isdir(fashion_mnist_idx.DEBIAN_DIR):
@@ -62,7 +62,7 @@ def main():
       results["28x28x1 Fashion-MNIST, TFDS array_record + PNG decode"] = (
           pipeline_rate(data.train_dataset(
               source.splits["train"], data.preset("fashion_mnist"),
-              batch_size=args.batch, seed=0, process_index=0,
+              global_batch_size=args.batch, seed=0, process_index=0,
               process_count=1), args.batches, args.repeats))
   from benchmarks.resnet_speed import flax_step_fn
   step = flax_step_fn(args.batch, "float32")

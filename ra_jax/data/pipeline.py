@@ -1,4 +1,4 @@
-"""grain pipelines: per-host sharding, seeded per-epoch shuffling,
+"""grain pipelines: host-count-independent sharding, seeded per-epoch shuffling,
 augmentation, batching, class-balanced batches, padded evaluation batches and
 few-shot subsets.
 
@@ -94,48 +94,65 @@ class BalancedIndices:
 
 
 def train_dataset(split: RandomAccessSplit,
-                  augment: augment_lib.AugmentConfig, *, batch_size: int,
-                  seed: int, num_epochs: Optional[int] = None,
+                  augment: augment_lib.AugmentConfig, *,
+                  global_batch_size: int, seed: int,
+                  num_epochs: Optional[int] = None,
                   images_per_class: Optional[int] = None,
                   labels: Optional[np.ndarray] = None,
                   process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> grain.MapDataset:
-  """Training batches of this host's shard, reshuffled every epoch.
+  """This host's rows of each global training batch, reshuffled every epoch.
+
+  Every host walks the same seeded sequence of global batches and loads and
+  augments only its own `global_batch_size // process_count` consecutive rows
+  of each (host p gets rows [p*b, (p+1)*b)). The global batches therefore
+  depend on the seed and the global batch size only, not on the number of
+  hosts: a run gives the same trajectory on 1 or N hosts and can resume on a
+  different slice.
 
   Args:
     split: the training records.
     augment: the dataset's AugmentConfig (see `augment.preset`).
-    batch_size: the per-host batch size (global batch / process count).
+    global_batch_size: rows of one global batch, divisible by process_count.
     seed: shuffling and augmentation seed; the same seed gives the same
       batches on every run.
-    num_epochs: passes over the shard; None repeats forever.
-    images_per_class: class-balanced batches of this many images per class
-      (needs `labels`, the split's labels (N,)).
-    process_index, process_count: this host's shard (default: from jax). Each
-      host reads the disjoint records process_index::process_count.
+    num_epochs: passes over the split; None repeats forever.
+    images_per_class: class-balanced global batches of this many images per
+      class (needs `labels`, the split's labels (N,)).
+    process_index, process_count: this host (default: from jax).
+
+  Returns:
+    A dataset of {"image": (b, S, S, C) float32, "label": (b,) int32} with
+    b = global_batch_size // process_count.
   """
   pi, pc = _process(process_index, process_count)
-  shard = grain.MapDataset.source(split)[pi::pc]
+  if global_batch_size % pc:
+    raise ValueError(f"global_batch_size {global_batch_size} is not divisible"
+                     f" by the {pc} processes")
+  records = grain.MapDataset.source(split)
   if images_per_class is not None:
     if labels is None:
       raise ValueError("images_per_class needs the split's labels")
-    shard_labels = np.asarray(labels)[pi::pc]
-    epoch_batches = max(1, len(shard) // batch_size)
+    epoch_batches = max(1, len(records) // global_batch_size)
     total = epoch_batches * (num_epochs if num_epochs else sys.maxsize //
-                             (batch_size * epoch_batches * 2))
+                             (global_batch_size * epoch_batches * 2))
     order = grain.MapDataset.source(BalancedIndices(
-        shard_labels, batch_size, images_per_class, seed, total))
-    ds = order.map(lambda i: shard[i])
+        np.asarray(labels), global_batch_size, images_per_class, seed, total))
+    ds = order.map(lambda i: records[i])
   else:
-    ds = shard.shuffle(seed=seed).repeat(num_epochs)
+    ds = records.shuffle(seed=seed).repeat(num_epochs)
+    if num_epochs is not None:  # whole global batches only
+      ds = ds[:len(ds) // global_batch_size * global_batch_size]
 
   def prepare(record, rng):
     return {"image": augment_lib.train_transform(record["image"], augment,
                                                  rng),
             "label": np.int32(record["label"])}
 
+  # Augmentation draws are keyed by the position in the global sequence, and
+  # both maps are lazy: a host only loads and augments its own rows.
   ds = ds.random_map(prepare, seed=seed + _AUGMENT_SEED_OFFSET)
-  return ds.batch(batch_size, drop_remainder=True)
+  return ds.batch(global_batch_size // pc, drop_remainder=True)[pi::pc]
 
 
 def eval_dataset(split: RandomAccessSplit, augment: augment_lib.AugmentConfig,

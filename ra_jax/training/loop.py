@@ -156,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   per_host = config.train.global_batch_size // processes
   augment = data.preset(source.name, image_size=config.dataset.image_size)
   pipeline = data.train_dataset(
-      train_split, augment, batch_size=per_host, seed=config.train.seed,
+      train_split, augment, global_batch_size=config.train.global_batch_size,
+      seed=config.train.seed,
       images_per_class=config.dataset.images_per_class or None,
       labels=labels)
   total_steps = _steps(config, len(train_split))

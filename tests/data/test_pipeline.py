@@ -22,22 +22,40 @@ def _ids(batch):
   return batch["image"][:, 0, 0, 0].round().astype(int).tolist()
 
 
-def test_hosts_read_disjoint_shards_that_cover_the_split():
-  split = _toy_split(50)
-  seen = []
-  for host in range(2):
-    ds = data.train_dataset(split, NO_AUG, batch_size=5, seed=3, num_epochs=1,
-                            process_index=host, process_count=2)
-    seen.append([i for batch in ds for i in _ids(batch)])
-  assert set(seen[0]).isdisjoint(seen[1])
-  assert sorted(seen[0] + seen[1]) == list(range(50))
-  assert all(i % 2 == 0 for i in seen[0])
+@pytest.mark.parametrize("images_per_class", [None, 2])
+def test_global_batches_do_not_depend_on_the_number_of_hosts(images_per_class):
+  split = _toy_split(48, classes=6)
+  kwargs = dict(global_batch_size=12, seed=3, num_epochs=2,
+                images_per_class=images_per_class, labels=split.labels)
+  one = [_ids(b) for b in data.train_dataset(split, NO_AUG, process_index=0,
+                                             process_count=1, **kwargs)]
+  hosts = [[_ids(b) for b in data.train_dataset(
+      split, NO_AUG, process_index=p, process_count=3, **kwargs)]
+           for p in range(3)]
+  assert len(one) == 8 and all(len(h) == 8 for h in hosts)
+  for step, batch in enumerate(one):
+    assert sum((h[step] for h in hosts), []) == batch
+  if images_per_class is None:  # each epoch covers every record once
+    assert sorted(sum(one[:4], [])) == list(range(48))
+
+
+def test_hosts_augment_their_rows_like_a_single_host():
+  split = _toy_split(24)
+  aug = data.preset("digits", image_size=4)
+  kwargs = dict(global_batch_size=8, seed=1)
+  whole = next(iter(data.train_dataset(split, aug, process_index=0,
+                                       process_count=1, **kwargs)))
+  second = next(iter(data.train_dataset(split, aug, process_index=1,
+                                        process_count=2, **kwargs)))
+  np.testing.assert_array_equal(second["image"], whole["image"][4:])
+  with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+    data.train_dataset(split, aug, process_index=0, process_count=3, **kwargs)
 
 
 def test_epochs_are_reshuffled_and_seeded():
   split = _toy_split(20)
   order = lambda seed: [i for b in data.train_dataset(
-      split, NO_AUG, batch_size=10, seed=seed, num_epochs=2, process_index=0,
+      split, NO_AUG, global_batch_size=10, seed=seed, num_epochs=2, process_index=0,
       process_count=1) for i in _ids(b)]
   first = order(0)
   assert first == order(0)
@@ -49,7 +67,7 @@ def test_epochs_are_reshuffled_and_seeded():
 def test_iterator_state_restores_the_exact_order():
   split = _toy_split(40)
   ds = data.train_dataset(split, data.preset("digits", image_size=4),
-                          batch_size=8, seed=5, process_index=0,
+                          global_batch_size=8, seed=5, process_index=0,
                           process_count=1)
   it = iter(ds)
   for _ in range(3):
@@ -86,7 +104,7 @@ def test_eval_covers_every_example_once_with_padding(n, batch, hosts):
 
 def test_class_balanced_batches():
   split = _toy_split(60, classes=6)
-  ds = data.train_dataset(split, NO_AUG, batch_size=12, seed=0,
+  ds = data.train_dataset(split, NO_AUG, global_batch_size=12, seed=0,
                           images_per_class=4, labels=split.labels,
                           process_index=0, process_count=1)
   it = iter(ds)
@@ -95,7 +113,7 @@ def test_class_balanced_batches():
     counts = np.bincount(labels, minlength=6)
     assert sorted(counts[counts > 0].tolist()) == [4, 4, 4]
   with pytest.raises(ValueError, match="needs 7 classes"):
-    data.train_dataset(split, NO_AUG, batch_size=14, seed=0,
+    data.train_dataset(split, NO_AUG, global_batch_size=14, seed=0,
                        images_per_class=2, labels=split.labels,
                        process_index=0, process_count=1)
 

@@ -29,7 +29,7 @@ def test_catalogue_dataset_through_mock_data_and_grain(name, classes, shape,
     assert source.split_sizes["train"] == 12
     augment = data.preset(name)
     batch = next(iter(data.train_dataset(
-        source.splits["train"], augment, batch_size=4, seed=0,
+        source.splits["train"], augment, global_batch_size=4, seed=0,
         process_index=0, process_count=1)))
     size = augment.image_size
     assert batch["image"].shape[:3] == (4, size, size)
@@ -108,7 +108,7 @@ def test_fashion_mnist_builds_offline_from_debian_files(tmp_path):
                         for i in range(0, 10000, 7)], minlength=10)
   assert np.all(counts > 100)  # all ten classes, roughly balanced
   batch = next(iter(data.train_dataset(
-      source.splits["train"], data.preset("fashion_mnist"), batch_size=64,
+      source.splits["train"], data.preset("fashion_mnist"), global_batch_size=64,
       seed=0, process_index=0, process_count=1)))
   assert batch["image"].shape == (64, 28, 28, 1)
 
