@@ -57,7 +57,8 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
                 epochs: int = 30, global_batch_size: int = 128,
                 learning_rate: float = 0.1, width: int = 0,
                 warmup_steps: int = 100, checkpoint_every: int = 500,
-                log_every: int = 50) -> ml_collections.ConfigDict:
+                log_every: int = 50,
+                eval_every: int = 1000) -> ml_collections.ConfigDict:
   """One run's full configuration; `size=tiny` in `arg` shrinks it to a
   few-step CPU run (used by the tests) after the dataset's choices."""
   args = parse_arg(arg)
@@ -93,8 +94,12 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   })
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,
+      # During training: mAP@100 of evenly spaced subsets; 0 = off.
+      "every": eval_every, "subset_queries": 1000, "subset_database": 10000,
   })
-  config.distributed = False
+  # "auto": jax.distributed when the environment describes a multi-process
+  # job (ra_jax/training/runtime.py); "on" / "off" to force.
+  config.distributed = "auto"
   if args.get("size") == "tiny":
     config.dataset.image_size = min(image_size, 32)
     config.train.epochs = 0
@@ -102,6 +107,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
     config.train.global_batch_size = 16
     config.train.checkpoint_every = 2
     config.train.log_every = 1
+    config.eval.every = 2
     config.optim.warmup_steps = 1
     config.model.width = 8
     config.model.embedding_dim = 16

@@ -12,4 +12,4 @@ def get_config(arg=None):
                             image_size=8, embedding_dim=32, epochs=40,
                             global_batch_size=128, learning_rate=0.05,
                             width=16, warmup_steps=50, checkpoint_every=100,
-                            log_every=50)
+                            log_every=50, eval_every=100)

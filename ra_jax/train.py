@@ -17,7 +17,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics"
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _print_table(results) -> None:
+def print_table(results) -> None:
+  """The README's results table: exact and two-stage rows."""
   exact = results["exact"]
   ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
   header = ["search", "mAP"] + [f"mAP@{k}" for k in ks] + [
@@ -36,13 +37,15 @@ def _print_table(results) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
   if "nearest_anchor_accuracy" in results:
     print(f"nearest-anchor accuracy: {results['nearest_anchor_accuracy']:.4f}")
+  if "train_images_per_second" in results:
+    print(f"training: {results['train_images_per_second']:.0f} images/s")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  _print_table(results)
+  print_table(results)
   print(f"results written to {_WORKDIR.value}/results.json")
 
 

@@ -6,6 +6,7 @@ from ra_jax.models.head import class_parameters
 from ra_jax.models.head import EmbeddingHead
 from ra_jax.models.head import RetrievalModel
 from ra_jax.models.pretrained import load_pretrained
+from ra_jax.models.pretrained import with_pretrained_backbone
 from ra_jax.models.registry import get_backbone
 from ra_jax.models.registry import get_model
 from ra_jax.models.registry import model_names
@@ -16,5 +17,5 @@ from ra_jax.models.vit import ViT
 __all__ = [
     "CLASS_PARAMS", "EmbeddingHead", "ResNet", "RetrievalModel", "ViT",
     "class_parameters", "get_backbone", "get_model", "interpolate_pos_embed",
-    "load_pretrained", "model_names",
+    "load_pretrained", "model_names", "with_pretrained_backbone",
 ]

@@ -1,7 +1,10 @@
 """train_and_evaluate end to end on digits: results, resume, bad work dirs."""
 
+import glob
 import json
+import math
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -17,6 +20,23 @@ def _tiny(**train):
   return config
 
 
+def _tensorboard_tags(directory) -> set[str]:
+  """Scalar tags in TensorBoard event files (TFRecord framing: length,
+  length crc, payload, payload crc)."""
+  from tensorboardX.proto import event_pb2
+  tags = set()
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    with open(path, "rb") as f:
+      raw = f.read()
+    offset = 0
+    while offset < len(raw):
+      (length,) = struct.unpack("<Q", raw[offset:offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      tags.update(v.tag for v in event.summary.value)
+      offset += 16 + length
+  return tags
+
+
 def test_digits_tiny_run_writes_results(tmp_path):
   results = loop.train_and_evaluate(_tiny(), str(tmp_path))
   saved = json.load(open(tmp_path / "results.json"))
@@ -27,8 +47,17 @@ def test_digits_tiny_run_writes_results(tmp_path):
   assert "precision@10" in saved["two_stage_1"]
   assert 0.0 <= saved["nearest_anchor_accuracy"] <= 1.0
   assert results["exact"] == saved["exact"]
-  lines = open(tmp_path / "metrics.jsonl").read().splitlines()
-  assert [json.loads(l)["step"] for l in lines] == [1, 2, 3]
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert all(math.isfinite(r["train/loss"]) for r in rows)
+  assert "eval/map@100" not in rows[0]  # every 2 steps and at the end
+  for row in rows[1:]:
+    assert 0.0 <= row["eval/map@100"] <= 1.0
+    assert 0.0 <= row["eval/nearest_anchor_accuracy"] <= 1.0
+  assert saved["train_images_per_second"] > 0
+  tags = _tensorboard_tags(tmp_path / "tensorboard")
+  # TensorBoard tags cannot hold "@"; tensorboardX writes "_".
+  assert {"train/loss", "train/attract", "eval/map_100"} <= tags
   assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == "cam"
 
 

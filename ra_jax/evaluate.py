@@ -1,0 +1,65 @@
+"""Re-run the final evaluation of a trained work dir from its latest
+checkpoint, without training.
+
+  python -m ra_jax.evaluate --workdir /tmp/digits [--config configs/digits.py]
+      [--config.eval.two_stage_lists=1,2,3]
+
+The config defaults to the work dir's own config.json; a given --config must
+match it in dataset, model and loss. Results go to
+`workdir/evaluation/step_<N>.json` (results.json of the training run is left
+as it is).
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from ra_jax.training import checkpoint, evaluation, experiment, runtime
+from ra_jax.training.loop import write_json
+
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "a configs/*.py file (optional)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
+flags.mark_flags_as_required(["workdir"])
+
+
+def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
+  """(checkpoint step, results) of the newest readable checkpoint."""
+  saved = experiment.config_of(workdir)
+  runtime.initialize((config or saved).get("distributed", "auto"))
+  if config is None:
+    config = saved
+  else:
+    experiment.claim_workdir(workdir, config)  # refuses another run's config
+  exp = experiment.build(config, workdir)
+  restored = checkpoint.restore_latest(exp.checkpoints(),
+                                       exp.abstract_state())
+  if restored is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
+                            " checkpoint to evaluate")
+  step, state, _ = restored
+  results = {"dataset": exp.source.describe(), "steps": step,
+             **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
+                                   config.eval)}
+  if runtime.is_writer():
+    os.makedirs(os.path.join(workdir, "evaluation"), exist_ok=True)
+    write_json(os.path.join(workdir, "evaluation", f"step_{step}.json"),
+               results)
+  return step, results
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from ra_jax.train import print_table
+  step, results = evaluate_workdir(_WORKDIR.value, _CONFIG.value)
+  print(f"checkpoint step {step}")
+  print_table(results)
+  print(f"results written to {_WORKDIR.value}/evaluation/step_{step}.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

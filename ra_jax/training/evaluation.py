@@ -1,0 +1,114 @@
+"""Retrieval evaluation of a trained state on the dataset's protocol
+(queries = `source.query_split`, database = `source.database_split`).
+
+`evaluate` is the full evaluation at the end of a run (and of
+`python -m ra_jax.evaluate`): exact search and two-stage search with 1, 2, ...
+lists, every metric of `ra_jax.retrieval.evaluate_retrieval`. `Periodic` is
+the cheap one during training: mAP@100 of a fixed query subset against a
+fixed database subset, and nearest-anchor accuracy. Every process computes
+the same numbers on its own copy of the data (evaluation is not sharded).
+"""
+
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from ra_jax import data, models, retrieval
+from ra_jax.losses import nearest_anchor
+
+
+def embed(apply: Callable, variables: Any, split, augment: data.AugmentConfig,
+          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Embeddings (N, D) float32 and labels (N,) of every example of `split`,
+  with `apply(variables, images)` (jitted once by the caller)."""
+  embeddings, labels = [], []
+  for batch in data.eval_dataset(split, augment, batch_size=batch_size,
+                                 process_index=0, process_count=1):
+    out = np.asarray(apply(variables, batch["image"]), np.float32)
+    embeddings.append(out[batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def variables_of(state) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def anchors_of(state) -> Optional[np.ndarray]:
+  anchors = models.class_parameters(state.params).get("anchors")
+  return None if anchors is None else np.asarray(anchors, np.float32)
+
+
+def evaluate(model, state, source: data.DatasetSource, augment,
+             eval_config) -> dict[str, Any]:
+  """Exact and two-stage retrieval metrics, nearest-anchor accuracy."""
+  apply = jax.jit(model.apply)  # one compilation for both splits
+  variables = variables_of(state)
+  query, query_labels = embed(apply, variables,
+                              source.splits[source.query_split], augment,
+                              eval_config.batch_size)
+  db, db_labels = embed(apply, variables,
+                        source.splits[source.database_split], augment,
+                        eval_config.batch_size)
+  ks = tuple(k for k in eval_config.ks if k <= len(db))
+  exclude_self = source.query_split == source.database_split
+  results = {"exact": retrieval.evaluate_retrieval(
+      query, query_labels, db, db_labels, ks=ks, exclude_self=exclude_self)}
+  anchors = anchors_of(state)
+  if anchors is not None:
+    results["nearest_anchor_accuracy"] = float(np.mean(
+        np.asarray(nearest_anchor(query, anchors)) == query_labels))
+    index = retrieval.Index.build(db, db_labels, anchors=anchors)
+    for lists in eval_config.two_stage_lists:
+      if lists > len(anchors):
+        continue
+      start = time.perf_counter()
+      _, ids = index.search(query, max(ks), two_stage=True, num_lists=lists)
+      seconds = time.perf_counter() - start
+      results[f"two_stage_{lists}"] = {
+          **retrieval.evaluate_ranking(ids, query_labels, db_labels, ks=ks),
+          "seconds": seconds}
+  return results
+
+
+class Periodic:
+  """mAP@100 (and nearest-anchor accuracy) of `num_queries` evenly spaced
+  queries against `num_database` evenly spaced database items."""
+
+  def __init__(self, model, source: data.DatasetSource, augment,
+               eval_config):
+    self.apply = jax.jit(model.apply)
+    self.augment, self.batch_size = augment, eval_config.batch_size
+    self.query = _spread(source.splits[source.query_split],
+                         eval_config.subset_queries)
+    self.db = _spread(source.splits[source.database_split],
+                      eval_config.subset_database)
+    self.exclude_self = source.query_split == source.database_split
+    if self.exclude_self:  # the same subset, so the query's own index is
+      self.db = self.query  # the one to exclude
+
+  def __call__(self, state) -> dict[str, float]:
+    variables = variables_of(state)
+    query, query_labels = embed(self.apply, variables, self.query,
+                                self.augment, self.batch_size)
+    db, db_labels = embed(self.apply, variables, self.db, self.augment,
+                          self.batch_size)
+    k = min(100, len(db) - self.exclude_self)
+    metrics = retrieval.evaluate_retrieval(
+        query, query_labels, db, db_labels, ks=(k,),
+        exclude_self=self.exclude_self)
+    out = {f"eval/map@{k}": metrics[f"map@{k}"]}
+    anchors = anchors_of(state)
+    if anchors is not None:
+      out["eval/nearest_anchor_accuracy"] = float(np.mean(
+          np.asarray(nearest_anchor(query, anchors)) == query_labels))
+    return out
+
+
+def _spread(split, count: int):
+  if not count or count >= len(split):
+    return split
+  return data.SubsetSplit(split, np.linspace(0, len(split) - 1, count,
+                                             dtype=np.int64))

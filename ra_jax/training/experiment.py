@@ -1,0 +1,180 @@
+"""One run's parts, built from its config: the data source and training
+pipeline, the model, the optimizer, the initial sharded state and the
+checkpoint manager. `train`, `evaluate` and `search` all start here, so they
+agree on what a work dir holds.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ra_jax import data, models
+from ra_jax.training import checkpoint, objective, optimizer
+from ra_jax.training import step as step_lib
+
+# The parts of a config that make a work dir's checkpoints what they are.
+IDENTITY_KEYS = ("dataset", "model", "loss")
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: ml_collections.ConfigDict
+  workdir: str
+  source: data.DatasetSource
+  train_split: Any  # the (few-shot) training records
+  train_labels: np.ndarray
+  model: models.RetrievalModel
+  image_shape: tuple[int, int, int]
+  total_steps: int
+  tx: optax.GradientTransformation
+  mesh: Mesh
+
+  def init_state(self) -> step_lib.TrainState:
+    """Fresh parameters (with the pretrained backbone if configured),
+    replicated over the mesh."""
+    state = step_lib.create_state(
+        self.model, self.tx, jax.random.PRNGKey(self.config.train.seed),
+        self.image_shape)
+    if self.config.model.pretrained:
+      variables = models.with_pretrained_backbone(
+          {"params": state.params, "batch_stats": state.batch_stats},
+          models.load_pretrained(self.config.model.name,
+                                 self.config.model.pretrained,
+                                 **_backbone_kwargs(self.config)))
+      state = step_lib.TrainState(
+          step=state.step, params=variables["params"],
+          batch_stats=variables.get("batch_stats", {}),
+          opt_state=self.tx.init(variables["params"]))
+    return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+
+  def abstract_state(self) -> step_lib.TrainState:
+    """Shapes, dtypes and shardings of the state, without computing it."""
+    shapes = jax.eval_shape(lambda rng: step_lib.create_state(
+        self.model, self.tx, rng, self.image_shape), jax.random.PRNGKey(0))
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+        shapes)
+
+  def train_pipeline(self):
+    return data.train_dataset(
+        self.train_split, self.augment,
+        global_batch_size=self.config.train.global_batch_size,
+        seed=self.config.train.seed,
+        images_per_class=self.config.dataset.images_per_class or None,
+        labels=self.train_labels)
+
+  @property
+  def augment(self) -> data.AugmentConfig:
+    return data.preset(self.source.name,
+                       image_size=self.config.dataset.image_size)
+
+  def checkpoints(self):
+    train = self.config.train
+    return checkpoint.manager(os.path.join(self.workdir, "checkpoints"),
+                              every=train.checkpoint_every,
+                              keep=train.keep_checkpoints)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+  """Everything but the state. Writes only few_shot_indices.json (once)."""
+  source = _source(config)
+  train_split = source.splits[source.train_split]
+  labels = data.split_labels(train_split)
+  if config.dataset.shot:
+    chosen = data.few_shot_indices(labels, config.dataset.shot,
+                                   config.dataset.shot_seed)
+    data.save_few_shot_indices(
+        os.path.join(workdir, "few_shot_indices.json"), chosen,
+        {"shot": config.dataset.shot, "seed": config.dataset.shot_seed})
+    train_split, labels = data.SubsetSplit(train_split, chosen), labels[chosen]
+  batch = config.train.global_batch_size
+  if batch % jax.device_count():
+    raise ValueError(f"train.global_batch_size {batch} is not divisible by"
+                     f" the {jax.device_count()} devices")
+  total_steps = (int(config.train.steps) if config.train.steps else
+                 max(1, config.train.epochs * len(train_split) // batch))
+  model = models.get_model(
+      config.model.name, embedding_dim=config.model.embedding_dim,
+      num_classes=source.num_classes,
+      class_params=objective.class_params_for(config.loss.name),
+      dtype=getattr(jnp, config.model.dtype), **_backbone_kwargs(config))
+  image_shape = (config.dataset.image_size, config.dataset.image_size,
+                 source.image_shape[-1] if source.image_shape else 3)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, *image_shape)))["params"]
+  tx = optimizer.make_optimizer(dict(config.optim), total_steps, params)
+  return Experiment(config=config, workdir=workdir, source=source,
+                    train_split=train_split, train_labels=labels, model=model,
+                    image_shape=image_shape, total_steps=total_steps, tx=tx,
+                    mesh=step_lib.data_mesh())
+
+
+def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """A work dir belongs to one configuration: saves it on first use and
+  refuses a config that differs in IDENTITY_KEYS, before anything is
+  written."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    saved = load_config_json(workdir)
+    differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
+    if differ:
+      raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
+                       f" configuration ({path}); use a new --workdir")
+    return
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(current, f, indent=1)
+    os.replace(tmp, path)
+
+
+def load_config_json(workdir: str) -> dict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} holds no run: {path} does not exist")
+  with open(path) as f:
+    return json.load(f)
+
+
+def config_of(workdir: str) -> ml_collections.ConfigDict:
+  """The config a work dir was trained with (its config.json)."""
+  return ml_collections.ConfigDict(load_config_json(workdir))
+
+
+def _backbone_kwargs(config) -> dict:
+  kwargs = {}
+  if config.model.width and config.model.name.startswith("resnet"):
+    kwargs["width"] = config.model.width
+  if config.model.name.startswith("vit"):
+    kwargs["image_size"] = config.dataset.image_size
+  return kwargs
+
+
+def _source(config) -> data.DatasetSource:
+  kwargs = {}
+  if config.dataset.name not in ("digits",):
+    if config.dataset.data_dir:
+      kwargs["data_dir"] = config.dataset.data_dir
+    if config.dataset.manual_dir:
+      kwargs["manual_dir"] = config.dataset.manual_dir
+    builder = config.dataset.get("builder", "auto")
+    if builder not in ("auto", "catalogue", "own"):
+      raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
+                       f" {builder!r}")
+    if builder != "auto":
+      kwargs["own_builder"] = builder == "own"
+  source = data.get_source(config.dataset.name, **kwargs)
+  return source.with_protocol(
+      query_split=config.dataset.query_split or None,
+      database_split=config.dataset.database_split or None)

@@ -1,0 +1,84 @@
+"""Process set-up for one run: `jax.distributed` when asked, and who writes.
+
+A run is one process per host (or per GPU). `initialize` must come before
+anything touches a device. Whether to initialise is `config.distributed`:
+"on", "off", or "auto" (the default), which initialises when the environment
+describes a multi-process job: `JAX_COORDINATOR_ADDRESS` (launch/local.sh and
+any hand-made launch), SLURM with more than one task, or Open MPI with more
+than one rank. TPU pods cannot be recognised from the environment alone, so
+launch/tpu_pod.sh passes `--config.distributed=on`.
+"""
+
+import os
+from typing import Mapping, Optional, Union
+
+import jax
+from absl import logging
+
+Setting = Union[str, bool]
+
+
+def _count(environ: Mapping[str, str], name: str) -> int:
+  try:
+    return int(environ.get(name, "1"))
+  except ValueError:
+    return 1
+
+
+def wants_distributed(setting: Setting,
+                      environ: Optional[Mapping[str, str]] = None) -> bool:
+  """Whether `setting` ("on" | "off" | "auto", or a bool) asks for
+  `jax.distributed.initialize` in this environment."""
+  environ = os.environ if environ is None else environ
+  if isinstance(setting, bool):
+    return setting
+  if setting not in ("on", "off", "auto"):
+    raise ValueError(f"config.distributed must be 'on', 'off' or 'auto', got"
+                     f" {setting!r}")
+  if setting != "auto":
+    return setting == "on"
+  return bool(environ.get("JAX_COORDINATOR_ADDRESS") or
+              _count(environ, "SLURM_NTASKS") > 1 or
+              _count(environ, "OMPI_COMM_WORLD_SIZE") > 1)
+
+
+def initialize(setting: Setting) -> bool:
+  """Starts `jax.distributed` if `setting` asks for it; returns whether it
+  did. `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` complete
+  `JAX_COORDINATOR_ADDRESS` where no cluster manager supplies them, and CPU
+  processes get gloo collectives (XLA:CPU has no other cross-process
+  implementation)."""
+  if not wants_distributed(setting):
+    return False
+  if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if "JAX_NUM_PROCESSES" in os.environ:
+    kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+  jax.distributed.initialize(**kwargs)
+  return True
+
+
+def describe() -> dict:
+  """This process's place in the job."""
+  return {"process_index": jax.process_index(),
+          "process_count": jax.process_count(),
+          "local_devices": jax.local_device_count(),
+          "global_devices": jax.device_count(),
+          "platform": jax.devices()[0].platform,
+          "device_kind": jax.devices()[0].device_kind}
+
+
+def log_start() -> None:
+  info = describe()
+  logging.warning("process %d of %d: %d local / %d global %s devices (%s)",
+                  info["process_index"], info["process_count"],
+                  info["local_devices"], info["global_devices"],
+                  info["platform"], info["device_kind"])
+
+
+def is_writer() -> bool:
+  """Only process 0 writes logs, metrics and results; every process takes
+  part in checkpointing (orbax coordinates the writes)."""
+  return jax.process_index() == 0

@@ -1,0 +1,64 @@
+"""Where a run's numbers go: a progress bar on the terminal, and scalars to
+`workdir/metrics.jsonl` and TensorBoard (`workdir/tensorboard`, written with
+tensorboardX, which needs neither TensorFlow nor PyTorch).
+
+Only process 0 writes. After a resume, steps between the last checkpoint and
+the crash appear twice in metrics.jsonl; the later line is the one that
+counts (`read_metrics` keeps it).
+"""
+
+import json
+import os
+from typing import Mapping, Optional
+
+import tqdm
+
+from ra_jax.training import runtime
+
+
+class MetricWriter:
+  """Scalars per step to JSON lines and TensorBoard event files."""
+
+  def __init__(self, workdir: str, *, enabled: Optional[bool] = None):
+    self.enabled = runtime.is_writer() if enabled is None else enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tensorboard = None
+    if self.enabled:
+      import tensorboardX  # only process 0 needs it
+      self._tensorboard = tensorboardX.SummaryWriter(
+          os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), **{
+          k: float(v) for k, v in scalars.items()}}) + "\n")
+    for name, value in scalars.items():
+      self._tensorboard.add_scalar(name, float(value), int(step))
+
+  def close(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+      self._tensorboard = None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """metrics.jsonl merged by step (a later line for a step wins), sorted."""
+  by_step: dict[int, dict] = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if line.strip():
+          row = json.loads(line)
+          by_step.setdefault(row["step"], {}).update(row)
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def progress_bar(start: int, total: int) -> tqdm.tqdm:
+  """Steps done, rate and ETA; the loop sets loss terms and images/s as the
+  postfix. Silent on processes other than 0."""
+  return tqdm.tqdm(initial=start, total=total, unit="step", smoothing=0.1,
+                   dynamic_ncols=True, mininterval=1.0,
+                   disable=not runtime.is_writer())
