@@ -11,6 +11,7 @@ as it is).
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -54,10 +55,12 @@ def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from ra_jax.train import print_table
-  step, results = evaluate_workdir(_WORKDIR.value, _CONFIG.value)
+  try:
+    step, results = evaluate_workdir(_WORKDIR.value, _CONFIG.value)
+  except FileNotFoundError as error:  # no run, or no checkpoint: not a bug
+    sys.exit(f"ra_jax.evaluate: {error}")
   print(f"checkpoint step {step}")
-  print_table(results)
+  print(evaluation.format_table(results))
   print(f"results written to {_WORKDIR.value}/evaluation/step_{step}.json")
 
 

@@ -97,14 +97,18 @@ def tfds_source(name: str, *, data_dir: Optional[str] = None,
   split_names = list(info.splits) or ["train", QUERY_SPLIT.get(name, "test")]
   try:
     splits = {split: builder.as_data_source(split) if own_builder else
-              tfds.data_source(name, split=split, data_dir=data_dir)
+              tfds.data_source(name, split=split, data_dir=data_dir,
+                               download=False)  # never implicitly
               for split in split_names}
-  except (FileNotFoundError, AssertionError, ValueError) as e:
+  except (FileNotFoundError, AssertionError, ValueError,
+          NotImplementedError) as e:  # NotImplementedError: not array_record
     raise FileNotFoundError(
-        f"dataset {name!r} is not prepared in {builder.data_dir}. Build it"
+        f"dataset {name!r} is not prepared in {builder.data_dir} (as"
+        " array_record, which random access needs). Build it"
         " once where the data is reachable (`tfds build"
-        f" {name} --file_format=array_record`); catalogue builders that"
-        " encode images need TensorFlow: pip install '.[prepare]'") from e
+        f" {name} --file_format=array_record`) and point dataset.data_dir"
+        " at it; catalogue builders that encode images need TensorFlow: pip"
+        " install '.[prepare]'") from e
   label = info.features["label"]
   image = info.features["image"]
   shape = tuple(image.shape) if None not in image.shape else None

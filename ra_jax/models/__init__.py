@@ -5,6 +5,7 @@ from ra_jax.models.head import CLASS_PARAMS
 from ra_jax.models.head import class_parameters
 from ra_jax.models.head import EmbeddingHead
 from ra_jax.models.head import RetrievalModel
+from ra_jax.models.pretrained import adapt_input_channels
 from ra_jax.models.pretrained import load_pretrained
 from ra_jax.models.pretrained import with_pretrained_backbone
 from ra_jax.models.registry import get_backbone
@@ -15,7 +16,7 @@ from ra_jax.models.vit import interpolate_pos_embed
 from ra_jax.models.vit import ViT
 
 __all__ = [
-    "CLASS_PARAMS", "EmbeddingHead", "ResNet", "RetrievalModel", "ViT",
+    "CLASS_PARAMS", "adapt_input_channels", "EmbeddingHead", "ResNet", "RetrievalModel", "ViT",
     "class_parameters", "get_backbone", "get_model", "interpolate_pos_embed",
     "load_pretrained", "model_names", "with_pretrained_backbone",
 ]

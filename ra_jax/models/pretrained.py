@@ -140,6 +140,28 @@ def with_pretrained_backbone(variables: dict, pretrained: dict) -> dict:
   return out
 
 
+_STEM_KERNELS = ("conv1", "patch_embed")  # ResNet, ViT: the RGB input layer
+
+
+def adapt_input_channels(variables: dict, channels: int) -> dict:
+  """Pretrained backbone variables for `channels`-channel images: for
+  grayscale (1), the RGB stem kernel summed over its input channels, which
+  equals feeding the gray image replicated to RGB; 3 leaves them as they
+  are."""
+  if channels == 3:
+    return variables
+  if channels != 1:
+    raise ValueError(f"pretrained RGB weights cannot take {channels}-channel"
+                     " images (only 1 or 3)")
+  params = dict(variables["params"])
+  for name in _STEM_KERNELS:
+    if name in params:
+      stem = dict(params[name])
+      stem["kernel"] = jnp.sum(stem["kernel"], axis=2, keepdims=True)
+      params[name] = stem
+  return {**variables, "params": params}
+
+
 def _input_size(backbone) -> tuple[int, int]:
   size = getattr(backbone, "image_size", 64)
   return size, size

@@ -42,9 +42,10 @@ def anchors_of(state) -> Optional[np.ndarray]:
 
 
 def evaluate(model, state, source: data.DatasetSource, augment,
-             eval_config) -> dict[str, Any]:
-  """Exact and two-stage retrieval metrics, nearest-anchor accuracy."""
-  apply = jax.jit(model.apply)  # one compilation for both splits
+             eval_config, apply: Optional[Callable] = None) -> dict[str, Any]:
+  """Exact and two-stage retrieval metrics, nearest-anchor accuracy.
+  `apply`: a jitted `model.apply` to reuse (e.g. `Periodic.apply`)."""
+  apply = apply or jax.jit(model.apply)  # one compilation for both splits
   variables = variables_of(state)
   query, query_labels = embed(apply, variables,
                               source.splits[source.query_split], augment,
@@ -112,3 +113,30 @@ def _spread(split, count: int):
     return split
   return data.SubsetSplit(split, np.linspace(0, len(split) - 1, count,
                                              dtype=np.int64))
+
+
+def format_table(results: dict) -> str:
+  """The results table the CLIs print: exact and two-stage rows, then
+  nearest-anchor accuracy and training speed when present."""
+  exact = results["exact"]
+  ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
+  header = ["search", "mAP"] + [f"mAP@{k}" for k in ks] + [
+      f"P@{k}" for k in ks]
+  rows = [["exact", f"{exact['map']:.4f}"] +
+          [f"{exact[f'map@{k}']:.4f}" for k in ks] +
+          [f"{exact[f'precision@{k}']:.4f}" for k in ks]]
+  for name, value in results.items():
+    if name.startswith("two_stage_"):
+      rows.append([f"two-stage, {name.split('_')[-1]} list(s)", "-"] +
+                  [f"{value[f'map@{k}']:.4f}" for k in ks] +
+                  [f"{value[f'precision@{k}']:.4f}" for k in ks])
+  widths = [max(len(r[i]) for r in [header] + rows) for i in
+            range(len(header))]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+           for row in [header] + rows]
+  if "nearest_anchor_accuracy" in results:
+    lines.append("nearest-anchor accuracy:"
+                 f" {results['nearest_anchor_accuracy']:.4f}")
+  if "train_images_per_second" in results:
+    lines.append(f"training: {results['train_images_per_second']:.0f} images/s")
+  return "\n".join(lines)

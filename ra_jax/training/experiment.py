@@ -40,20 +40,25 @@ class Experiment:
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters (with the pretrained backbone if configured),
     replicated over the mesh."""
-    state = step_lib.create_state(
-        self.model, self.tx, jax.random.PRNGKey(self.config.train.seed),
-        self.image_shape)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    # One compilation instead of hundreds of op-by-op ones.
+    state = jax.jit(lambda rng: step_lib.create_state(
+        self.model, self.tx, rng, self.image_shape),
+                    out_shardings=replicated)(
+                        jax.random.PRNGKey(self.config.train.seed))
     if self.config.model.pretrained:
       variables = models.with_pretrained_backbone(
           {"params": state.params, "batch_stats": state.batch_stats},
-          models.load_pretrained(self.config.model.name,
-                                 self.config.model.pretrained,
-                                 **_backbone_kwargs(self.config)))
-      state = step_lib.TrainState(
+          models.adapt_input_channels(
+              models.load_pretrained(self.config.model.name,
+                                     self.config.model.pretrained,
+                                     **_backbone_kwargs(self.config)),
+              self.image_shape[-1]))
+      state = jax.device_put(step_lib.TrainState(
           step=state.step, params=variables["params"],
           batch_stats=variables.get("batch_stats", {}),
-          opt_state=self.tx.init(variables["params"]))
-    return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+          opt_state=self.tx.init(variables["params"])), replicated)
+    return state
 
   def abstract_state(self) -> step_lib.TrainState:
     """Shapes, dtypes and shardings of the state, without computing it."""
@@ -118,24 +123,31 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
                     mesh=step_lib.data_mesh())
 
 
-def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """A work dir belongs to one configuration: saves it on first use and
-  refuses a config that differs in IDENTITY_KEYS, before anything is
-  written."""
-  path = os.path.join(workdir, "config.json")
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """A work dir belongs to one configuration: refuses a config that differs
+  from the saved one in IDENTITY_KEYS. Writes nothing."""
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    return
+  saved = load_config_json(workdir)
   current = json.loads(config.to_json_best_effort())
+  differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
+  if differ:
+    raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
+                     f" configuration ({workdir}/config.json); use a new"
+                     " --workdir")
+
+
+def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """`check_workdir`, then saves the config on first use (process 0)."""
+  check_workdir(workdir, config)
+  path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    saved = load_config_json(workdir)
-    differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
-    if differ:
-      raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
-                       f" configuration ({path}); use a new --workdir")
     return
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-      json.dump(current, f, indent=1)
+      f.write(config.to_json_best_effort(indent=1))
     os.replace(tmp, path)
 
 

@@ -30,8 +30,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains, checkpoints, resumes, evaluates; returns the results dict."""
   runtime.initialize(config.get("distributed", "auto"))
   runtime.log_start()
+  experiment.check_workdir(workdir, config)
+  exp = experiment.build(config, workdir)  # fails early on a missing dataset
   experiment.claim_workdir(workdir, config)
-  exp = experiment.build(config, workdir)
   train_step = step_lib.shard_step(step_lib.make_train_step(
       exp.model, exp.tx, objective.loss_fn(dict(config.loss))), exp.mesh)
   periodic = (evaluation.Periodic(exp.model, exp.source, exp.augment,
@@ -82,7 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   results = {"dataset": exp.source.describe(), "steps": exp.total_steps,
              **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
-                                   config.eval)}
+                                   config.eval,
+                                   apply=periodic and periodic.apply)}
   if timed_steps:
     results["train_images_per_second"] = rate
   writer.close()

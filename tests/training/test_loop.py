@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from ra_jax.training import loop, step as step_lib
+from ra_jax.training import loop
 
 
 def _tiny(**train):
@@ -38,7 +38,9 @@ def _tensorboard_tags(directory) -> set[str]:
 
 
 def test_digits_tiny_run_writes_results(tmp_path):
-  results = loop.train_and_evaluate(_tiny(), str(tmp_path))
+  config = _tiny()
+  config.eval.every = 2
+  results = loop.train_and_evaluate(config, str(tmp_path))
   saved = json.load(open(tmp_path / "results.json"))
   assert saved["steps"] == 3
   for key in ("map", "map@10", "precision@10", "mrr"):
@@ -59,38 +61,6 @@ def test_digits_tiny_run_writes_results(tmp_path):
   # TensorBoard tags cannot hold "@"; tensorboardX writes "_".
   assert {"train/loss", "train/attract", "eval/map_100"} <= tags
   assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == "cam"
-
-
-class _Crash(Exception):
-  pass
-
-
-def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path,
-                                                         monkeypatch):
-  config = _tiny(steps=5, checkpoint_every=2)
-  straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
-
-  real_shard_step = step_lib.shard_step
-
-  def crashing_shard_step(train_step, mesh):
-    jitted = real_shard_step(train_step, mesh)
-    calls = {"n": 0}
-
-    def step(state, batch):
-      calls["n"] += 1
-      if calls["n"] == 4:  # dies after the step-2 checkpoint, mid step 4
-        raise _Crash()
-      return jitted(state, batch)
-    return step
-
-  monkeypatch.setattr(step_lib, "shard_step", crashing_shard_step)
-  with pytest.raises(_Crash):
-    loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  monkeypatch.setattr(step_lib, "shard_step", real_shard_step)
-  saved = os.listdir(tmp_path / "resumed" / "checkpoints")
-  assert "2" in saved and "3" not in saved  # the newest complete one is 2
-  resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  assert resumed["exact"] == straight["exact"]  # same parameters, same data
 
 
 def test_workdir_of_another_configuration_is_refused(tmp_path):
@@ -153,3 +123,38 @@ def test_grid_arguments_run(arg, tmp_path):
   if arg == "shot=2":
     saved = json.load(open(tmp_path / "few_shot_indices.json"))
     assert len(saved["indices"]) == 20
+
+
+def test_missing_dataset_is_a_clear_error_and_writes_nothing(tmp_path):
+  from configs import cifar100
+  config = cifar100.get_config("size=tiny")
+  config.dataset.data_dir = str(tmp_path / "no_data")
+  with pytest.raises(FileNotFoundError, match="'cifar100' is not prepared in"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_pretrained_backbone_starts_the_run(tmp_path):
+  torch = pytest.importorskip("torch")
+  from safetensors.torch import save_file
+  from tests.models import torch_reference
+  from ra_jax.training import experiment
+  reference = torch_reference.randomize_(
+      torch_reference.ResNet((2, 2, 2, 2), False))
+  path = str(tmp_path / "resnet18.safetensors")
+  save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
+            path)
+  config = digits.get_config("size=tiny")
+  config.model.name, config.model.width = "resnet18", 0
+  config.model.pretrained = path
+  state = experiment.build(config, str(tmp_path)).init_state()
+  rgb = reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+  np.testing.assert_allclose(  # digits are gray: RGB kernels summed
+      state.params["backbone"]["conv1"]["kernel"],
+      rgb.sum(axis=2, keepdims=True), rtol=1e-6)
+  np.testing.assert_array_equal(
+      state.batch_stats["backbone"]["bn1"]["mean"],
+      reference.bn1.running_mean.numpy())
+  config.model.pretrained = str(tmp_path / "missing.safetensors")
+  with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+    experiment.build(config, str(tmp_path)).init_state()
