@@ -8,7 +8,9 @@ from ra_jax.retrieval.search import build_lists
 from ra_jax.retrieval.search import exact_search
 from ra_jax.retrieval.search import list_table
 from ra_jax.retrieval.search import Lists
+from ra_jax.retrieval.search import nearest_lists
 from ra_jax.retrieval.search import two_stage_search
 
-__all__ = ["Index", "Lists", "build_lists", "evaluate_ranking", "evaluate_retrieval", "exact_search",
-           "list_table", "two_stage_search"]
+__all__ = ["Index", "Lists", "build_lists", "evaluate_ranking",
+           "evaluate_retrieval", "exact_search", "list_table", "nearest_lists",
+           "two_stage_search"]

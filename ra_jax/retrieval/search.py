@@ -320,7 +320,7 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
     chunk = queries[start:start + query_chunk]
-    _, chosen = _nearest_lists(chunk, anchors, num_lists)
+    _, chosen = nearest_lists(chunk, anchors, num_lists)
     if method == "grouped":
       candidates = _stage_two_grouped(chunk, chosen, lists, k)
     else:
@@ -334,6 +334,8 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
 
 
 @functools.partial(jax.jit, static_argnames=("num_lists",))
-def _nearest_lists(queries, anchors, num_lists):
+def nearest_lists(queries, anchors, num_lists: int):
+  """Stage 1: (squared distances, anchor ids), each (Q, num_lists), of the
+  anchors nearest to each query, nearest first."""
   return _top_k_smallest(pairwise_squared_distances(queries, anchors),
                          num_lists, False)

@@ -30,6 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains, checkpoints, resumes, evaluates; returns the results dict."""
   runtime.initialize(config.get("distributed", "auto"))
   runtime.log_start()
+  wall_start = time.time()
   experiment.check_workdir(workdir, config)
   exp = experiment.build(config, workdir)  # fails early on a missing dataset
   experiment.claim_workdir(workdir, config)
@@ -87,6 +88,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                    apply=periodic and periodic.apply)}
   if timed_steps:
     results["train_images_per_second"] = rate
+  results["run"] = {"seed": config.train.seed, "resumed_from": start_step,
+                    "wall_seconds": time.time() - wall_start,
+                    **runtime.environment()}
   writer.close()
   if runtime.is_writer():
     write_json(os.path.join(workdir, "results.json"), results)

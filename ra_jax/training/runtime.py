@@ -70,6 +70,30 @@ def describe() -> dict:
           "device_kind": jax.devices()[0].device_kind}
 
 
+def environment() -> dict:
+  """Versions and machine, recorded in every results.json."""
+  import importlib.metadata
+  import platform
+  versions = {}
+  for package in ("ra_jax", "jax", "jaxlib", "flax", "optax",
+                  "orbax-checkpoint", "grain", "tensorflow-datasets", "numpy"):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f
+                 if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return {"versions": versions, "python": platform.python_version(),
+          "machine": {"cpu": cpu, "cpu_count": os.cpu_count(),
+                      "system": platform.platform()},
+          **describe()}
+
+
 def log_start() -> None:
   info = describe()
   logging.warning("process %d of %d: %d local / %d global %s devices (%s)",

@@ -154,3 +154,21 @@ def test_augmentation_presets():
   config = data.AugmentConfig(32, "crop_flip", 4, False, (0.0,), (1 / 255,))
   np.testing.assert_allclose(data.augment.eval_transform(small, config), small,
                              atol=1e-3)
+
+
+def test_iterator_state_carries_over_to_another_host_count():
+  split = _toy_split(48, classes=6)
+  kwargs = dict(global_batch_size=12, seed=2)
+  one = iter(data.train_dataset(split, NO_AUG, process_index=0,
+                                process_count=1, **kwargs))
+  for _ in range(5):
+    next(one)
+  state = one.get_state()
+  want = _ids(next(one))  # global batch 5
+  got = []
+  for host in range(2):
+    it = iter(data.train_dataset(split, NO_AUG, process_index=host,
+                                 process_count=2, **kwargs))
+    it.set_state(state)
+    got += _ids(next(it))
+  assert got == want

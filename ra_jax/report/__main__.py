@@ -1,0 +1,36 @@
+"""python -m ra_jax.report --workdir DIR [--output DIR/RESULTS.md] [--no-analyze]
+
+DIR is one run's work dir or a directory of runs (e.g. benchmarks/grid.py's
+--out). Figures go next to the report, in <output stem>_figures/.
+"""
+
+import argparse
+import os
+import sys
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m ra_jax.report",
+      description="Write a Markdown results report with figures for the"
+                  " runs under --workdir.")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--output", help="default: <workdir>/RESULTS.md")
+  parser.add_argument("--no-analyze", action="store_true",
+                      help="do not embed data for the two-stage table and"
+                           " figures that need embeddings")
+  args = parser.parse_args()
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  from ra_jax.report import build
+  output = args.output or os.path.join(args.workdir, "RESULTS.md")
+  try:
+    build.write_report(args.workdir, output, analyze=not args.no_analyze)
+  except (FileNotFoundError, ValueError) as error:
+    sys.exit(f"ra_jax.report: {error}")
+  print(f"report written to {output}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,107 @@
+"""The report's PNG figures (matplotlib, Agg backend: no display needed)."""
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ra_jax.report import runs as runs_lib
+
+
+def _pyplot():
+  try:
+    import matplotlib
+  except ImportError as error:
+    raise ImportError("the report's figures need matplotlib: pip install"
+                      " matplotlib (or '.[bench]')") from error
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def training_curves(path: str, runs: Sequence[runs_lib.RunRecord],
+                    metrics: Sequence[dict]) -> None:
+  """Per run: training loss (left, log scale) and periodic mAP@100 (right)."""
+  plt = _pyplot()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  for run, rows in zip(runs, metrics):
+    steps = [r["step"] for r in rows if "train/loss" in r]
+    loss = [r["train/loss"] for r in rows if "train/loss" in r]
+    left.plot(steps, np.maximum(loss, 1e-6), label=run.label)
+    evals = [(r["step"], r["eval/map@100"]) for r in rows
+             if "eval/map@100" in r]
+    if evals:
+      right.plot(*zip(*evals), marker="o", label=run.label)
+  left.set(xlabel="step", ylabel="training loss", yscale="log",
+           title="training loss (each loss on its own scale)")
+  right.set(xlabel="step", ylabel="mAP@100 (evaluation subset)",
+            title="retrieval during training")
+  for axis in (left, right):
+    axis.grid(alpha=0.3)
+  right.legend(fontsize=8)
+  _save(fig, path)
+
+
+def precision_recall(path: str, curves: dict[str, Sequence[float]]) -> None:
+  plt = _pyplot()
+  fig, axis = plt.subplots(figsize=(5.5, 4.5))
+  levels = np.linspace(0, 1, 11)
+  for label, curve in curves.items():
+    axis.plot(levels, curve, marker=".", label=label)
+  axis.set(xlabel="recall", ylabel="interpolated precision", ylim=(0, 1.02),
+           title="precision-recall (test queries vs train database)")
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=8)
+  _save(fig, path)
+
+
+def projections(path: str, panels: dict[str, dict]) -> None:
+  """One panel per run: 2-D PCA of test embeddings coloured by class, with
+  the anchors (if any) as black stars."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5),
+                           squeeze=False)
+  for axis, (label, panel) in zip(axes[0], panels.items()):
+    axis.scatter(panel["points"][:, 0], panel["points"][:, 1],
+                 c=panel["labels"], cmap="tab10", s=4, alpha=0.6)
+    if len(panel["anchors"]):
+      axis.scatter(panel["anchors"][:, 0], panel["anchors"][:, 1], c="black",
+                   marker="*", s=160, label="anchors")
+      axis.legend(loc="upper right", fontsize=8)
+    axis.set(title=f"{label}: test embeddings, 2-D PCA")
+  _save(fig, path)
+
+
+def example_queries(path: str, examples: Sequence[dict], query_split,
+                    db_split, class_names: Sequence[str]) -> None:
+  """Each row: a query, then its top-10 neighbours (green = same class)."""
+  plt = _pyplot()
+  width = 1 + max(len(e["neighbours"]) for e in examples)
+  fig, axes = plt.subplots(len(examples), width,
+                           figsize=(1.3 * width, 1.5 * len(examples)),
+                           squeeze=False)
+  for row, example in zip(axes, examples):
+    images = [query_split[example["query"]]["image"]] + [
+        db_split[i]["image"] for i in example["neighbours"]]
+    labels = [example["label"]] + example["neighbour_labels"]
+    for col, axis in enumerate(row):
+      axis.axis("off")
+      if col >= len(images):
+        continue
+      image = np.squeeze(np.asarray(images[col]))
+      axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
+      name = class_names[labels[col]] if labels[col] < len(class_names) else (
+          str(labels[col]))
+      color = "black" if col == 0 else (
+          "green" if labels[col] == example["label"] else "red")
+      axis.set_title(("query: " if col == 0 else "") + name[:12], fontsize=7,
+                     color=color)
+  _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  import matplotlib.pyplot as plt
+  plt.close(fig)

@@ -1,0 +1,135 @@
+"""Finding finished runs under a directory and summarising them by group.
+
+A run is a work dir with results.json and config.json. Its group and label
+come from `grid.json` (written by benchmarks/grid.py: the path
+<group...>/<label>/seed<k>), else from its config: group "<dataset>/full" or
+"<dataset>/<shot>-shot", label "<loss>" (plus the model when the group mixes
+models). Seeds of the same group and label are aggregated as mean ± std.
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+from typing import Optional
+
+METRICS = (("map", "mAP"), ("map@100", "mAP@100"),
+           ("precision@10", "P@10"), ("precision@100", "P@100"))
+
+
+@dataclasses.dataclass
+class RunRecord:
+  workdir: str
+  group: str
+  label: str
+  seed: int
+  config: dict
+  results: dict
+
+  @property
+  def wall_seconds(self) -> float:
+    return float(self.results.get("run", {}).get("wall_seconds", 0.0))
+
+
+def _load(path: str) -> Optional[dict]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def find_runs(root: str) -> list[RunRecord]:
+  """Every finished run at or below `root`, sorted by group, label, seed."""
+  runs = []
+  for directory, subdirs, files in os.walk(root):
+    subdirs[:] = sorted(d for d in subdirs if d not in (
+        "checkpoints", "checkpoints_unreadable", "tensorboard", "index",
+        "search", "evaluation", "logs"))
+    if "results.json" not in files or "config.json" not in files:
+      continue
+    results = _load(os.path.join(directory, "results.json"))
+    config = _load(os.path.join(directory, "config.json"))
+    grid = _load(os.path.join(directory, "grid.json"))
+    if grid is not None:
+      parts = grid["path"].split("/")
+      group, label, seed = "/".join(parts[:-2]), parts[-2], grid["seed"]
+    else:
+      shot = config["dataset"].get("shot", 0)
+      group = (f"{config['dataset']['name']}/"
+               f"{f'{shot}-shot' if shot else 'full'}")
+      label = config["loss"]["name"]
+      seed = config["train"]["seed"]
+    runs.append(RunRecord(directory, group, label, int(seed), config, results))
+  _name_models(runs)
+  return sorted(runs, key=lambda r: (r.group, r.label, r.seed))
+
+
+def _name_models(runs: list[RunRecord]) -> None:
+  """Adds the model to labels where one group holds several models."""
+  by_group: dict[str, set] = {}
+  for run in runs:
+    by_group.setdefault(run.group, set()).add(run.config["model"]["name"])
+  for run in runs:
+    if len(by_group[run.group]) > 1:
+      run.label = f"{run.label} ({run.config['model']['name']})"
+
+
+def metric_values(run: RunRecord) -> dict[str, float]:
+  exact = run.results["exact"]
+  out = {key: exact[key] for key, _ in METRICS if key in exact}
+  if "nearest_anchor_accuracy" in run.results:
+    out["nearest_anchor_accuracy"] = run.results["nearest_anchor_accuracy"]
+  return out
+
+
+@dataclasses.dataclass
+class Summary:
+  label: str
+  seeds: list[int]
+  mean: dict[str, float]
+  std: dict[str, float]
+
+
+def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
+  """group -> one Summary per label (mean and sample std over seeds)."""
+  grouped: dict[str, dict[str, list[RunRecord]]] = {}
+  for run in runs:
+    grouped.setdefault(run.group, {}).setdefault(run.label, []).append(run)
+  out = {}
+  for group, labels in grouped.items():
+    rows = []
+    for label, members in labels.items():
+      values = [metric_values(r) for r in members]
+      keys = set.intersection(*(set(v) for v in values))
+      rows.append(Summary(
+          label, [r.seed for r in members],
+          {k: statistics.fmean(v[k] for v in values) for k in keys},
+          {k: statistics.stdev(v[k] for v in values) if len(values) > 1
+           else 0.0 for k in keys}))
+    out[group] = rows
+  return out
+
+
+def verdict(rows: list[Summary], ours: str = "cam") -> Optional[str]:
+  """One sentence: who has the best mean mAP, and where `ours` stands."""
+  rows = [r for r in rows if "map" in r.mean]
+  mine = next((r for r in rows if r.label == ours), None)
+  if mine is None or len(rows) < 2:
+    return None
+  others = [r for r in rows if r.label != ours]
+  best_other = max(others, key=lambda r: r.mean["map"])
+  gap = mine.mean["map"] - best_other.mean["map"]
+  spread = max(mine.std["map"], best_other.std["map"])
+  if gap > 0:
+    return (f"The class anchor margin loss has the best mean mAP"
+            f" ({mine.mean['map']:.4f}), {gap:+.4f} over the best baseline,"
+            f" {best_other.label} ({best_other.mean['map']:.4f})"
+            + (f"; the gap is {'larger' if gap > 2 * spread else 'not larger'}"
+               f" than twice the larger seed std ({spread:.4f})."
+               if len(mine.seeds) > 1 else "."))
+  rank = 1 + sum(r.mean["map"] > mine.mean["map"] for r in others)
+  return (f"The class anchor margin loss does not win here: {best_other.label}"
+          f" has the best mean mAP ({best_other.mean['map']:.4f}), the class"
+          f" anchor margin loss is ranked {rank} of {len(rows)} with"
+          f" {mine.mean['map']:.4f} ({gap:+.4f}).")

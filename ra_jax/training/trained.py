@@ -1,0 +1,77 @@
+"""A finished (or interrupted) run, loaded for use: its config, newest
+readable checkpoint and a jitted embedding function. `ra_jax.search` and
+`ra_jax.report` start here."""
+
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+import tqdm
+
+from ra_jax import data, retrieval
+from ra_jax.data import augment as augment_lib
+from ra_jax.training import checkpoint, evaluation, experiment, runtime
+
+
+class TrainedRun:
+  """The model of `workdir` at its newest readable checkpoint."""
+
+  def __init__(self, workdir: str):
+    config = experiment.config_of(workdir)
+    runtime.initialize(config.get("distributed", "auto"))
+    self.workdir = workdir
+    self.exp = experiment.build(config, workdir)
+    restored = checkpoint.restore_latest(self.exp.checkpoints(),
+                                         self.exp.abstract_state())
+    if restored is None:
+      raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
+                              " checkpoint")
+    self.step, state, _ = restored
+    self.variables = evaluation.variables_of(state)
+    self.anchors: Optional[np.ndarray] = evaluation.anchors_of(state)
+    self.apply = jax.jit(self.exp.model.apply)
+    self.source = self.exp.source
+
+  def split(self, role: str):
+    """"query" or "database": the protocol's split."""
+    name = {"query": self.source.query_split,
+            "database": self.source.database_split}[role]
+    return self.source.splits[name]
+
+  def embed_split(self, split, *, progress: bool = False,
+                  desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (N, D) and labels (N,) of every example of `split`."""
+    batches = data.eval_dataset(split, self.exp.augment,
+                                batch_size=self.exp.config.eval.batch_size,
+                                process_index=0, process_count=1)
+    embeddings, labels = [], []
+    for batch in tqdm.tqdm(batches, desc=desc, unit="batch",
+                           disable=not progress):
+      out = np.asarray(self.apply(self.variables, batch["image"]), np.float32)
+      embeddings.append(out[batch["mask"]])
+      labels.append(batch["label"][batch["mask"]])
+    return np.concatenate(embeddings), np.concatenate(labels)
+
+  def embed_image(self, image: np.ndarray) -> np.ndarray:
+    """(1, D) embedding of one uint8 (H, W, C) image of any size."""
+    x = augment_lib.eval_transform(image, self.exp.augment)[None]
+    return np.asarray(self.apply(self.variables, x), np.float32)
+
+  def database_index(self, *, progress: bool = True) -> retrieval.Index:
+    """The database split's Index, cached as index/step_<N>.npz."""
+    path = os.path.join(self.workdir, "index", f"step_{self.step}.npz")
+    database = self.split("database")
+    if os.path.exists(path):
+      index = retrieval.Index.load(path)
+      if len(index) != len(database):
+        raise ValueError(f"{path} holds {len(index)} items but the database"
+                         f" split has {len(database)}; delete it to rebuild")
+      return index
+    embeddings, labels = self.embed_split(database, progress=progress,
+                                          desc="indexing the database")
+    index = retrieval.Index.build(embeddings, labels, anchors=self.anchors)
+    if runtime.is_writer():
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      index.save(path)
+    return index
