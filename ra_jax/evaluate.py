@@ -10,7 +10,6 @@ match it in dataset, model and loss. Results go to
 as it is).
 """
 
-import os
 import sys
 
 from absl import app
@@ -18,8 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from ra_jax.training import checkpoint, evaluation, experiment, runtime
-from ra_jax.training.loop import write_json
+from ra_jax.training import evaluation, trained
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "a configs/*.py file (optional)")
@@ -27,36 +25,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
 flags.mark_flags_as_required(["workdir"])
 
 
-def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
-  """(checkpoint step, results) of the newest readable checkpoint."""
-  saved = experiment.config_of(workdir)
-  runtime.initialize((config or saved).get("distributed", "auto"))
-  if config is None:
-    config = saved
-  else:
-    experiment.claim_workdir(workdir, config)  # refuses another run's config
-  exp = experiment.build(config, workdir)
-  restored = checkpoint.restore_latest(exp.checkpoints(),
-                                       exp.abstract_state())
-  if restored is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
-                            " checkpoint to evaluate")
-  step, state, _ = restored
-  results = {"dataset": exp.source.describe(), "steps": step,
-             **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
-                                   config.eval)}
-  if runtime.is_writer():
-    os.makedirs(os.path.join(workdir, "evaluation"), exist_ok=True)
-    write_json(os.path.join(workdir, "evaluation", f"step_{step}.json"),
-               results)
-  return step, results
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   try:
-    step, results = evaluate_workdir(_WORKDIR.value, _CONFIG.value)
+    step, results = trained.evaluate_workdir(_WORKDIR.value, _CONFIG.value)
   except FileNotFoundError as error:  # no run, or no checkpoint: not a bug
     sys.exit(f"ra_jax.evaluate: {error}")
   print(f"checkpoint step {step}")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from configs import digits
-from ra_jax import search
+from ra_jax.training import searcher as search
 from ra_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -139,7 +139,8 @@ def _primary_group(summaries) -> str:
   with_ours = [g for g, rows in summaries.items()
                if any(r.label == OURS for r in rows)] or list(summaries)
   return max(with_ours, key=lambda g: (sum(len(r.seeds) for r in
-                                           summaries[g]), "full" in g))
+                                           summaries[g]), "full" in g,
+                                       summaries[g][0].num_queries))
 
 
 def _load_or_analyze(run) -> Optional[dict]:

@@ -89,6 +89,7 @@ class Summary:
   seeds: list[int]
   mean: dict[str, float]
   std: dict[str, float]
+  num_queries: int = 0
 
 
 def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
@@ -106,7 +107,8 @@ def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
           label, [r.seed for r in members],
           {k: statistics.fmean(v[k] for v in values) for k in keys},
           {k: statistics.stdev(v[k] for v in values) if len(values) > 1
-           else 0.0 for k in keys}))
+           else 0.0 for k in keys},
+          int(members[0].results["exact"].get("num_queries", 0))))
     out[group] = rows
   return out
 

@@ -53,11 +53,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   writer = writers.MetricWriter(workdir)
   bar = writers.progress_bar(start_step, exp.total_steps)
   batch_size = config.train.global_batch_size
-  start, timed_steps = time.perf_counter(), 0
+  # images/s counts training only: from the end of the first step (after
+  # compilation), less the time spent in periodic evaluation and saves.
+  timer_start, timed_from, excluded, rate = None, start_step, 0.0, None
   for step in range(start_step, exp.total_steps):
     batch = step_lib.global_batch(exp.mesh, next(iterator))
     state, metrics = train_step(state, batch)
     done = step + 1
+    if timer_start is None:
+      jax.block_until_ready(metrics)
+      timer_start, timed_from = time.perf_counter(), done
     scalars = {}
     if done % config.train.log_every == 0 or done == exp.total_steps:
       metrics = {k: float(v) for k, v in metrics.items()}  # waits for the step
@@ -65,20 +70,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         raise NonFiniteLossError(
             f"non-finite loss at step {done}: {metrics}; the last good"
             f" checkpoint is step {mngr.latest_step()} in {mngr.directory}")
-      timed_steps = done - start_step
-      rate = timed_steps * batch_size / (time.perf_counter() - start)
-      scalars.update({f"train/{k}": v for k, v in metrics.items()},
-                     **{"train/images_per_second": rate})
-      bar.set_postfix({"loss": f"{metrics['loss']:.4f}",
-                       "img/s": f"{rate:.0f}"}, refresh=False)
-    if periodic is not None and (done % config.eval.every == 0 or
-                                 done == exp.total_steps):
+      scalars.update({f"train/{k}": v for k, v in metrics.items()})
+      postfix = {k: f"{v:.4g}" for k, v in metrics.items()
+                 if k not in ("grad_norm", "min_anchor_distance",
+                              "mean_anchor_norm")}
+      if done > timed_from:
+        rate = (done - timed_from) * batch_size / (
+            time.perf_counter() - timer_start - excluded)
+        scalars["train/images_per_second"] = rate
+        postfix["img/s"] = f"{rate:.0f}"
+      bar.set_postfix(postfix, refresh=False)
+    last = done == exp.total_steps
+    evaluate_now = periodic is not None and (
+        done % config.eval.every == 0 or last)
+    if evaluate_now or last or mngr.should_save(done):
+      jax.block_until_ready(state)  # the step's own time is training time
+    paused = time.perf_counter()
+    if evaluate_now:
       scalars.update(periodic(state))
     if scalars:
       writer.write_scalars(done, scalars)
     bar.update(1)
-    checkpoint.save(mngr, done, state, iterator.get_state(),
-                    force=done == exp.total_steps)
+    checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
+    excluded += time.perf_counter() - paused
   mngr.wait_until_finished()
   bar.close()
 
@@ -86,7 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
              **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
                                    config.eval,
                                    apply=periodic and periodic.apply)}
-  if timed_steps:
+  if rate is not None:
     results["train_images_per_second"] = rate
   results["run"] = {"seed": config.train.seed, "resumed_from": start_step,
                     "wall_seconds": time.time() - wall_start,

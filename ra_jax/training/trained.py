@@ -1,6 +1,7 @@
 """A finished (or interrupted) run, loaded for use: its config, newest
-readable checkpoint and a jitted embedding function. `ra_jax.search` and
-`ra_jax.report` start here."""
+readable checkpoint and a jitted embedding function (`TrainedRun`), and the
+final evaluation re-run from it (`evaluate_workdir`). `ra_jax.evaluate`,
+`ra_jax.search` and `ra_jax.report` start here."""
 
 import os
 from typing import Optional
@@ -12,6 +13,7 @@ import tqdm
 from ra_jax import data, retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.training import checkpoint, evaluation, experiment, runtime
+from ra_jax.training.loop import write_json
 
 
 class TrainedRun:
@@ -75,3 +77,28 @@ class TrainedRun:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       index.save(path)
     return index
+
+
+def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
+  """(checkpoint step, results) of the newest readable checkpoint."""
+  saved = experiment.config_of(workdir)
+  runtime.initialize((config or saved).get("distributed", "auto"))
+  if config is None:
+    config = saved
+  else:
+    experiment.claim_workdir(workdir, config)  # refuses another run's config
+  exp = experiment.build(config, workdir)
+  restored = checkpoint.restore_latest(exp.checkpoints(),
+                                       exp.abstract_state())
+  if restored is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
+                            " checkpoint to evaluate")
+  step, state, _ = restored
+  results = {"dataset": exp.source.describe(), "steps": step,
+             **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
+                                   config.eval)}
+  if runtime.is_writer():
+    os.makedirs(os.path.join(workdir, "evaluation"), exist_ok=True)
+    write_json(os.path.join(workdir, "evaluation", f"step_{step}.json"),
+               results)
+  return step, results

@@ -158,3 +158,29 @@ def test_pretrained_backbone_starts_the_run(tmp_path):
   config.model.pretrained = str(tmp_path / "missing.safetensors")
   with pytest.raises(FileNotFoundError, match="missing.safetensors"):
     experiment.build(config, str(tmp_path)).init_state()
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch):
+  import jax.numpy as jnp
+  from ra_jax.training import step as step_lib
+  real = step_lib.make_train_step
+
+  def poisoned(model, tx, loss):
+    inner = real(model, tx, loss)
+
+    def train_step(state, batch):
+      new_state, metrics = inner(state, batch)
+      metrics["loss"] = jnp.where(state.step >= 2, jnp.nan, metrics["loss"])
+      return new_state, metrics
+    return train_step
+
+  monkeypatch.setattr(step_lib, "make_train_step", poisoned)
+  config = _tiny(steps=4, checkpoint_every=2)
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r"step 3: .*'attract': .*'loss': nan.*last good"
+                           r" checkpoint is step 2"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  saved = os.listdir(tmp_path / "checkpoints")
+  assert "2" in saved and "3" not in saved
+  assert not (tmp_path / "results.json").exists()

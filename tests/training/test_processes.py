@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from ra_jax import evaluate as evaluate_cli
+from ra_jax.training import trained
 from ra_jax.training import checkpoint, experiment, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -89,7 +89,7 @@ def test_unreadable_checkpoint_is_skipped_with_a_warning_and_kept(
     if name.startswith("ocdbt") or name == "d":
       subprocess.run(["rm", "-rf", str(state_dir / name)], check=True)
 
-  step, results = evaluate_cli.evaluate_workdir(str(tmp_path))
+  step, results = trained.evaluate_workdir(str(tmp_path))
   assert step == 2
   assert "checkpoint" in caplog.text and "cannot be restored" in caplog.text
   assert (tmp_path / "checkpoints_unreadable" / "4" / "state").is_dir()

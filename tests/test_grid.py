@@ -1,0 +1,33 @@
+"""benchmarks/grid.py's plan: which runs, with which settings."""
+
+from benchmarks import grid
+
+
+def test_full_and_quick_plans():
+  full = grid.plan(quick=False)
+  assert len(full) == 8 * 3 * 2 + len(grid.KNOBS) + 8
+  assert len({r.path for r in full}) == len(full)
+  quick = grid.plan(quick=True)
+  assert len(quick) == 4 * 2 + 4 and all(r.seed == 0 for r in quick)
+
+
+def test_every_loss_gets_the_same_training_budget():
+  runs = [r for r in grid.plan(quick=False)
+          if r.path.startswith("fashion_mnist/full/") and r.seed == 1]
+  configs = {r.path.split("/")[2]: r.config() for r in runs}
+  assert len(configs) == 8
+  for label, config in configs.items():
+    assert config.train.seed == 1
+    assert (config.model.name, config.model.width) == ("resnet18_cifar", 8)
+    assert (config.train.epochs, config.train.global_batch_size) == (1, 120)
+    assert config.optim.learning_rate == 0.05
+    pair = label.startswith(("triplet", "contrastive"))
+    assert config.dataset.images_per_class == (12 if pair else 0)
+  assert configs["triplet_hard"].loss.mining == "hard"
+  assert configs["triplet_semi_hard"].loss.mining == "semi_hard"
+  few = next(r for r in grid.plan(quick=False)
+             if r.path == "fashion_mnist/10-shot/cam/seed0").config()
+  assert (few.dataset.shot, few.train.steps) == (10, 100)
+  knob = next(r for r in grid.plan(quick=False)
+              if r.path == "fashion_mnist/knobs/no_repel/seed0").config()
+  assert knob.loss.repel_weight == 0.0 and knob.loss.name == "cam"
