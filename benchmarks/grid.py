@@ -17,8 +17,9 @@ full set and 100 steps on the 10-shot set (100 images): what fits the 2-hour
 budget on 2 CPU cores, where this network trains at about 750 images/s and
 evaluating one run (embedding 70,000 images, 10k x 60k metrics, two-stage
 timings) takes about 40 s. `--quick` trains on every 6th training image
-(10,000) for 1 epoch, seed 0 only, 4 losses, for a < 15 minute check; its
-evaluation protocol is the full one.
+(10,000) for 1 epoch (83 steps, 50 of them warm-up), seed 0 only, 4 losses,
+for a < 15 minute check of the pipeline; its evaluation protocol is the full
+one.
 """
 
 import argparse

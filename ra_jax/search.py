@@ -32,6 +32,7 @@ _EXACT = flags.DEFINE_bool("exact", False, "rank the whole database instead")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG grid path (one query)")
 flags.mark_flags_as_required(["workdir"])
 
+
 def _queries(searcher: searcher_lib.Searcher):
   for path in _QUERY.value:
     name = os.path.splitext(os.path.basename(path))[0]

@@ -8,7 +8,6 @@ scikit-learn's digits and user image folders.
   get_source("folder", root="/path/to/images")
 """
 
-import os
 from typing import Optional
 
 import numpy as np

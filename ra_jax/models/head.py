@@ -5,7 +5,7 @@ proxies) live in the head's parameter tree, so they are sharded, checkpointed
 and restored with the rest of the model.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax

@@ -13,7 +13,7 @@ def _pyplot():
     import matplotlib
   except ImportError as error:
     raise ImportError("the report's figures need matplotlib: pip install"
-                      " matplotlib (or '.[bench]')") from error
+                      " matplotlib (or '.[report]')") from error
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   return plt

@@ -84,7 +84,9 @@ class Experiment:
 
   def checkpoints(self):
     train = self.config.train
-    return checkpoint.manager(os.path.join(self.workdir, "checkpoints"),
+    # orbax needs an absolute path; users pass relative work dirs.
+    return checkpoint.manager(os.path.abspath(os.path.join(self.workdir,
+                                                           "checkpoints")),
                               every=train.checkpoint_every,
                               keep=train.keep_checkpoints)
 

@@ -6,7 +6,6 @@ batch; XLA inserts the cross-device reductions, so a run on N devices takes
 the same step as on one device with the same global batch.
 """
 
-import functools
 from typing import Any, Callable
 
 import flax

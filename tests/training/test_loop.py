@@ -63,8 +63,9 @@ def test_digits_tiny_run_writes_results(tmp_path):
   assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == "cam"
 
 
-def test_workdir_of_another_configuration_is_refused(tmp_path):
-  loop.train_and_evaluate(_tiny(), str(tmp_path))
+def test_workdir_of_another_configuration_is_refused(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path.parent)  # a relative --workdir, as users type
+  loop.train_and_evaluate(_tiny(), tmp_path.name)
   before = open(tmp_path / "results.json").read()
   other = _tiny()
   other.loss.margin = 2.0
