@@ -11,7 +11,6 @@ reads files):
 - example queries with their top-10 exact neighbours.
 """
 
-import json
 import os
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from ra_jax import retrieval
 from ra_jax.training import trained
+from ra_jax.training.loop import write_json
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
 
@@ -64,10 +64,7 @@ def analyze(workdir: str, *, num_examples: int = 4) -> dict:
   np.savez(os.path.join(workdir, "analysis.npz"), points=points,
            labels=query_labels[shown],
            anchors=anchors if anchors is not None else np.zeros((0, 2)))
-  path = os.path.join(workdir, "analysis.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=1)
-  os.replace(path + ".tmp", path)
+  write_json(os.path.join(workdir, "analysis.json"), out)
   return out
 
 

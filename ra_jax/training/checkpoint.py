@@ -71,8 +71,3 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception):
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"ra_jax_skip_checkpoint_{step}")
   mngr.reload()
-
-
-def abstract(state: Any) -> Any:
-  """Shapes, dtypes and shardings of `state`, for restoring into."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -14,18 +14,23 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
+import tqdm
 
 from ra_jax import data, models, retrieval
 from ra_jax.losses import nearest_anchor
 
 
 def embed(apply: Callable, variables: Any, split, augment: data.AugmentConfig,
-          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+          batch_size: int, *, progress: Optional[str] = None
+          ) -> tuple[np.ndarray, np.ndarray]:
   """Embeddings (N, D) float32 and labels (N,) of every example of `split`,
-  with `apply(variables, images)` (jitted once by the caller)."""
+  with `apply(variables, images)` (jitted once by the caller). `progress`:
+  show a progress bar with this description."""
   embeddings, labels = [], []
-  for batch in data.eval_dataset(split, augment, batch_size=batch_size,
-                                 process_index=0, process_count=1):
+  batches = data.eval_dataset(split, augment, batch_size=batch_size,
+                              process_index=0, process_count=1)
+  for batch in tqdm.tqdm(batches, desc=progress, unit="batch",
+                         disable=progress is None):
     out = np.asarray(apply(variables, batch["image"]), np.float32)
     embeddings.append(out[batch["mask"]])
     labels.append(batch["label"][batch["mask"]])

@@ -8,20 +8,26 @@ from typing import Optional
 
 import jax
 import numpy as np
-import tqdm
 
-from ra_jax import data, retrieval
+from ra_jax import retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.training import checkpoint, evaluation, experiment, runtime
 from ra_jax.training.loop import write_json
 
 
 class TrainedRun:
-  """The model of `workdir` at its newest readable checkpoint."""
+  """The model of `workdir` at its newest readable checkpoint.
 
-  def __init__(self, workdir: str):
-    config = experiment.config_of(workdir)
-    runtime.initialize(config.get("distributed", "auto"))
+  `config` defaults to the work dir's config.json; a given one must match it
+  in dataset, model and loss (`experiment.claim_workdir`)."""
+
+  def __init__(self, workdir: str, config=None):
+    saved = experiment.config_of(workdir)
+    runtime.initialize((config or saved).get("distributed", "auto"))
+    if config is None:
+      config = saved
+    else:
+      experiment.claim_workdir(workdir, config)  # refuses another run's
     self.workdir = workdir
     self.exp = experiment.build(config, workdir)
     restored = checkpoint.restore_latest(self.exp.checkpoints(),
@@ -29,9 +35,9 @@ class TrainedRun:
     if restored is None:
       raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
                               " checkpoint")
-    self.step, state, _ = restored
-    self.variables = evaluation.variables_of(state)
-    self.anchors: Optional[np.ndarray] = evaluation.anchors_of(state)
+    self.step, self.state, _ = restored
+    self.variables = evaluation.variables_of(self.state)
+    self.anchors: Optional[np.ndarray] = evaluation.anchors_of(self.state)
     self.apply = jax.jit(self.exp.model.apply)
     self.source = self.exp.source
 
@@ -41,19 +47,13 @@ class TrainedRun:
             "database": self.source.database_split}[role]
     return self.source.splits[name]
 
-  def embed_split(self, split, *, progress: bool = False,
-                  desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (N, D) and labels (N,) of every example of `split`."""
-    batches = data.eval_dataset(split, self.exp.augment,
-                                batch_size=self.exp.config.eval.batch_size,
-                                process_index=0, process_count=1)
-    embeddings, labels = [], []
-    for batch in tqdm.tqdm(batches, desc=desc, unit="batch",
-                           disable=not progress):
-      out = np.asarray(self.apply(self.variables, batch["image"]), np.float32)
-      embeddings.append(out[batch["mask"]])
-      labels.append(batch["label"][batch["mask"]])
-    return np.concatenate(embeddings), np.concatenate(labels)
+  def embed_split(self, split, *, progress: Optional[str] = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (N, D) and labels (N,) of every example of `split`;
+    `progress`: a progress bar's description."""
+    return evaluation.embed(self.apply, self.variables, split,
+                            self.exp.augment, self.exp.config.eval.batch_size,
+                            progress=progress)
 
   def embed_image(self, image: np.ndarray) -> np.ndarray:
     """(1, D) embedding of one uint8 (H, W, C) image of any size."""
@@ -70,8 +70,8 @@ class TrainedRun:
         raise ValueError(f"{path} holds {len(index)} items but the database"
                          f" split has {len(database)}; delete it to rebuild")
       return index
-    embeddings, labels = self.embed_split(database, progress=progress,
-                                          desc="indexing the database")
+    embeddings, labels = self.embed_split(
+        database, progress="indexing the database" if progress else None)
     index = retrieval.Index.build(embeddings, labels, anchors=self.anchors)
     if runtime.is_writer():
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -80,25 +80,16 @@ class TrainedRun:
 
 
 def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
-  """(checkpoint step, results) of the newest readable checkpoint."""
-  saved = experiment.config_of(workdir)
-  runtime.initialize((config or saved).get("distributed", "auto"))
-  if config is None:
-    config = saved
-  else:
-    experiment.claim_workdir(workdir, config)  # refuses another run's config
-  exp = experiment.build(config, workdir)
-  restored = checkpoint.restore_latest(exp.checkpoints(),
-                                       exp.abstract_state())
-  if restored is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
-                            " checkpoint to evaluate")
-  step, state, _ = restored
-  results = {"dataset": exp.source.describe(), "steps": step,
-             **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
-                                   config.eval)}
+  """(checkpoint step, results) of the newest readable checkpoint, also
+  written to `workdir/evaluation/step_<N>.json`."""
+  run = TrainedRun(workdir, config)
+  exp = run.exp
+  results = {"dataset": exp.source.describe(), "steps": run.step,
+             **evaluation.evaluate(exp.model, run.state, exp.source,
+                                   exp.augment, exp.config.eval,
+                                   apply=run.apply)}
   if runtime.is_writer():
     os.makedirs(os.path.join(workdir, "evaluation"), exist_ok=True)
-    write_json(os.path.join(workdir, "evaluation", f"step_{step}.json"),
+    write_json(os.path.join(workdir, "evaluation", f"step_{run.step}.json"),
                results)
-  return step, results
+  return run.step, results
