@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from ra_jax.data import augment
 from ra_jax.report import analysis, figures
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import writers
@@ -22,9 +23,11 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   summaries = runs_lib.summarise(runs)
   figure_dir = os.path.splitext(output)[0] + "_figures"
   rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(output)))
-  lines = _header(root, runs)
+  lines = _header(root, runs) + _protocol(runs)
   for group, rows in summaries.items():
-    lines += _group_table(group, rows)
+    if not group.endswith(("/knobs", "/tuning")):  # tables of their own
+      lines += _group_table(group, rows)
+  lines += _tuning_table(runs, summaries)
   lines += _knob_table(runs, summaries)
   primary = _primary_group(summaries)
   featured = [r for r in runs if r.group == primary and r.seed == min(
@@ -67,6 +70,38 @@ def _header(root, runs) -> list[str]:
     lines.append(f"- {len(quick)} runs are from the --quick grid (reduced"
                  " data and epochs): indicative only")
   return lines + [""]
+
+
+def _protocol(runs) -> list[str]:
+  """The settings shared by the runs of each dataset, read from configs."""
+  lines = ["## Protocol", ""]
+  by_dataset: dict[str, list] = {}
+  for run in runs:
+    by_dataset.setdefault(run.config["dataset"]["name"], []).append(run)
+  for name, members in by_dataset.items():
+    fields = {
+        "model": ("model", "name"), "width": ("model", "width"),
+        "embedding": ("model", "embedding_dim"),
+        "image size": ("dataset", "image_size"),
+        "batch": ("train", "global_batch_size"),
+        "epochs": ("train", "epochs"), "steps": ("train", "steps"),
+        "optimiser": ("optim", "name"), "lr": ("optim", "learning_rate"),
+        "warm-up steps": ("optim", "warmup_steps"),
+        "weight decay": ("optim", "weight_decay"),
+        "images per class per batch (0 = random batches)": (
+            "dataset", "images_per_class")}
+    parts = []
+    for title, (section, key) in fields.items():
+      values = sorted({str(r.config.get(section, {}).get(key, "-"))
+                       for r in members})
+      parts.append(f"{title} {' / '.join(values)}")
+    aug = augment.preset(name)
+    parts.append(f"augmentation {aug.train} (padding {aug.padding}, flips"
+                 f" {'on' if aug.flip else 'off'})")
+    lines.append(f"- {name} ({len(members)} runs): " + ", ".join(parts))
+  return lines + ["", "Values joined by / differ between runs (few-shot"
+                  " runs train a fixed number of steps; the tuning and"
+                  " knob runs change one setting).", ""]
 
 
 def _grid(run) -> dict:
@@ -112,6 +147,62 @@ def _group_table(group: str, rows) -> list[str]:
   return lines + [""]
 
 
+def _tuning_table(runs, summaries) -> list[str]:
+  """Every loss with the same extra settings: the equal search budget."""
+  lines = []
+  for group in [g for g in summaries if g.endswith("/tuning")]:
+    base_group = group.rsplit("/", 1)[0] + "/full"
+    table: dict[str, dict[str, float]] = {}
+    for run in runs:
+      if run.group == base_group and run.seed == 0:
+        table.setdefault(run.label, {})["defaults"] = _map(run)
+      elif run.group == group:
+        loss, variant = run.label.split("@", 1)
+        table.setdefault(loss, {})[variant] = _map(run)
+    variants = ["defaults"] + sorted({v for row in table.values() for v in row}
+                                     - {"defaults"})
+    lines += [f"## {group}: the same search budget for every loss", "",
+              "mAP (exact, full ranking), seed 0, full training set. Each"
+              " column changes one setting from the defaults.", "",
+              "| loss | " + " | ".join(variants) + " | best |",
+              "|---|" + "---|" * (len(variants) + 1)]
+    best = {}
+    for loss, row in sorted(table.items()):
+      best[loss] = max(row.items(), key=lambda kv: kv[1])
+      cells = [f"{row[v]:.4f}" if v in row else "-" for v in variants]
+      lines.append(f"| {loss} | " + " | ".join(cells) +
+                   f" | {best[loss][1]:.4f} ({best[loss][0]}) |")
+    tried = {loss: len(row) for loss, row in table.items()}
+    lines += ["", _tuned_verdict(best, tried), ""]
+  return lines
+
+
+def _map(run) -> float:
+  return float(run.results["exact"]["map"])
+
+
+def _tuned_verdict(best: dict, tried: dict) -> str:
+  ranked = sorted(best, key=lambda loss: -best[loss][1])
+  winner = ranked[0]
+  uneven = len(set(tried.values())) > 1
+  note = (" Not every loss has every setting yet: " + ", ".join(
+      f"{k} {v}" for k, v in sorted(tried.items())) + " runs.") if uneven else ""
+  if OURS not in best:
+    return f"Best tuned: {winner} ({best[winner][1]:.4f}).{note}"
+  if winner == OURS:
+    runner = ranked[1] if len(ranked) > 1 else None
+    gap = (f", {best[OURS][1] - best[runner][1]:+.4f} over {runner}"
+           f" ({best[runner][1]:.4f})" if runner else "")
+    return (f"With the same budget the class anchor margin loss is best:"
+            f" {best[OURS][1]:.4f} ({best[OURS][0]}){gap}.{note}")
+  return (f"With the same budget the class anchor margin loss does not win:"
+          f" {winner} is best with {best[winner][1]:.4f} ({best[winner][0]});"
+          f" the class anchor margin loss is ranked"
+          f" {ranked.index(OURS) + 1} of {len(ranked)} with"
+          f" {best[OURS][1]:.4f} ({best[OURS][0]},"
+          f" {best[OURS][1] - best[winner][1]:+.4f}).{note}")
+
+
 def _knob_table(runs, summaries) -> list[str]:
   groups = [g for g in summaries if g.endswith("/knobs")]
   lines = []
@@ -132,7 +223,28 @@ def _knob_table(runs, summaries) -> list[str]:
                    f" {v.get('nearest_anchor_accuracy', float('nan')):.4f} |")
     lines += ["", "Seed 0, full training set; each row changes one setting"
               " from the defaults.", ""]
+    lines += _knob_verdict(runs, group, base_group)
   return lines
+
+
+def _knob_verdict(runs, group: str, base_group: str) -> list[str]:
+  """The best knob setting against the best baseline run with any setting:
+  the knobs are extra tries the baselines did not get."""
+  knobs = [r for r in runs if r.group == group]
+  tuning = base_group.rsplit("/", 1)[0] + "/tuning"
+  baselines = [r for r in runs if r.seed == 0 and (
+      (r.group == base_group and r.label != OURS) or
+      (r.group == tuning and not r.label.startswith(OURS + "@")))]
+  if not knobs or not baselines:
+    return []
+  knob = max(knobs, key=_map)
+  other = max(baselines, key=_map)
+  verb = "beats" if _map(knob) > _map(other) else "does not reach"
+  return [f"The best setting, {knob.label} ({_map(knob):.4f}), {verb} the"
+          f" best baseline run with any setting, {other.label}"
+          f" ({_map(other):.4f}, {_map(knob) - _map(other):+.4f}). The"
+          f" {len(knobs)} knob run(s) are tries the baselines did not get.",
+          ""]
 
 
 def _primary_group(summaries) -> str:

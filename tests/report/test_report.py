@@ -11,6 +11,7 @@ import pytest
 
 from configs import digits
 from ra_jax.report import analysis
+from ra_jax.report import build
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import loop
 
@@ -56,6 +57,32 @@ def test_summary_and_verdict_say_who_wins():
   assert ("does not win here: ce has the best mean mAP (0.7000), the class"
           " anchor margin loss is ranked 3 of 3") in runs_lib.verdict(
               rows["g/full"])
+
+
+def test_tuning_table_compares_each_loss_at_its_best_setting():
+  def run(group, label, value):
+    record = _record(label, 0, value)
+    record.group = group
+    return record
+  runs = [run("f/full", "cam", 0.50), run("f/full", "ce", 0.55),
+          run("f/tuning", "cam@lr=0.1", 0.62), run("f/tuning", "ce@lr=0.1",
+                                                    0.58)]
+  lines = build._tuning_table(runs, runs_lib.summarise(runs))
+  text = "\n".join(lines)
+  assert "| cam | 0.5000 | 0.6200 | 0.6200 (lr=0.1) |" in text
+  assert "| ce | 0.5500 | 0.5800 | 0.5800 (lr=0.1) |" in text
+  assert ("the class anchor margin loss is best: 0.6200 (lr=0.1), +0.0400"
+          " over ce (0.5800)") in text
+  runs.append(run("f/tuning", "ce@emb=128", 0.70))
+  text = "\n".join(build._tuning_table(runs, runs_lib.summarise(runs)))
+  assert "does not win: ce is best with 0.7000 (emb=128)" in text
+  assert "ranked 2 of 2 with 0.6200 (lr=0.1, -0.0800)" in text
+  assert "Not every loss has every setting yet: cam 2, ce 3 runs." in text
+  runs.append(run("f/knobs", "margin=2", 0.66))
+  text = "\n".join(build._knob_table(runs, runs_lib.summarise(runs)))
+  assert ("The best setting, margin=2 (0.6600), does not reach the best"
+          " baseline run with any setting, ce@emb=128 (0.7000, -0.0400)."
+          " The 1 knob run(s)") in text
 
 
 def test_report_of_two_digits_runs(tmp_path):
