@@ -178,7 +178,7 @@ def main() -> int:
       return real_build(config, workdir)
     experiment.build = build
   os.makedirs(args.out, exist_ok=True)
-  start = time.time()
+  start, trained = time.time(), 0
   for i, run in enumerate(runs, 1):
     workdir = os.path.join(args.out, run.path)
     if os.path.exists(os.path.join(workdir, "results.json")):
@@ -186,14 +186,17 @@ def main() -> int:
       continue
     print(f"[{i}/{len(runs)}] {run.path}", flush=True)
     results = loop.train_and_evaluate(run.config(), workdir)
+    trained += 1
     with open(os.path.join(workdir, "grid.json"), "w") as f:
       json.dump({"path": run.path, "dataset": run.dataset, "loss": run.loss,
                  "shot": run.shot, "seed": run.seed,
                  "overrides": run.overrides, "quick": args.quick}, f, indent=1)
     print(f"    mAP {results['exact']['map']:.4f}, {time.time() - start:.0f} s"
           " so far", flush=True)
-  with open(os.path.join(args.out, "grid_wall_seconds.json"), "w") as f:
-    json.dump({"wall_seconds": time.time() - start, "quick": args.quick}, f)
+  log = os.path.join(args.out, "grid_invocations.jsonl")
+  with open(log, "a") as f:  # a resumed grid adds a line
+    f.write(json.dumps({"wall_seconds": time.time() - start,
+                        "runs_trained": trained, "quick": args.quick}) + "\n")
   return 0
 
 

@@ -64,7 +64,7 @@ def _header(root, runs) -> list[str]:
       f" {env.get('platform', '?')} device(s); {machine.get('system', '')}",
       "- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
       f"- Wall time of all runs (training + evaluation, summed):"
-      f" {wall / 60:.1f} min",
+      f" {wall / 60:.1f} min; " + _wall_by_dataset(runs),
   ]
   if quick:
     lines.append(f"- {len(quick)} runs are from the --quick grid (reduced"
@@ -102,6 +102,19 @@ def _protocol(runs) -> list[str]:
   return lines + ["", "Values joined by / differ between runs (few-shot"
                   " runs train a fixed number of steps; the tuning and"
                   " knob runs change one setting).", ""]
+
+
+def _wall_by_dataset(runs) -> str:
+  parts = []
+  for name in sorted({_dataset(r) for r in runs}):
+    members = [r for r in runs if _dataset(r) == name]
+    minutes = sum(r.wall_seconds for r in members) / 60
+    parts.append(f"{name} {minutes:.1f} min ({len(members)} runs)")
+  return ", ".join(parts)
+
+
+def _dataset(run) -> str:
+  return run.config.get("dataset", {}).get("name", "?")
 
 
 def _grid(run) -> dict:
