@@ -5,8 +5,9 @@ from benchmarks import grid
 
 def test_full_and_quick_plans():
   full = grid.plan(quick=False)
-  assert len(full) == 8 * 3 * 2 + len(grid.KNOBS) + 8
+  assert len(full) == 8 * 3 * 2 + len(grid.KNOBS) + 8 + 8 * len(grid.TUNING)
   assert len({r.path for r in full}) == len(full)
+  assert not any("/tuning/" in r.path for r in grid.plan(quick=True))
   quick = grid.plan(quick=True)
   assert len(quick) == 4 * 2 + 4 and all(r.seed == 0 for r in quick)
 
@@ -28,6 +29,15 @@ def test_every_loss_gets_the_same_training_budget():
   few = next(r for r in grid.plan(quick=False)
              if r.path == "fashion_mnist/10-shot/cam/seed0").config()
   assert (few.dataset.shot, few.train.steps) == (10, 100)
+  tuned = {}  # the equal search budget: every loss, every variant
+  for run in grid.plan(quick=False):
+    if "/tuning/" in run.path:
+      label, variant = run.path.split("/")[2].split("@")
+      tuned.setdefault(variant, set()).add(label)
+  assert tuned == {v: set(grid.LOSSES) for v in grid.TUNING}
+  fast = next(r for r in grid.plan(quick=False)
+              if r.path == "fashion_mnist/tuning/ce@lr=0.1/seed0").config()
+  assert (fast.optim.learning_rate, fast.model.embedding_dim) == (0.1, 64)
   knob = next(r for r in grid.plan(quick=False)
               if r.path == "fashion_mnist/knobs/no_repel/seed0").config()
   assert knob.loss.repel_weight == 0.0 and knob.loss.name == "cam"
