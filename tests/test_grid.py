@@ -35,9 +35,9 @@ def test_every_loss_gets_the_same_training_budget():
       label, variant = run.path.split("/")[2].split("@")
       tuned.setdefault(variant, set()).add(label)
   assert tuned == {v: set(grid.LOSSES) for v in grid.TUNING}
-  fast = next(r for r in grid.plan(quick=False)
-              if r.path == "fashion_mnist/tuning/ce@lr=0.1/seed0").config()
-  assert (fast.optim.learning_rate, fast.model.embedding_dim) == (0.1, 64)
+  wide = next(r for r in grid.plan(quick=False)
+              if r.path == "fashion_mnist/tuning/ce@emb=128/seed0").config()
+  assert (wide.optim.learning_rate, wide.model.embedding_dim) == (0.05, 128)
   knob = next(r for r in grid.plan(quick=False)
               if r.path == "fashion_mnist/knobs/no_repel/seed0").config()
   assert knob.loss.repel_weight == 0.0 and knob.loss.name == "cam"
