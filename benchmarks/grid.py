@@ -2,8 +2,8 @@
 (full and 10-shot, 3 seeds), the class anchor margin loss's own knobs, the
 same grid on digits as a sanity run, then the same tuning budget for every
 loss (128-d embeddings instead of 64; seed 0, full set), so that no
-baseline is tuned less than the proposed loss. One command, resumable (a run with a results.json is skipped), then
-the report:
+baseline is tuned less than the proposed loss. One command, resumable (a
+run with a results.json is skipped), then the report:
 
   python -m benchmarks.grid --out runs/grid [--quick] [--dry-run]
   python -m ra_jax.report --workdir runs/grid --output docs/RESULTS.md
