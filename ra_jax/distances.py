@@ -5,6 +5,8 @@ lifted into other code. Every function here has a finite gradient everywhere,
 including at zero distance, where d||x||/dx is undefined and we use 0.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -54,3 +56,21 @@ def cosine_similarity_matrix(x: jax.Array, y: jax.Array) -> jax.Array:
   x_unit = x / jnp.maximum(safe_norm(x), 1e-12)[:, None]
   y_unit = y / jnp.maximum(safe_norm(y), 1e-12)[:, None]
   return x_unit @ y_unit.T
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def nearest(x: jax.Array, y: jax.Array, k: int = 1
+            ) -> tuple[jax.Array, jax.Array]:
+  """The k rows of y (M, D) nearest in L2 to each row of x (N, D).
+
+  Returns (squared distances, indices), each (N, k), nearest first; of equally
+  near rows the lower index comes first. Computed in at least float32. The
+  nearest class anchor of an embedding, and stage 1 of two-stage search.
+  """
+  dtype = compute_dtype(x, y)
+  x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+  if not 1 <= k <= y.shape[0]:
+    raise ValueError(f"k must be in [1, {y.shape[0]}] (the rows of y), got"
+                     f" {k}")
+  negated, indices = jax.lax.top_k(-pairwise_squared_distances(x, y), k)
+  return -negated, indices

@@ -6,18 +6,20 @@ from ra_jax.data.augment import preset
 from ra_jax.data.pipeline import eval_dataset
 from ra_jax.data.pipeline import few_shot_indices
 from ra_jax.data.pipeline import save_few_shot_indices
+from ra_jax.data.pipeline import stratified_subset
 from ra_jax.data.pipeline import SubsetSplit
 from ra_jax.data.pipeline import train_dataset
 from ra_jax.data.source import ArraySplit
 from ra_jax.data.source import DatasetSource
 from ra_jax.data.source import split_labels
-from ra_jax.data.sources import digits_source
-from ra_jax.data.sources import get_source
-from ra_jax.data.sources import tfds_source
+from ra_jax.data.catalog import digits_source
+from ra_jax.data.catalog import get_source
+from ra_jax.data.catalog import tfds_source
 
 __all__ = [
     "ArraySplit", "AugmentConfig", "DatasetSource", "SubsetSplit",
     "digits_source", "eval_dataset", "few_shot_indices", "get_source",
-    "preset", "save_few_shot_indices", "split_labels", "tfds_source",
+    "preset", "save_few_shot_indices", "split_labels", "stratified_subset",
+    "tfds_source",
     "train_dataset",
 ]

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import grain
 import numpy as np
 
+from ra_jax import files
 from ra_jax.data import augment as augment_lib
 from ra_jax.data.source import RandomAccessSplit
 
@@ -203,6 +204,25 @@ def few_shot_indices(labels: np.ndarray, shot: int, seed: int) -> np.ndarray:
   return np.sort(np.concatenate(chosen))
 
 
+def stratified_subset(labels: np.ndarray, count: int, seed: int
+                      ) -> np.ndarray:
+  """`count` indices whose class proportions follow `labels` (largest
+  remainders round up), chosen by `seed` alone, sorted."""
+  labels = np.asarray(labels)
+  if not 0 < count <= len(labels):
+    raise ValueError(f"a subset of {count} examples: must be in [1,"
+                     f" {len(labels)}] (the split's size)")
+  classes, sizes = np.unique(labels, return_counts=True)
+  exact = sizes * count / len(labels)
+  take = np.floor(exact).astype(np.int64)
+  by_remainder = np.argsort(-(exact - take), kind="stable")
+  take[by_remainder[:count - take.sum()]] += 1
+  chosen = [np.random.default_rng([seed, int(c)]).choice(
+      np.flatnonzero(labels == c), n, replace=False)
+            for c, n in zip(classes, take)]
+  return np.sort(np.concatenate(chosen))
+
+
 def save_few_shot_indices(path: str, indices: np.ndarray,
                           meta: dict[str, Any]) -> None:
   """Writes the chosen indices as JSON, atomically. An existing file with
@@ -216,8 +236,4 @@ def save_few_shot_indices(path: str, indices: np.ndarray,
                        f" ({existing.get('shot')} shot, seed"
                        f" {existing.get('seed')}); refusing to overwrite it")
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f)
-  os.replace(tmp, path)
+  files.write_json(path, payload, indent=None)

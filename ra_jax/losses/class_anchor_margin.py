@@ -12,7 +12,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ra_jax.distances import pairwise_squared_distances
+from ra_jax.distances import nearest
 from ra_jax.distances import safe_norm
 from ra_jax.losses import _common
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
@@ -125,7 +125,4 @@ def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:
 
   The classifier the anchors give for free; ties go to the lower class id.
   """
-  embeddings, anchors = _common.as_compute(jnp.asarray(embeddings),
-                                           jnp.asarray(anchors))
-  distances = pairwise_squared_distances(embeddings, anchors)
-  return jnp.argmin(distances, axis=-1).astype(jnp.int32)
+  return nearest(embeddings, anchors, 1)[1][:, 0]

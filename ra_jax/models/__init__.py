@@ -1,9 +1,10 @@
 """Flax backbones (ResNet, ViT), the embedding head with class anchors, a name
 registry and pretrained-weight import. Imports nothing from the trainer."""
 
-from ra_jax.models.head import CLASS_PARAMS
+from ra_jax.models.head import class_param_shapes
 from ra_jax.models.head import class_parameters
 from ra_jax.models.head import EmbeddingHead
+from ra_jax.models.head import is_class_parameter
 from ra_jax.models.head import RetrievalModel
 from ra_jax.models.pretrained import adapt_input_channels
 from ra_jax.models.pretrained import load_pretrained
@@ -16,7 +17,7 @@ from ra_jax.models.vit import interpolate_pos_embed
 from ra_jax.models.vit import ViT
 
 __all__ = [
-    "CLASS_PARAMS", "adapt_input_channels", "EmbeddingHead", "ResNet", "RetrievalModel", "ViT",
-    "class_parameters", "get_backbone", "get_model", "interpolate_pos_embed",
+    "adapt_input_channels", "EmbeddingHead", "ResNet", "RetrievalModel",
+    "ViT", "class_param_shapes", "class_parameters", "is_class_parameter", "get_backbone", "get_model", "interpolate_pos_embed",
     "load_pretrained", "model_names", "with_pretrained_backbone",
 ]

@@ -5,7 +5,7 @@ proxies) live in the head's parameter tree, so they are sharded, checkpointed
 and restored with the rest of the model.
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -13,14 +13,26 @@ import jax.numpy as jnp
 
 Dtype = Any
 
-# Per-class parameter name -> shape kind. Matrices are (C, D); vectors (C,).
-CLASS_PARAMS = {
-    "anchors": "matrix",  # class anchor margin loss
-    "kernel": "matrix",  # softmax CE / center / ArcFace classifier weights
-    "bias": "vector",  # softmax CE classifier bias
-    "centers": "matrix",  # center loss
-    "proxies": "matrix",  # proxy-anchor loss
-}
+# The head's own layers; every other entry of its parameters is per-class.
+NETWORK_LAYERS = ("projection", "bn")
+ClassParams = Sequence[tuple[str, str]]
+
+
+def class_param_shapes(class_params) -> tuple[tuple[str, str], ...]:
+  """Normalises per-class parameters given as names (each a (C, D) matrix)
+  or as a mapping / pairs name -> "matrix" | "vector" (a (C,) vector)."""
+  items = (class_params.items() if isinstance(class_params, Mapping) else
+           [(c, "matrix") if isinstance(c, str) else tuple(c)
+            for c in class_params])
+  out = tuple((str(name), str(shape)) for name, shape in items)
+  for name, shape in out:
+    if shape not in ("matrix", "vector"):
+      raise ValueError(f"per-class parameter {name!r}: shape must be"
+                       f" 'matrix' or 'vector', got {shape!r}")
+    if name in NETWORK_LAYERS:
+      raise ValueError(f"per-class parameter name {name!r} is taken by the"
+                       " head's own layers")
+  return out
 
 
 class EmbeddingHead(nn.Module):
@@ -29,8 +41,9 @@ class EmbeddingHead(nn.Module):
   Attributes:
     embedding_dim: D.
     num_classes: C, for the per-class parameters.
-    class_params: which per-class parameters to create (keys of CLASS_PARAMS),
-      e.g. ("anchors",) for the class anchor margin loss.
+    class_params: the per-class parameters to create, (name, "matrix" |
+      "vector") pairs, e.g. (("anchors", "matrix"),) for the class anchor
+      margin loss (see `class_param_shapes`).
     batch_norm: BatchNorm on the embedding (off by default: the class anchor
       margin loss works in raw L2 space).
     l2_normalize: project embeddings onto the unit sphere (off by default).
@@ -39,7 +52,7 @@ class EmbeddingHead(nn.Module):
   """
   embedding_dim: int
   num_classes: int
-  class_params: Sequence[str] = ("anchors",)
+  class_params: ClassParams = (("anchors", "matrix"),)
   batch_norm: bool = False
   l2_normalize: bool = False
   anchor_init_scale: float = 1.0
@@ -48,11 +61,8 @@ class EmbeddingHead(nn.Module):
 
   @nn.compact
   def __call__(self, features, train: bool = False):
-    for name in self.class_params:
-      if name not in CLASS_PARAMS:
-        raise ValueError(f"unknown per-class parameter {name!r}; known:"
-                         f" {sorted(CLASS_PARAMS)}")
-      if CLASS_PARAMS[name] == "matrix":
+    for name, shape in class_param_shapes(self.class_params):
+      if shape == "matrix":
         self.param(name, nn.initializers.normal(self.anchor_init_scale),
                    (self.num_classes, self.embedding_dim), self.param_dtype)
       else:
@@ -85,5 +95,11 @@ class RetrievalModel(nn.Module):
 
 def class_parameters(params: dict) -> dict[str, jax.Array]:
   """The per-class parameters (anchors, kernel, ...) of a RetrievalModel."""
-  head = params["head"]
-  return {name: head[name] for name in CLASS_PARAMS if name in head}
+  return {name: value for name, value in params["head"].items()
+          if name not in NETWORK_LAYERS}
+
+
+def is_class_parameter(path: Sequence[str]) -> bool:
+  """Whether the parameter at `path` (keys from the root of a
+  RetrievalModel's params) is per-class."""
+  return len(path) == 2 and path[0] == "head" and path[1] not in NETWORK_LAYERS

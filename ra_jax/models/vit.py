@@ -141,9 +141,11 @@ class ViT(nn.Module):
 
 
 def vit(size: str, patch_size: int, image_size: int, **kwargs) -> ViT:
-  """ViT-{Ti,S,B}/patch_size for `image_size` inputs; kwargs go to `ViT`."""
+  """ViT-{Ti,S,B}/patch_size for `image_size` inputs; kwargs go to `ViT` and
+  override the size's own fields (e.g. depth=2 for a shallow test model)."""
   if size not in SIZES:
     raise ValueError(f"ViT size must be one of {sorted(SIZES)}, got {size!r}")
   width, depth, heads, mlp_dim = SIZES[size]
-  return ViT(patch_size=patch_size, image_size=image_size, width=width,
-             depth=depth, heads=heads, mlp_dim=mlp_dim, **kwargs)
+  shape = dict(width=width, depth=depth, heads=heads, mlp_dim=mlp_dim)
+  return ViT(patch_size=patch_size, image_size=image_size,
+             **{**shape, **kwargs})

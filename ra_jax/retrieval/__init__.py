@@ -1,16 +1,24 @@
-"""Retrieval: metrics, exact and two-stage search. Plain jax/numpy: no Flax,
-nothing from the trainer."""
+"""Retrieval: the ranking core and the metrics derived from it, exact and
+two-stage search, the Index. Plain jax/numpy: no Flax, nothing from the
+trainer."""
 
+from ra_jax.retrieval.exact import exact_search
 from ra_jax.retrieval.index import Index
 from ra_jax.retrieval.metrics import evaluate_ranking
 from ra_jax.retrieval.metrics import evaluate_retrieval
-from ra_jax.retrieval.search import build_lists
-from ra_jax.retrieval.search import exact_search
-from ra_jax.retrieval.search import list_table
-from ra_jax.retrieval.search import Lists
-from ra_jax.retrieval.search import nearest_lists
-from ra_jax.retrieval.search import two_stage_search
+from ra_jax.retrieval.metrics import nearest_anchor_accuracy
+from ra_jax.retrieval.metrics import precision_recall
+from ra_jax.retrieval.metrics import RECALL_LEVELS
+from ra_jax.retrieval.metrics import retrieval_per_query
+from ra_jax.retrieval.ranking import RelevantRanks
+from ra_jax.retrieval.search_evaluation import compare_searches
+from ra_jax.retrieval.two_stage import build_lists
+from ra_jax.retrieval.two_stage import list_table
+from ra_jax.retrieval.two_stage import Lists
+from ra_jax.retrieval.two_stage import two_stage_search
 
-__all__ = ["Index", "Lists", "build_lists", "evaluate_ranking",
-           "evaluate_retrieval", "exact_search", "list_table", "nearest_lists",
-           "two_stage_search"]
+__all__ = ["Index", "Lists", "RECALL_LEVELS", "RelevantRanks",
+           "build_lists", "compare_searches", "evaluate_ranking",
+           "evaluate_retrieval", "exact_search", "list_table",
+           "nearest_anchor_accuracy", "precision_recall",
+           "retrieval_per_query", "two_stage_search"]

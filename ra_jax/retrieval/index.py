@@ -3,13 +3,15 @@ exactly or in two stages, saved to and loaded from a plain `.npz` (no pickle)
 with a schema check."""
 
 import dataclasses
-import os
 import zipfile
 from typing import Literal, Optional
 
 import numpy as np
 
-from ra_jax.retrieval import search as search_lib
+from ra_jax import files
+from ra_jax.distances import nearest
+from ra_jax.retrieval import exact as exact_lib
+from ra_jax.retrieval import two_stage as two_stage_lib
 
 FORMAT = "ra_jax.Index"
 VERSION = 1
@@ -30,7 +32,7 @@ class Index:
   labels: Optional[np.ndarray] = None
   anchors: Optional[np.ndarray] = None
   list_source: ListSource = "labels"
-  _lists: Optional[search_lib.Lists] = dataclasses.field(default=None,
+  _lists: Optional[two_stage_lib.Lists] = dataclasses.field(default=None,
                                                          repr=False)
 
   def __post_init__(self):
@@ -79,23 +81,22 @@ class Index:
         raise ValueError("list_source='labels' needs labels; use 'anchors'"
                          " for an unlabelled index")
       return self.labels
-    from ra_jax.losses import nearest_anchor
-    return np.asarray(nearest_anchor(self.embeddings, self.anchors))
+    return np.asarray(nearest(self.embeddings, self.anchors, 1)[1][:, 0])
 
   def search(self, queries, k: int, *, two_stage: bool = False,
-             num_lists: int = 1, outside: search_lib.Outside = "absent"):
+             num_lists: int = 1, outside: two_stage_lib.Outside = "absent"):
     """(distances, ids), each (Q, k), nearest first; id -1 = no result."""
     if two_stage:
       if self.anchors is None:
         raise ValueError("two-stage search needs anchors in the index")
       if self._lists is None:
-        self._lists = search_lib.build_lists(self.embeddings, self.db_lists(),
+        self._lists = two_stage_lib.build_lists(self.embeddings, self.db_lists(),
                                              len(self.anchors))
-      distances, index = search_lib.two_stage_search(
+      distances, index = two_stage_lib.two_stage_search(
           queries, self.anchors, self.embeddings, None, num_lists=num_lists,
           k=k, outside=outside, lists=self._lists)
     else:
-      distances, index = search_lib.exact_search(queries, self.embeddings, k)
+      distances, index = exact_lib.exact_search(queries, self.embeddings, k)
     index = np.asarray(index)
     return np.asarray(distances), np.where(index >= 0, self.ids[index], -1)
 
@@ -109,13 +110,8 @@ class Index:
       arrays["labels"] = self.labels
     if self.anchors is not None:
       arrays["anchors"] = self.anchors
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    try:
-      np.savez(tmp, **arrays)
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+    with files.atomic_write(path, "wb") as f:
+      np.savez(f, **arrays)
 
   @classmethod
   def load(cls, path: str) -> "Index":

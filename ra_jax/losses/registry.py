@@ -1,0 +1,167 @@
+"""Every loss, described once: what the trainer, the configs, the grid and the
+report need to know about it.
+
+A `LossSpec` holds the loss function, the per-class parameters it trains
+(their names are the function's positional parameters after `embeddings`
+and `labels`), its hyperparameters (the function's keyword-only parameters,
+defaults read from the signature), the geometry its embeddings live in, and
+the scalars it logs. Adding a loss is one module with its function and one
+`LossSpec(...)` line in `LOSSES` below; the config section, the allowed
+`loss=` values, the train step's dispatch, the results grid and the report's
+names all derive from it.
+"""
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Literal, Mapping, Optional
+
+import jax
+
+from ra_jax.losses.class_anchor_margin import class_anchor_margin_loss
+from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
+from ra_jax.losses.classification import arcface_loss
+from ra_jax.losses.classification import center_loss
+from ra_jax.losses.classification import softmax_cross_entropy_loss
+from ra_jax.losses.contrastive import contrastive_loss
+from ra_jax.losses.proxy_anchor import proxy_anchor_loss
+from ra_jax.losses.triplet import triplet_loss
+
+# "l2": ranked by L2 distance between raw embeddings; "sphere": embeddings
+# are projected onto the unit sphere (cosine geometry) before the loss and
+# before every search.
+Geometry = Literal["l2", "sphere"]
+GEOMETRIES = ("l2", "sphere")
+# Shape of a per-class parameter: (C, D) or (C,).
+ClassParamShape = Literal["matrix", "vector"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """One loss, as the rest of ra_jax sees it.
+
+  Attributes:
+    name: the config value (`loss.name`, `--config configs/x.py:loss=NAME`).
+    title: its full name in reports and tables.
+    fn: the per-example loss, `fn(embeddings, labels, *class_params, *,
+      hyperparameters..., where=None) -> (B,)`.
+    class_params: per-class parameter name -> "matrix" (C, D) or "vector"
+      (C,), in the order `fn` takes them; the model's head creates them.
+    geometry: "l2" or "sphere" (see GEOMETRIES).
+    needs_positives: in-batch pair/triplet mining, so batches must hold
+      several images of each class (class-balanced batches).
+    terms: optional `terms(embeddings, labels, *class_params, **hp, where=)`
+      -> {name: scalar}, logged every `log_every` steps (no gradient).
+    progress: the terms the progress bar shows next to the loss.
+    anchors: the class parameter that places one point per class in the
+      embedding space (stage 1 of two-stage search, nearest-anchor accuracy),
+      or None.
+    shown: hyperparameters a label always names, even at their default.
+  """
+  name: str
+  title: str
+  fn: Callable[..., jax.Array]
+  class_params: Mapping[str, ClassParamShape] = dataclasses.field(
+      default_factory=dict)
+  geometry: Geometry = "l2"
+  needs_positives: bool = False
+  terms: Optional[Callable[..., dict[str, jax.Array]]] = None
+  progress: tuple[str, ...] = ()
+  anchors: Optional[str] = None
+  shown: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    positional = [p.name for p in inspect.signature(self.fn).parameters.values()
+                  if p.kind == p.POSITIONAL_OR_KEYWORD][2:]
+    if positional != list(self.class_params):
+      raise ValueError(f"loss {self.name!r}: class_params"
+                       f" {list(self.class_params)} must name {self.fn.__name__}"
+                       f"'s per-class arguments {positional}, in order")
+    if self.geometry not in GEOMETRIES:
+      raise ValueError(f"loss {self.name!r}: geometry must be one of"
+                       f" {GEOMETRIES}, got {self.geometry!r}")
+    if self.anchors is not None and self.anchors not in self.class_params:
+      raise ValueError(f"loss {self.name!r}: anchors {self.anchors!r} is not"
+                       " one of its class_params")
+
+  @property
+  def hyperparameters(self) -> dict[str, Any]:
+    """name -> default, from the signature of `fn`."""
+    return {p.name: p.default
+            for p in inspect.signature(self.fn).parameters.values()
+            if p.kind == p.KEYWORD_ONLY and p.name != "where"}
+
+  def check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
+    """A ValueError naming the unknown names, if any."""
+    unknown = sorted(set(hyperparameters) - set(self.hyperparameters))
+    if unknown:
+      raise ValueError(
+          f"loss {self.name!r} has no hyperparameter(s) {unknown}; it takes:"
+          f" {', '.join(self.hyperparameters) or 'none'}")
+
+  def __call__(self, embeddings: jax.Array, labels: jax.Array,
+               class_params: Mapping[str, jax.Array],
+               where: Optional[jax.Array] = None,
+               **hyperparameters) -> jax.Array:
+    """The per-example loss (B,), class parameters taken by name."""
+    self.check_hyperparameters(hyperparameters)
+    return self.fn(embeddings, labels,
+                   *(class_params[name] for name in self.class_params),
+                   where=where, **hyperparameters)
+
+  def logged_terms(self, embeddings: jax.Array, labels: jax.Array,
+                   class_params: Mapping[str, jax.Array],
+                   where: Optional[jax.Array] = None,
+                   **hyperparameters) -> dict[str, jax.Array]:
+    """`terms` (empty without) with no gradient flowing through them; the
+    hyperparameters `terms` does not take are left out."""
+    if self.terms is None:
+      return {}
+    taken = inspect.signature(self.terms).parameters
+    frozen = jax.lax.stop_gradient((embeddings, dict(class_params)))
+    return self.terms(frozen[0], labels,
+                      *(frozen[1][name] for name in self.class_params),
+                      where=where,
+                      **{k: v for k, v in hyperparameters.items()
+                         if k in taken})
+
+  def describe(self, hyperparameters: Mapping[str, Any]) -> str:
+    """The title, with the hyperparameters that differ from the defaults
+    (and those in `shown`): "triplet (mining=hard)"."""
+    defaults = self.hyperparameters
+    named = [f"{k}={v}" for k, v in hyperparameters.items()
+             if k in defaults and (k in self.shown or v != defaults[k])]
+    return f"{self.title} ({', '.join(named)})" if named else self.title
+
+
+def _registry(*specs: LossSpec) -> dict[str, LossSpec]:
+  return {spec.name: spec for spec in specs}
+
+
+LOSSES: dict[str, LossSpec] = _registry(
+    LossSpec("cam", "class anchor margin", class_anchor_margin_loss,
+             {"anchors": "matrix"}, terms=class_anchor_margin_terms,
+             progress=("attract", "repel", "norm"), anchors="anchors"),
+    LossSpec("ce", "cross-entropy", softmax_cross_entropy_loss,
+             {"kernel": "matrix", "bias": "vector"}),
+    LossSpec("center", "center loss", center_loss,
+             {"centers": "matrix", "kernel": "matrix", "bias": "vector"}),
+    LossSpec("arcface", "ArcFace", arcface_loss, {"weights": "matrix"},
+             geometry="sphere"),
+    LossSpec("proxy_anchor", "proxy-anchor", proxy_anchor_loss,
+             {"proxies": "matrix"}, geometry="sphere"),
+    LossSpec("contrastive", "contrastive", contrastive_loss,
+             needs_positives=True),
+    LossSpec("triplet", "triplet", triplet_loss, needs_positives=True,
+             shown=("mining",)),
+)
+
+
+def get_loss(name: str) -> LossSpec:
+  """The registered loss called `name`; an error lists the known names."""
+  if name not in LOSSES:
+    raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+  return LOSSES[name]
+
+
+def loss_names() -> tuple[str, ...]:
+  return tuple(LOSSES)

@@ -1,0 +1,70 @@
+"""Exact against two-stage search, measured: for each way of searching, the
+metrics of its top-k rankings and its wall time.
+
+The one loop behind the trainer's final evaluation (label lists) and the
+report's two-stage table (label lists and nearest-anchor lists).
+"""
+
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ra_jax.retrieval import metrics
+from ra_jax.retrieval.index import Index
+from ra_jax.retrieval.index import ListSource
+
+
+def timed(search: Callable, repeats: int):
+  """(median seconds of `repeats` calls after a warm-up call, the result).
+  The warm-up compiles and builds the lists, which a served index does
+  once."""
+  result = search()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    result = search()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)), result
+
+
+def compare_searches(query: np.ndarray, query_labels: np.ndarray,
+                     db: np.ndarray, db_labels: np.ndarray,
+                     anchors: Optional[np.ndarray], *, k: int,
+                     ks: Sequence[int], num_lists: Sequence[int] = (1, 2),
+                     list_sources: Sequence[ListSource] = ("labels",),
+                     repeats: int = 1) -> list[dict]:
+  """One row per search: {"search": "exact" | "two-stage", "lists",
+  "list_source", "seconds", **`metrics.evaluate_ranking` of its top k}.
+
+  Args:
+    query, query_labels: (Q, D), (Q,). db, db_labels: (N, D), (N,).
+    anchors: (C, D) class anchors, or None (exact search only).
+    k: results per query (<= N). ks: metric cut-offs (<= k).
+    num_lists: lists stage 1 keeps; counts above C are an error.
+    list_sources: "labels" (an item is in its class's list) and/or
+      "anchors" (in its nearest anchor's list).
+    repeats: timed calls after the warm-up; the median is reported.
+  """
+  rows = []
+  exact = Index.build(db, db_labels)
+  seconds, (_, ids) = timed(lambda: exact.search(query, k), repeats)
+  rows.append({"search": "exact", "lists": None, "list_source": None,
+               "seconds": seconds,
+               **metrics.evaluate_ranking(ids, query_labels, db_labels, ks)})
+  if anchors is None:
+    return rows
+  too_many = [n for n in num_lists if not 1 <= n <= len(anchors)]
+  if too_many:
+    raise ValueError(f"lists kept {too_many}: must be in [1, {len(anchors)}]"
+                     " (the number of anchors)")
+  for source in list_sources:
+    index = Index.build(db, db_labels, anchors=anchors, list_source=source)
+    for lists in num_lists:
+      seconds, (_, ids) = timed(lambda: index.search(
+          query, k, two_stage=True, num_lists=lists), repeats)
+      rows.append({"search": "two-stage", "lists": lists,
+                   "list_source": source, "seconds": seconds,
+                   **metrics.evaluate_ranking(ids, query_labels, db_labels,
+                                              ks)})
+  return rows

@@ -1,0 +1,192 @@
+"""The paper's two-stage search: compare a query with the class anchors
+first (stage 1), then rank by L2 distance only the database items of the
+nearest lists (stage 2).
+
+Results are (distances, indices), each (Q, k), nearest first; padded or
+missing results have distance inf and index -1.
+"""
+
+import functools
+from typing import Literal, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ra_jax.distances import nearest
+from ra_jax.retrieval import scoring
+
+Outside = Literal["absent", "append"]
+
+
+class Lists(NamedTuple):
+  """The database cut into lists (classes), ready for stage 2.
+
+  index: (C, L_max) int32, row c = database indices of list c, ascending,
+    then -1 padding. vectors: (C, L_max, D+1) the items' augmented vectors
+    [x, ||x||^2] (zeros for padding), so each list is one matrix product.
+  """
+  index: jax.Array
+  vectors: jax.Array
+
+
+def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
+  """Padded per-list index table (C, L_max): row c holds the database
+  indices whose list id is c, ascending, then -1 padding."""
+  db_lists = np.asarray(db_lists)
+  total = int(db_lists.max()) + 1 if num_lists_total is None else (
+      num_lists_total)
+  if db_lists.min() < 0 or db_lists.max() >= total:
+    raise ValueError(f"db_lists must hold list ids in [0, {total}), got"
+                     f" values in [{db_lists.min()}, {db_lists.max()}]")
+  order = np.argsort(db_lists, kind="stable")
+  counts = np.bincount(db_lists, minlength=total)
+  table = np.full((total, max(1, counts.max())), -1, np.int32)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  for c in range(total):
+    table[c, :counts[c]] = order[starts[c]:starts[c] + counts[c]]
+  return table
+
+
+def build_lists(db, db_lists, num_lists_total: int) -> Lists:
+  """`Lists` of a database (N, D) with list ids (N,) in [0, C)."""
+  index = jnp.asarray(list_table(db_lists, num_lists_total))
+  return Lists(index, _gather_rows(scoring.augment_db(jnp.asarray(db, jnp.float32)),
+                                   index))
+
+
+@jax.jit
+def _gather_rows(rows, index):
+  return rows[jnp.maximum(index, 0)]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _list_top_k(queries, vectors, index, c, k):
+  """Top k of a group of queries within list c: one matrix product. The
+  list is sliced inside the jitted call, so no (L_max, D) copy is made per
+  call outside it."""
+  list_vectors = jax.lax.dynamic_index_in_dim(vectors, c, keepdims=False)
+  list_index = jax.lax.dynamic_index_in_dim(index, c, keepdims=False)
+  scores = scoring.scores(queries, list_vectors)  # (b, L_max)
+  scores = jnp.where(list_index >= 0, scores, jnp.inf)
+  _, pos = scoring.top_k_smallest(scores, min(k, scores.shape[1]), False)
+  return list_index[pos]
+
+
+def _stage_two_grouped(queries, chosen, lists, k):
+  """Candidates (Q, L * k'): per list c, the queries that chose it (padded to
+  a power of two, so few shapes compile) against its items — one matrix
+  product per list; a Python loop over lists, never over queries."""
+  chosen = np.asarray(chosen)
+  host_queries = np.asarray(queries)
+  width = min(k, lists.index.shape[1])
+  found = np.full(chosen.shape + (width,), -1, np.int32)
+  pending = []  # dispatch every list first, then wait once
+  for c in np.unique(chosen):
+    rows, slots = np.nonzero(chosen == c)
+    bucket = 1 << max(0, int(len(rows) - 1).bit_length())
+    group = np.pad(host_queries[rows], ((0, bucket - len(rows)), (0, 0)))
+    pending.append((rows, slots, _list_top_k(group, lists.vectors,
+                                             lists.index, int(c), k)))
+  for rows, slots, top in pending:
+    found[rows, slots] = np.asarray(top)[:len(rows)]
+  return jnp.asarray(found.reshape(chosen.shape[0], -1))
+
+
+@jax.jit
+def _stage_two_gathered(queries, chosen, index):
+  """Candidates (Q, L * L_max): every item of the chosen lists, gathered."""
+  return index[chosen].reshape(queries.shape[0], -1)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _best_k(queries, db, candidates, k):
+  """The k nearest candidates, exact distances; -1 / inf past the end."""
+  d = scoring.direct_distances(queries, db, candidates)
+  width = min(k, d.shape[1])
+  top_d, pos = scoring.top_k_smallest(d, width, False)
+  top_i = jnp.where(jnp.isfinite(top_d),
+                    jnp.take_along_axis(candidates, pos, axis=1), -1)
+  return (jnp.pad(top_d, ((0, 0), (0, k - width)), constant_values=jnp.inf),
+          jnp.pad(top_i, ((0, 0), (0, k - width)), constant_values=-1))
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _append_rest(queries, db, db_augmented, top_i, k):
+  """Fill the slots after the candidates with the rest of the database, by
+  distance (a full ranking for mAP)."""
+  scores = scoring.scores(queries, db_augmented)
+  taken = jnp.zeros(scores.shape, bool).at[
+      jnp.arange(queries.shape[0])[:, None], jnp.maximum(top_i, 0)].max(
+          top_i >= 0)
+  _, rest_i = scoring.top_k_smallest(jnp.where(taken, jnp.inf, scores), k, False)
+  found = jnp.sum(top_i >= 0, axis=1, keepdims=True)
+  slot = jnp.arange(k)[None, :]
+  rest = jnp.take_along_axis(rest_i, jnp.clip(slot - found, 0, k - 1), axis=1)
+  top_i = jnp.where(slot < found, top_i, rest)
+  return scoring.direct_distances(queries, db, top_i), top_i
+
+
+def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
+                     k: int, outside: Outside = "absent",
+                     method: Literal["grouped", "gathered"] = "grouped",
+                     query_chunk: int = 1024,
+                     lists: Optional[Lists] = None):
+  """The paper's two-stage retrieval: anchors first, then those lists only.
+
+  Stage 1 keeps the `num_lists` anchors nearest to each query; stage 2 ranks
+  by L2 distance only the database items whose list id (class) is among
+  them. With num_lists = C (every list) it returns the same indices as
+  `exact_search` (distances equal up to float rounding).
+
+  Args:
+    queries: (Q, D). anchors: (C, D) class anchors. db: (N, D).
+    db_lists: (N,) int list id of each database item in [0, C): the database
+      labels, or `nearest_anchor(db, anchors)` for an unlabelled database.
+    num_lists: lists kept in stage 1 (1 <= num_lists <= C).
+    k: results per query.
+    outside: "absent" — items outside the chosen lists are not returned
+      (slots beyond the candidates hold index -1, distance inf); "append" —
+      they follow the candidates, by distance (as a full ranking needs; this
+      costs a full exact pass).
+    method: "grouped" — one matrix product per list for the queries that
+      chose it (fast; the host loops over lists); "gathered" — every
+      candidate vector gathered per query (pure jit, memory-bound, memory
+      O(query_chunk * num_lists * L_max * D)).
+    query_chunk: queries per step.
+    lists: `build_lists(db, db_lists, C)`, to reuse across calls.
+
+  Returns:
+    (distances, indices), each (Q, k).
+  """
+  anchors = jnp.asarray(anchors, jnp.float32)
+  num_classes = anchors.shape[0]
+  if not 1 <= num_lists <= num_classes:
+    raise ValueError(f"num_lists must be in [1, {num_classes}], got"
+                     f" {num_lists}")
+  if outside not in ("absent", "append"):
+    raise ValueError(f"outside must be 'absent' or 'append', got {outside!r}")
+  if method not in ("grouped", "gathered"):
+    raise ValueError(f"method must be 'grouped' or 'gathered', got"
+                     f" {method!r}")
+  queries = jnp.asarray(queries, jnp.float32)
+  db = jnp.asarray(db, jnp.float32)
+  if lists is None:
+    if db_lists is None:
+      raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
+    lists = build_lists(db, db_lists, num_classes)
+  db_augmented = scoring.augment_db(db) if outside == "append" else None
+  outs = []
+  for start in range(0, queries.shape[0], query_chunk):
+    chunk = queries[start:start + query_chunk]
+    _, chosen = nearest(chunk, anchors, num_lists)  # stage 1
+    if method == "grouped":
+      candidates = _stage_two_grouped(chunk, chosen, lists, k)
+    else:
+      candidates = _stage_two_gathered(chunk, chosen, lists.index)
+    top_d, top_i = _best_k(chunk, db, candidates, k)
+    if outside == "append":
+      top_d, top_i = _append_rest(chunk, db, db_augmented, top_i, k)
+    outs.append((top_d, top_i))
+  return (jnp.concatenate([o[0] for o in outs]),
+          jnp.concatenate([o[1] for o in outs]))
