@@ -9,9 +9,10 @@ run with a results.json is skipped), then the report:
   python -m ra_jax.report --workdir runs/grid --output docs/RESULTS.md
 
 Every loss gets the same backbone, epochs, optimiser, augmentation and
-batch size; only the per-loss hyperparameters differ (their defaults, in
-configs/common.py). Pair losses (contrastive, triplet) get class-balanced
-batches (12 images of each of the 10 classes), as they need positives.
+batch size; only the per-loss hyperparameters differ (their defaults, from
+the loss registry `ra_jax.losses.LOSSES`). The losses are the registered
+ones, plus the triplet loss with batch-hard mining; losses that mine in the
+batch get class-balanced batches (12 images of each of the 10 classes).
 
 Backbone: ResNet-18 (CIFAR stem) at width 8 (an eighth of the usual 64
 channels), 28x28 inputs, 64-d embeddings, 1 epoch (500 steps of 120) on the
@@ -19,9 +20,10 @@ full set and 100 steps on the 10-shot set (100 images): what fits the
 2-hour budget on 2 CPU cores, where this network trains at about 990
 images/s; a full-set run takes about 125 s, 55 s of it evaluation
 (embedding 70,000 images, 10k x 60k metrics, two-stage timings).
-`--quick` trains on every 6th training image (10,000) for 1 epoch (83
-steps, 50 of them warm-up), seed 0 only, 4 losses, for a < 15 minute check
-of the pipeline; its evaluation protocol is the full one.
+`--quick` trains on a stratified 10,000 of the training images
+(`dataset.train_examples`) for 1 epoch (83 steps, 50 of them warm-up), seed
+0 only, 4 losses, for a < 15 minute check of the pipeline; its evaluation
+protocol is the full one.
 """
 
 import argparse
@@ -31,18 +33,15 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
-LOSSES = {  # label -> (config loss name, overrides)
-    "cam": ("cam", {}),
-    "ce": ("ce", {}),
-    "contrastive": ("contrastive", {}),
-    "triplet_hard": ("triplet", {"loss.mining": "hard"}),
-    "triplet_semi_hard": ("triplet", {"loss.mining": "semi_hard"}),
-    "center": ("center", {}),
-    "proxy_anchor": ("proxy_anchor", {}),
-    "arcface": ("arcface", {}),
-}
-QUICK_LOSSES = ("cam", "ce", "triplet_semi_hard", "proxy_anchor")
+from ra_jax import files, losses
+
+# label -> (loss name, loss overrides): every registered loss at its
+# defaults, and batch-hard mining for the triplet loss as well.
+LOSSES = {name: (name, {}) for name in losses.LOSSES}
+LOSSES["triplet_hard"] = ("triplet", {"loss.mining": "hard"})
+QUICK_LOSSES = ("cam", "ce", "triplet", "proxy_anchor")
 SEEDS = (0, 1, 2)
 KNOBS = {  # the class anchor margin loss's own settings (seed 0, full set)
     "margin=0.5": {"loss.margin": 0.5},
@@ -69,7 +68,8 @@ class Run:
   loss: str
   shot: int
   seed: int
-  overrides: dict
+  overrides: dict  # dotted config fields
+  variant: Optional[str] = None  # a knob or tuning setting's name
 
   def config(self):
     module = importlib.import_module(f"configs.{self.dataset}")
@@ -78,14 +78,18 @@ class Run:
     settings = dict(_COMMON[self.dataset])
     if self.shot:
       settings.update(_FEW_SHOT[self.dataset])
-    if self.loss in ("contrastive", "triplet"):
+    if losses.get_loss(self.loss).needs_positives:
       settings["dataset.images_per_class"] = 12
     settings.update(self.overrides)
     settings["train.seed"] = self.seed
-    for key, value in settings.items():
-      section, field = key.split(".")
-      setattr(getattr(config, section), field, value)
+    config.update_from_flattened_dict(settings)
     return config
+
+  def record(self, quick: bool) -> dict:
+    """grid.json: where the report finds the run's group and variant."""
+    return {"path": self.path, "dataset": self.dataset, "loss": self.loss,
+            "shot": self.shot, "seed": self.seed, "overrides": self.overrides,
+            "variant": self.variant, "quick": quick}
 
 
 _COMMON = {
@@ -109,11 +113,12 @@ _FEW_SHOT = {  # 100 training images: a fixed number of steps instead
 
 def plan(quick: bool) -> list[Run]:
   runs = []
-  losses = QUICK_LOSSES if quick else tuple(LOSSES)
+  labels = QUICK_LOSSES if quick else tuple(LOSSES)
   seeds = SEEDS[:1] if quick else SEEDS
-  quick_overrides = {"train.epochs": 1} if quick else {}
+  quick_overrides = ({"train.epochs": 1, "dataset.train_examples": 10000}
+                     if quick else {})
   for shot in (0, 10):
-    for label in losses:
+    for label in labels:
       for seed in seeds:
         name, overrides = LOSSES[label]
         runs.append(Run(f"fashion_mnist/{'full' if not shot else f'{shot}-shot'}"
@@ -121,29 +126,22 @@ def plan(quick: bool) -> list[Run]:
                         seed, {**overrides,
                                **(quick_overrides if not shot else {})}))
   if not quick:
-    for label, overrides in KNOBS.items():
-      runs.append(Run(f"fashion_mnist/knobs/{label}/seed0", "fashion_mnist",
-                      "cam", 0, 0, overrides))
-  for label in losses:
+    for knob, overrides in KNOBS.items():
+      runs.append(Run(f"fashion_mnist/knobs/{knob}/seed0", "fashion_mnist",
+                      "cam", 0, 0, overrides, variant=knob))
+  for label in labels:
     name, overrides = LOSSES[label]
     runs.append(Run(f"digits/full/{label}/seed0", "digits", name, 0, 0,
                     overrides))
   if not quick:
     for variant, settings in TUNING.items():
-      for label in losses:
+      for label in labels:
         name, overrides = LOSSES[label]
         runs.append(Run(f"fashion_mnist/tuning/{label}@{variant}/seed0",
                         "fashion_mnist", name, 0, 0,
-                        {**overrides, **settings, "eval.every": 0}))
+                        {**overrides, **settings, "eval.every": 0},
+                        variant=variant))
   return runs
-
-
-def _subsample_train(source, every: int):
-  """--quick: every `every`-th training image (same for all losses)."""
-  import numpy as np
-  from ra_jax import data
-  split = source.splits[source.train_split]
-  return data.SubsetSplit(split, np.arange(0, len(split), every))
 
 
 def main() -> int:
@@ -161,21 +159,7 @@ def main() -> int:
     return 0
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from ra_jax.training import experiment, loop
-  if args.quick:  # a tenth-size Fashion-MNIST: patch the source once
-    real_build = experiment.build
-
-    def build(config, workdir):
-      if config.dataset.name == "fashion_mnist" and not config.dataset.shot:
-        config = config.copy_and_resolve_references()
-        exp = real_build(config, workdir)
-        exp.train_split = _subsample_train(exp.source, 6)
-        exp.train_labels = exp.train_labels[::6]
-        exp.total_steps = max(1, config.train.epochs * len(exp.train_split)
-                              // config.train.global_batch_size)
-        return exp
-      return real_build(config, workdir)
-    experiment.build = build
+  from ra_jax.training import loop
   os.makedirs(args.out, exist_ok=True)
   start, trained = time.time(), 0
   for i, run in enumerate(runs, 1):
@@ -186,10 +170,7 @@ def main() -> int:
     print(f"[{i}/{len(runs)}] {run.path}", flush=True)
     results = loop.train_and_evaluate(run.config(), workdir)
     trained += 1
-    with open(os.path.join(workdir, "grid.json"), "w") as f:
-      json.dump({"path": run.path, "dataset": run.dataset, "loss": run.loss,
-                 "shot": run.shot, "seed": run.seed,
-                 "overrides": run.overrides, "quick": args.quick}, f, indent=1)
+    files.write_json(os.path.join(workdir, "grid.json"), run.record(args.quick))
     print(f"    mAP {results['exact']['map']:.4f}, {time.time() - start:.0f} s"
           " so far", flush=True)
   log = os.path.join(args.out, "grid_invocations.jsonl")

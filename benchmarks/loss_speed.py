@@ -10,7 +10,6 @@ loss's ratio to softmax cross-entropy of the same shape.
 
 import argparse
 import itertools
-import json
 import platform
 import statistics
 import time
@@ -18,7 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ra_jax import losses
+from ra_jax import files, losses
 
 # name -> (function of (e, y, *params), number of (C, D) parameter matrices)
 LOSSES = {
@@ -110,10 +109,9 @@ def main():
     results.append({"batch": batch, "classes": classes, "dim": dim,
                     "seconds": medians})
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"jax": jax.__version__, "rounds": args.rounds,
-                 "anchors": args.anchors,
-                 "results": results}, f, indent=1)
+    files.write_json(args.json, {"jax": jax.__version__,
+                                 "rounds": args.rounds,
+                                 "anchors": args.anchors, "results": results})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import time
 import jax
 import numpy as np
 
-from ra_jax.retrieval import evaluate_retrieval
 from ra_jax.retrieval import exact_search
 from ra_jax.retrieval import build_lists
 from ra_jax.retrieval import evaluate_ranking

@@ -9,10 +9,11 @@ from typing import Optional
 
 import ml_collections
 
+from ra_jax import losses
+
 ARG_KEYS = {
     "model": None,  # any registry name
-    "loss": ("cam", "ce", "contrastive", "triplet", "center", "proxy_anchor",
-             "arcface"),
+    "loss": losses.LOSSES,  # the registered losses
     "shot": None,  # a positive integer, or "full"
     "size": ("full", "tiny"),
 }
@@ -39,17 +40,10 @@ def parse_arg(arg: Optional[str]) -> dict[str, str]:
 
 
 def loss_config(name: str) -> ml_collections.ConfigDict:
-  """Defaults of each loss (docs/losses.md)."""
-  defaults = {
-      "cam": dict(margin=1.0, min_norm=1.0, repel_weight=1.0, norm_weight=1.0),
-      "ce": {},
-      "center": dict(center_weight=0.01),
-      "arcface": dict(scale=30.0, margin=0.5),
-      "proxy_anchor": dict(scale=32.0, margin=0.1),
-      "contrastive": dict(positive_margin=0.0, negative_margin=1.0),
-      "triplet": dict(margin=0.2, mining="semi_hard"),
-  }[name]
-  return ml_collections.ConfigDict({"name": name, **defaults})
+  """`name` and its hyperparameters at their defaults (the loss function's
+  signature, through the registry; docs/losses.md)."""
+  return ml_collections.ConfigDict(
+      {"name": name, **losses.get_loss(name).hyperparameters})
 
 
 def base_config(dataset: str, arg: Optional[str], *, model: str,
@@ -73,15 +67,19 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "image_size": image_size, "shot": 0 if shot == "full" else int(shot),
       "shot_seed": 0, "query_split": "", "database_split": "",
       "images_per_class": 0,  # > 0: class-balanced batches
+      # > 0: train on a stratified, seeded subset of this many examples
+      # (after the few-shot selection, if any).
+      "train_examples": 0,
   })
   config.model = ml_collections.ConfigDict({
       "name": args.get("model", model), "embedding_dim": embedding_dim,
       "dtype": "float32", "width": width,  # 0 = the architecture's default
+      "depth": 0,  # ViT / MLP layers; 0 = the architecture's default
       "pretrained": "",
   })
   config.loss = loss_config(loss)
-  if loss in ("contrastive", "triplet"):
-    config.dataset.images_per_class = 4  # pair losses need positives
+  if losses.get_loss(loss).needs_positives:
+    config.dataset.images_per_class = 4  # in-batch mining needs positives
   config.optim = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": learning_rate, "anchor_lr_mult": 1.0,
       "weight_decay": 5e-4, "warmup_steps": warmup_steps, "grad_clip": 0.0,

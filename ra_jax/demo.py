@@ -20,6 +20,7 @@ import optax
 from ra_jax import losses
 from ra_jax.data import digits_source
 from ra_jax.retrieval import evaluate_retrieval
+from ra_jax.retrieval import nearest_anchor_accuracy
 
 
 def run(steps: int = 300, embedding_dim: int = 16, seed: int = 0) -> dict:
@@ -67,8 +68,8 @@ def run(steps: int = 300, embedding_dim: int = 16, seed: int = 0) -> dict:
                                  np.asarray(database), np.asarray(y_train),
                                  ks=(10,))
   return {
-      "nearest_anchor_accuracy": float(jnp.mean(
-          losses.nearest_anchor(query, params["anchors"]) == y_test)),
+      "nearest_anchor_accuracy": nearest_anchor_accuracy(
+          np.asarray(query), y_test, np.asarray(params["anchors"])),
       "map": retrieval["map"],
       "precision@10": retrieval["precision@10"],
       "min_anchor_distance": float(terms["min_anchor_distance"]),

@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from ra_jax.training import evaluation, trained
+from ra_jax.training import evaluation, experiment, runtime, trained
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "a configs/*.py file (optional)")
@@ -29,6 +29,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   try:
+    config = _CONFIG.value or experiment.config_of(_WORKDIR.value)
+    runtime.initialize(config.get("distributed", "auto"))
     step, results = trained.evaluate_workdir(_WORKDIR.value, _CONFIG.value)
   except FileNotFoundError as error:  # no run, or no checkpoint: not a bug
     sys.exit(f"ra_jax.evaluate: {error}")

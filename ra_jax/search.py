@@ -20,7 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ra_jax.training import searcher as searcher_lib
+from ra_jax.training import experiment, runtime
+from ra_jax.training import image_search
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
 _QUERY = flags.DEFINE_multi_string("query", [], "image file(s) to search with")
@@ -33,7 +34,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "PNG grid path (one query)")
 flags.mark_flags_as_required(["workdir"])
 
 
-def _queries(searcher: searcher_lib.Searcher):
+def _queries(searcher: image_search.Searcher):
   for path in _QUERY.value:
     name = os.path.splitext(os.path.basename(path))[0]
     yield name, searcher.load_image(path), None
@@ -57,7 +58,9 @@ def main(argv) -> Optional[int]:
   if _OUTPUT.value and len(_QUERY.value) + len(_QUERY_INDEX.value) > 1:
     sys.exit("ra_jax.search: --output names one grid; give one query")
   try:
-    searcher = searcher_lib.Searcher(_WORKDIR.value)
+    runtime.initialize(experiment.config_of(_WORKDIR.value).get(
+        "distributed", "auto"))
+    searcher = image_search.Searcher(_WORKDIR.value)
     queries = list(_queries(searcher))
   except (FileNotFoundError, ValueError) as error:
     sys.exit(f"ra_jax.search: {error}")
@@ -83,7 +86,7 @@ def main(argv) -> Optional[int]:
                                          f"{name}.png")
     neighbours = [np.asarray(searcher.database[int(i)]["image"])
                   for i in found["ids"]]
-    searcher_lib.write_grid(path, image, neighbours, [
+    image_search.write_grid(path, image, neighbours, [
         f"{searcher.class_name(int(l))} {d:.2f}"
         for l, d in zip(found["labels"], found["distances"])])
     print(f"grid written to {path}")

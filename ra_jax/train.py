@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  runtime.initialize(_CONFIG.value.get("distributed", "auto"))
   results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if runtime.is_writer():
     print(evaluation.format_table(results))

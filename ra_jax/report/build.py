@@ -7,12 +7,13 @@ from typing import Optional
 
 import numpy as np
 
+from ra_jax import files
 from ra_jax.data import augment
 from ra_jax.report import analysis, figures
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import writers
 
-OURS = "cam"
+OURS = "cam"  # the registry name of the loss the report is about
 
 
 def write_report(root: str, output: str, *, analyze: bool = True) -> str:
@@ -41,10 +42,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
             ""]
   if analyze:
     lines += _analysis_sections(featured, primary, figure_dir, rel)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + ".tmp", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(output + ".tmp", output)
+  files.write_text(output, "\n".join(lines) + "\n")
   return output
 
 
@@ -166,12 +164,16 @@ def _tuning_table(runs, summaries) -> list[str]:
   for group in [g for g in summaries if g.endswith("/tuning")]:
     base_group = group.rsplit("/", 1)[0] + "/full"
     table: dict[str, dict[str, float]] = {}
+    ours = set()
     for run in runs:
-      if run.group == base_group and run.seed == 0:
-        table.setdefault(run.label, {})["defaults"] = _map(run)
+      if run.group == base_group and run.seed == 0 and not run.variant:
+        table.setdefault(run.name, {})["defaults"] = _map(run)
       elif run.group == group:
-        loss, variant = run.label.split("@", 1)
-        table.setdefault(loss, {})[variant] = _map(run)
+        table.setdefault(run.name, {})[run.variant or "defaults"] = _map(run)
+      else:
+        continue
+      if run.loss == OURS:
+        ours.add(run.name)
     variants = ["defaults"] + sorted({v for row in table.values() for v in row}
                                      - {"defaults"})
     lines += [f"## {group}: the same search budget for every loss", "",
@@ -180,13 +182,13 @@ def _tuning_table(runs, summaries) -> list[str]:
               "| loss | " + " | ".join(variants) + " | best |",
               "|---|" + "---|" * (len(variants) + 1)]
     best = {}
-    for loss, row in sorted(table.items()):
-      best[loss] = max(row.items(), key=lambda kv: kv[1])
+    for name, row in sorted(table.items()):
+      best[name] = max(row.items(), key=lambda kv: kv[1])
       cells = [f"{row[v]:.4f}" if v in row else "-" for v in variants]
-      lines.append(f"| {loss} | " + " | ".join(cells) +
-                   f" | {best[loss][1]:.4f} ({best[loss][0]}) |")
-    tried = {loss: len(row) for loss, row in table.items()}
-    lines += ["", _tuned_verdict(best, tried), ""]
+      lines.append(f"| {name} | " + " | ".join(cells) +
+                   f" | {best[name][1]:.4f} ({best[name][0]}) |")
+    tried = {name: len(row) for name, row in table.items()}
+    lines += ["", _tuned_verdict(best, tried, ours), ""]
   return lines
 
 
@@ -194,26 +196,27 @@ def _map(run) -> float:
   return float(run.results["exact"]["map"])
 
 
-def _tuned_verdict(best: dict, tried: dict) -> str:
-  ranked = sorted(best, key=lambda loss: -best[loss][1])
+def _tuned_verdict(best: dict, tried: dict, ours: set) -> str:
+  ranked = sorted(best, key=lambda name: -best[name][1])
   winner = ranked[0]
   uneven = len(set(tried.values())) > 1
   note = (" Not every loss has every setting yet: " + ", ".join(
       f"{k} {v}" for k, v in sorted(tried.items())) + " runs.") if uneven else ""
-  if OURS not in best:
+  mine = next((name for name in ranked if name in ours), None)
+  if mine is None:
     return f"Best tuned: {winner} ({best[winner][1]:.4f}).{note}"
-  if winner == OURS:
+  if winner == mine:
     runner = ranked[1] if len(ranked) > 1 else None
-    gap = (f", {best[OURS][1] - best[runner][1]:+.4f} over {runner}"
+    gap = (f", {best[mine][1] - best[runner][1]:+.4f} over {runner}"
            f" ({best[runner][1]:.4f})" if runner else "")
     return (f"With the same budget the class anchor margin loss is best:"
-            f" {best[OURS][1]:.4f} ({best[OURS][0]}){gap}.{note}")
+            f" {best[mine][1]:.4f} ({best[mine][0]}){gap}.{note}")
   return (f"With the same budget the class anchor margin loss does not win:"
           f" {winner} is best with {best[winner][1]:.4f} ({best[winner][0]});"
           f" the class anchor margin loss is ranked"
-          f" {ranked.index(OURS) + 1} of {len(ranked)} with"
-          f" {best[OURS][1]:.4f} ({best[OURS][0]},"
-          f" {best[OURS][1] - best[winner][1]:+.4f}).{note}")
+          f" {ranked.index(mine) + 1} of {len(ranked)} with"
+          f" {best[mine][1]:.4f} ({best[mine][0]},"
+          f" {best[mine][1] - best[winner][1]:+.4f}).{note}")
 
 
 def _knob_table(runs, summaries) -> list[str]:
@@ -221,11 +224,10 @@ def _knob_table(runs, summaries) -> list[str]:
   lines = []
   for group in groups:
     base_group = group.rsplit("/", 1)[0] + "/full"
-    base = [r for r in runs if r.group == base_group and r.label == OURS and
-            r.seed == 0]
-    rows = [("defaults (margin 1, min_norm 1, all terms)", base[0])] if (
-        base) else []
-    rows += [(r.label, r) for r in runs if r.group == group]
+    base = [r for r in runs if r.group == base_group and r.loss == OURS and
+            r.seed == 0 and not r.variant]
+    rows = [(f"defaults ({base[0].name})", base[0])] if base else []
+    rows += [(r.variant or r.name, r) for r in runs if r.group == group]
     lines += [f"## {group}: the class anchor margin loss's own settings", "",
               "| setting | mAP | mAP@100 | P@10 | nearest-anchor acc. |",
               "|---|---|---|---|---|"]
@@ -245,16 +247,15 @@ def _knob_verdict(runs, group: str, base_group: str) -> list[str]:
   the knobs are extra tries the baselines did not get."""
   knobs = [r for r in runs if r.group == group]
   tuning = base_group.rsplit("/", 1)[0] + "/tuning"
-  baselines = [r for r in runs if r.seed == 0 and (
-      (r.group == base_group and r.label != OURS) or
-      (r.group == tuning and not r.label.startswith(OURS + "@")))]
+  baselines = [r for r in runs if r.seed == 0 and r.loss != OURS and
+               r.group in (base_group, tuning)]
   if not knobs or not baselines:
     return []
   knob = max(knobs, key=_map)
   other = max(baselines, key=_map)
   verb = "beats" if _map(knob) > _map(other) else "does not reach"
-  return [f"The best setting, {knob.label} ({_map(knob):.4f}), {verb} the"
-          f" best baseline run with any setting, {other.label}"
+  return [f"The best setting, {knob.variant or knob.label} ({_map(knob):.4f}),"
+          f" {verb} the best baseline run with any setting, {other.label}"
           f" ({_map(other):.4f}, {_map(knob) - _map(other):+.4f}). The"
           f" {len(knobs)} knob run(s) are tries the baselines did not get.",
           ""]
@@ -262,7 +263,7 @@ def _knob_verdict(runs, group: str, base_group: str) -> list[str]:
 
 def _primary_group(summaries) -> str:
   with_ours = [g for g, rows in summaries.items()
-               if any(r.label == OURS for r in rows)] or list(summaries)
+               if any(r.loss == OURS for r in rows)] or list(summaries)
   return max(with_ours, key=lambda g: (sum(len(r.seeds) for r in
                                            summaries[g]), "full" in g,
                                        summaries[g][0].num_queries))
@@ -283,27 +284,27 @@ def _load_or_analyze(run) -> Optional[dict]:
 
 
 def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
-  analyses = {r.label: (r, _load_or_analyze(r)) for r in featured}
-  analyses = {k: v for k, v in analyses.items() if v[1] is not None}
+  analyses = [(r, _load_or_analyze(r)) for r in featured]
+  analyses = [(r, a) for r, a in analyses if a is not None]
   if not analyses:
     return []
   lines = []
   figures.precision_recall(
       os.path.join(figure_dir, "precision_recall.png"),
-      {label: a["precision_recall"] for label, (_, a) in analyses.items()})
+      {r.label: a["precision_recall"] for r, a in analyses})
   lines += ["Precision-recall (1,000 evenly spaced test queries, full"
             " ranking):", "", f"![precision-recall]({rel}/precision_recall.png)",
             ""]
-  shown = {label: a["projection"] for label, (_, a) in analyses.items()
-           if label in (OURS, "ce")} or dict(
-               [next(iter((l, a["projection"]) for l, (_, a) in
-                          analyses.items()))])
+  shown = {r.label: a["projection"] for r, a in analyses
+           if r.loss in (OURS, "ce")} or {
+               analyses[0][0].label: analyses[0][1]["projection"]}
   figures.projections(os.path.join(figure_dir, "projection.png"), shown)
   lines += ["2-D PCA projection of 2,000 test embeddings (colour = class;"
             " stars = class anchors):", "",
             f"![projection]({rel}/projection.png)", ""]
-  if OURS in analyses:
-    run, a = analyses[OURS]
+  ours = next(((r, a) for r, a in analyses if r.loss == OURS), None)
+  if ours is not None:
+    run, a = ours
     from ra_jax.training import trained
     loaded = trained.TrainedRun(run.workdir)
     figures.example_queries(
@@ -311,16 +312,16 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
         loaded.split("query"), loaded.split("database"),
         loaded.source.class_names)
     lines += [f"Example test queries and their top-10 training images"
-              f" ({OURS}, exact search; green = same class):", "",
+              f" ({run.label}, exact search; green = same class):", "",
               f"![example queries]({rel}/example_queries.png)", ""]
-    lines += _search_table(primary, a)
+    lines += _search_table(primary, run.label, a)
   return lines
 
 
-def _search_table(primary, a) -> list[str]:
+def _search_table(primary, label, a) -> list[str]:
   rows = a["search"]
   exact = rows[0]
-  lines = [f"## Two-stage vs exact search ({primary}, {OURS})", "",
+  lines = [f"## Two-stage vs exact search ({primary}, {label})", "",
            f"{a['num_queries']} queries against {a['num_database']} database"
            " items, top 100 per query, this machine's CPU.", "",
            "| search | lists kept | lists from | mAP@100 | P@10 | P@100 |"

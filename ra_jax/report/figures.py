@@ -1,10 +1,10 @@
 """The report's PNG figures (matplotlib, Agg backend: no display needed)."""
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from ra_jax import files
 from ra_jax.report import runs as runs_lib
 
 
@@ -100,8 +100,8 @@ def example_queries(path: str, examples: Sequence[dict], query_split,
 
 
 def _save(fig, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with files.atomic_write(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   import matplotlib.pyplot as plt
   plt.close(fig)

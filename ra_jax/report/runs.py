@@ -1,10 +1,13 @@
 """Finding finished runs under a directory and summarising them by group.
 
-A run is a work dir with results.json and config.json. Its group and label
-come from `grid.json` (written by benchmarks/grid.py: the path
-<group...>/<label>/seed<k>), else from its config: group "<dataset>/full" or
-"<dataset>/<shot>-shot", label "<loss>" (plus the model when the group mixes
-models). Seeds of the same group and label are aggregated as mean ± std.
+A run is a work dir with results.json and config.json. Its group comes from
+`grid.json` (written by benchmarks/grid.py: the path <group...>/<label>/seed<k>),
+else from its config: "<dataset>/full" or "<dataset>/<shot>-shot". Its label
+is the loss's full name from the loss registry, with the hyperparameters
+that differ from the defaults ("triplet (mining=hard)"), plus the grid's
+variant for runs that change another setting ("... [emb=128]") and the model
+when a group mixes models. Seeds of the same group and label are aggregated
+as mean ± std.
 """
 
 import dataclasses
@@ -13,18 +16,26 @@ import os
 import statistics
 from typing import Optional
 
+from ra_jax import losses
+
 METRICS = (("map", "mAP"), ("map@100", "mAP@100"),
            ("precision@10", "P@10"), ("precision@100", "P@100"))
 
 
 @dataclasses.dataclass
 class RunRecord:
+  """One finished run. `loss`: its registry name; `name`: the loss's full
+  name with non-default hyperparameters; `variant`: the grid's name for a
+  change outside the loss (None for none); `label`: what tables show."""
   workdir: str
   group: str
   label: str
   seed: int
   config: dict
   results: dict
+  loss: str = ""
+  name: str = ""
+  variant: Optional[str] = None
 
   @property
   def wall_seconds(self) -> float:
@@ -51,18 +62,32 @@ def find_runs(root: str) -> list[RunRecord]:
     results = _load(os.path.join(directory, "results.json"))
     config = _load(os.path.join(directory, "config.json"))
     grid = _load(os.path.join(directory, "grid.json"))
+    loss = config["loss"]["name"]
+    name = loss_name(config["loss"])
     if grid is not None:
-      parts = grid["path"].split("/")
-      group, label, seed = "/".join(parts[:-2]), parts[-2], grid["seed"]
+      group = "/".join(grid["path"].split("/")[:-2])
+      seed, variant = grid["seed"], grid.get("variant")
     else:
       shot = config["dataset"].get("shot", 0)
       group = (f"{config['dataset']['name']}/"
                f"{f'{shot}-shot' if shot else 'full'}")
-      label = config["loss"]["name"]
-      seed = config["train"]["seed"]
-    runs.append(RunRecord(directory, group, label, int(seed), config, results))
+      seed, variant = config["train"]["seed"], None
+    label = name + (f" [{variant}]" if variant else "")
+    runs.append(RunRecord(directory, group, label, int(seed), config, results,
+                          loss=loss, name=name, variant=variant))
   _name_models(runs)
   return sorted(runs, key=lambda r: (r.group, r.label, r.seed))
+
+
+def loss_name(loss_config: dict) -> str:
+  """The full name of a run's loss from its config section (the registry's
+  title with the non-default hyperparameters); the bare name for a loss
+  this version does not know."""
+  hyperparameters = {k: v for k, v in loss_config.items() if k != "name"}
+  try:
+    return losses.get_loss(loss_config["name"]).describe(hyperparameters)
+  except ValueError:
+    return str(loss_config["name"])
 
 
 def _name_models(runs: list[RunRecord]) -> None:
@@ -90,6 +115,7 @@ class Summary:
   mean: dict[str, float]
   std: dict[str, float]
   num_queries: int = 0
+  loss: str = ""  # the registry name of the runs' loss
 
 
 def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
@@ -108,7 +134,8 @@ def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
           {k: statistics.fmean(v[k] for v in values) for k in keys},
           {k: statistics.stdev(v[k] for v in values) if len(values) > 1
            else 0.0 for k in keys},
-          int(members[0].results["exact"].get("num_queries", 0))))
+          int(members[0].results["exact"].get("num_queries", 0)),
+          members[0].loss))
     out[group] = rows
   return out
 
@@ -116,10 +143,10 @@ def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
 def verdict(rows: list[Summary], ours: str = "cam") -> Optional[str]:
   """One sentence: who has the best mean mAP, and where `ours` stands."""
   rows = [r for r in rows if "map" in r.mean]
-  mine = next((r for r in rows if r.label == ours), None)
+  mine = next((r for r in rows if r.loss == ours), None)
   if mine is None or len(rows) < 2:
     return None
-  others = [r for r in rows if r.label != ours]
+  others = [r for r in rows if r is not mine]
   best_other = max(others, key=lambda r: r.mean["map"])
   gap = mine.mean["map"] - best_other.mean["map"]
   spread = max(mine.std["map"], best_other.std["map"])

@@ -3,21 +3,19 @@
 
 `evaluate` is the full evaluation at the end of a run (and of
 `python -m ra_jax.evaluate`): exact search and two-stage search with 1, 2, ...
-lists, every metric of `ra_jax.retrieval.evaluate_retrieval`. `Periodic` is
-the cheap one during training: mAP@100 of a fixed query subset against a
-fixed database subset, and nearest-anchor accuracy. Every process computes
+lists, every metric of `ra_jax.retrieval.evaluate_retrieval`.
+`SubsetEvaluator` is the cheap one during training: mAP@100 of a fixed
+query subset against a fixed database subset, and nearest-anchor accuracy. Every process computes
 the same numbers on its own copy of the data (evaluation is not sharded).
 """
 
-import time
 from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 import tqdm
 
-from ra_jax import data, models, retrieval
-from ra_jax.losses import nearest_anchor
+from ra_jax import data, losses, models, retrieval
 
 
 def embed(apply: Callable, variables: Any, split, augment: data.AugmentConfig,
@@ -41,15 +39,21 @@ def variables_of(state) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def anchors_of(state) -> Optional[np.ndarray]:
-  anchors = models.class_parameters(state.params).get("anchors")
-  return None if anchors is None else np.asarray(anchors, np.float32)
+def anchors_of(state, loss: losses.LossSpec) -> Optional[np.ndarray]:
+  """The class anchors of the run's loss (`LossSpec.anchors`), or None."""
+  if loss.anchors is None:
+    return None
+  return np.asarray(models.class_parameters(state.params)[loss.anchors],
+                    np.float32)
 
 
 def evaluate(model, state, source: data.DatasetSource, augment,
-             eval_config, apply: Optional[Callable] = None) -> dict[str, Any]:
-  """Exact and two-stage retrieval metrics, nearest-anchor accuracy.
-  `apply`: a jitted `model.apply` to reuse (e.g. `Periodic.apply`)."""
+             eval_config, loss: losses.LossSpec,
+             apply: Optional[Callable] = None) -> dict[str, Any]:
+  """Exact retrieval metrics (full ranking), and with anchors the
+  nearest-anchor accuracy and two-stage search with 1, 2, ... label lists
+  (`eval_config.two_stage_lists`). `apply`: a jitted `model.apply` to reuse
+  (e.g. `SubsetEvaluator.apply`)."""
   apply = apply or jax.jit(model.apply)  # one compilation for both splits
   variables = variables_of(state)
   query, query_labels = embed(apply, variables,
@@ -62,30 +66,40 @@ def evaluate(model, state, source: data.DatasetSource, augment,
   exclude_self = source.query_split == source.database_split
   results = {"exact": retrieval.evaluate_retrieval(
       query, query_labels, db, db_labels, ks=ks, exclude_self=exclude_self)}
-  anchors = anchors_of(state)
-  if anchors is not None:
-    results["nearest_anchor_accuracy"] = float(np.mean(
-        np.asarray(nearest_anchor(query, anchors)) == query_labels))
-    index = retrieval.Index.build(db, db_labels, anchors=anchors)
-    for lists in eval_config.two_stage_lists:
-      if lists > len(anchors):
-        continue
-      start = time.perf_counter()
-      _, ids = index.search(query, max(ks), two_stage=True, num_lists=lists)
-      seconds = time.perf_counter() - start
-      results[f"two_stage_{lists}"] = {
-          **retrieval.evaluate_ranking(ids, query_labels, db_labels, ks=ks),
-          "seconds": seconds}
+  anchors = anchors_of(state, loss)
+  if anchors is None:
+    return results
+  results["nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(
+      query, query_labels, anchors)
+  rows = retrieval.compare_searches(
+      query, query_labels, db, db_labels, anchors, k=max(ks), ks=ks,
+      num_lists=tuple(eval_config.two_stage_lists))
+  results["exact_search_seconds"] = rows[0]["seconds"]
+  for row in rows[1:]:
+    results[f"two_stage_{row['lists']}"] = {
+        k: v for k, v in row.items()
+        if k not in ("search", "lists", "list_source")}
   return results
 
 
-class Periodic:
+def final_results(exp, state, step: int,
+                  apply: Optional[Callable] = None) -> dict[str, Any]:
+  """What results.json (and evaluation/step_N.json) hold: the dataset, the
+  step and `evaluate`'s metrics."""
+  return {"dataset": exp.source.describe(), "steps": step,
+          **evaluate(exp.model, state, exp.source, exp.augment,
+                     exp.config.eval, exp.loss, apply=apply)}
+
+
+class SubsetEvaluator:
   """mAP@100 (and nearest-anchor accuracy) of `num_queries` evenly spaced
-  queries against `num_database` evenly spaced database items."""
+  queries against `num_database` evenly spaced database items: the cheap
+  evaluation run every `eval.every` steps during training."""
 
   def __init__(self, model, source: data.DatasetSource, augment,
-               eval_config):
+               eval_config, loss: losses.LossSpec):
     self.apply = jax.jit(model.apply)
+    self.loss = loss
     self.augment, self.batch_size = augment, eval_config.batch_size
     self.query = _spread(source.splits[source.query_split],
                          eval_config.subset_queries)
@@ -106,10 +120,10 @@ class Periodic:
         query, query_labels, db, db_labels, ks=(k,),
         exclude_self=self.exclude_self)
     out = {f"eval/map@{k}": metrics[f"map@{k}"]}
-    anchors = anchors_of(state)
+    anchors = anchors_of(state, self.loss)
     if anchors is not None:
-      out["eval/nearest_anchor_accuracy"] = float(np.mean(
-          np.asarray(nearest_anchor(query, anchors)) == query_labels))
+      out["eval/nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(
+          query, query_labels, anchors)
     return out
 
 
@@ -121,20 +135,24 @@ def _spread(split, count: int):
 
 
 def format_table(results: dict) -> str:
-  """The results table the CLIs print: exact and two-stage rows, then
-  nearest-anchor accuracy and training speed when present."""
+  """The results table the CLIs print: exact and two-stage rows (with the
+  top-k search time when measured), then nearest-anchor accuracy and
+  training speed when present."""
   exact = results["exact"]
   ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
+  timed = "exact_search_seconds" in results
   header = ["search", "mAP"] + [f"mAP@{k}" for k in ks] + [
-      f"P@{k}" for k in ks]
+      f"P@{k}" for k in ks] + (["top-k search s"] if timed else [])
   rows = [["exact", f"{exact['map']:.4f}"] +
           [f"{exact[f'map@{k}']:.4f}" for k in ks] +
-          [f"{exact[f'precision@{k}']:.4f}" for k in ks]]
+          [f"{exact[f'precision@{k}']:.4f}" for k in ks] +
+          ([f"{results['exact_search_seconds']:.3f}"] if timed else [])]
   for name, value in results.items():
     if name.startswith("two_stage_"):
       rows.append([f"two-stage, {name.split('_')[-1]} list(s)", "-"] +
                   [f"{value[f'map@{k}']:.4f}" for k in ks] +
-                  [f"{value[f'precision@{k}']:.4f}" for k in ks])
+                  [f"{value[f'precision@{k}']:.4f}" for k in ks] +
+                  ([f"{value['seconds']:.3f}"] if timed else []))
   widths = [max(len(r[i]) for r in [header] + rows) for i in
             range(len(header))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ra_jax import data, models
+from ra_jax import data, files, losses, models
 from ra_jax.training import checkpoint, objective, optimizer
 from ra_jax.training import step as step_lib
 
@@ -36,6 +36,7 @@ class Experiment:
   total_steps: int
   tx: optax.GradientTransformation
   mesh: Mesh
+  loss: losses.LossSpec
 
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters (with the pretrained backbone if configured),
@@ -94,15 +95,13 @@ class Experiment:
 def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Everything but the state. Writes only few_shot_indices.json (once)."""
   source = _source(config)
-  train_split = source.splits[source.train_split]
-  labels = data.split_labels(train_split)
-  if config.dataset.shot:
-    chosen = data.few_shot_indices(labels, config.dataset.shot,
-                                   config.dataset.shot_seed)
-    data.save_few_shot_indices(
-        os.path.join(workdir, "few_shot_indices.json"), chosen,
-        {"shot": config.dataset.shot, "seed": config.dataset.shot_seed})
-    train_split, labels = data.SubsetSplit(train_split, chosen), labels[chosen]
+  loss = objective.spec_of(config.loss)
+  lists = tuple(config.eval.two_stage_lists)
+  if loss.anchors and not all(1 <= n <= source.num_classes for n in lists):
+    raise ValueError(f"eval.two_stage_lists {lists}: each must be in [1,"
+                     f" {source.num_classes}] (the classes of"
+                     f" {source.name!r})")
+  train_split, labels = _training_examples(config, source, workdir)
   batch = config.train.global_batch_size
   if batch % jax.device_count():
     raise ValueError(f"train.global_batch_size {batch} is not divisible by"
@@ -111,8 +110,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
                  max(1, config.train.epochs * len(train_split) // batch))
   model = models.get_model(
       config.model.name, embedding_dim=config.model.embedding_dim,
-      num_classes=source.num_classes,
-      class_params=objective.class_params_for(config.loss.name),
+      num_classes=source.num_classes, class_params=loss.class_params,
+      l2_normalize=loss.geometry == "sphere",
       dtype=getattr(jnp, config.model.dtype), **_backbone_kwargs(config))
   image_shape = (config.dataset.image_size, config.dataset.image_size,
                  source.image_shape[-1] if source.image_shape else 3)
@@ -122,7 +121,29 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   return Experiment(config=config, workdir=workdir, source=source,
                     train_split=train_split, train_labels=labels, model=model,
                     image_shape=image_shape, total_steps=total_steps, tx=tx,
-                    mesh=step_lib.data_mesh())
+                    mesh=step_lib.data_mesh(), loss=loss)
+
+
+def _training_examples(config, source: data.DatasetSource, workdir: str):
+  """The training records and their labels: the whole training split, its
+  few-shot selection (`dataset.shot`, saved to the work dir) or a
+  stratified subset (`dataset.train_examples`)."""
+  split = source.splits[source.train_split]
+  labels = data.split_labels(split)
+  shot, count = config.dataset.shot, config.dataset.get("train_examples", 0)
+  if shot and count:
+    raise ValueError("dataset.shot and dataset.train_examples both select"
+                     " training examples; set one of them to 0")
+  if shot:
+    chosen = data.few_shot_indices(labels, shot, config.dataset.shot_seed)
+    data.save_few_shot_indices(
+        os.path.join(workdir, "few_shot_indices.json"), chosen,
+        {"shot": shot, "seed": config.dataset.shot_seed})
+  elif count:
+    chosen = data.stratified_subset(labels, count, config.train.seed)
+  else:
+    return split, labels
+  return data.SubsetSplit(split, chosen), labels[chosen]
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -135,8 +156,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
   if differ:
     raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
-                     f" configuration ({workdir}/config.json); use a new"
-                     " --workdir")
+                     f" configuration ({workdir}/config.json); train in"
+                     " another work dir")
 
 
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -145,12 +166,8 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     return
-  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
-    os.replace(tmp, path)
+    files.write_text(path, config.to_json_best_effort(indent=1))
 
 
 def load_config_json(workdir: str) -> dict:
@@ -168,9 +185,12 @@ def config_of(workdir: str) -> ml_collections.ConfigDict:
 
 def _backbone_kwargs(config) -> dict:
   kwargs = {}
-  if config.model.width and config.model.name.startswith("resnet"):
+  name = config.model.name
+  if config.model.width and name.startswith(("resnet", "mlp")):
     kwargs["width"] = config.model.width
-  if config.model.name.startswith("vit"):
+  if config.model.get("depth", 0) and name.startswith(("vit", "mlp")):
+    kwargs["depth"] = config.model.depth
+  if name.startswith("vit"):
     kwargs["image_size"] = config.dataset.image_size
   return kwargs
 

@@ -2,12 +2,11 @@
 its database index, two-stage or exact search) and `write_grid` (a PNG of a
 query and its neighbours). `python -m ra_jax.search` is the CLI."""
 
-import os
-
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ra_jax import retrieval
+from ra_jax import files
+from ra_jax.distances import nearest
 from ra_jax.training import trained
 
 _TILE = 96  # pixels per image in the grid
@@ -31,7 +30,7 @@ class Searcher:
         image = image.convert("L" if channels == 1 else "RGB")
         array = np.asarray(image)
     except (OSError, ValueError) as error:
-      raise ValueError(f"--query {path}: not a readable image ({error})"
+      raise ValueError(f"query image {path}: not a readable image ({error})"
                        ) from error
     return array[..., None] if array.ndim == 2 else array
 
@@ -45,11 +44,11 @@ class Searcher:
     result = {"classes": []}
     two_stage = self.anchors is not None and not exact
     if two_stage and not 1 <= num_lists <= len(self.anchors):
-      raise ValueError(f"--num_lists {num_lists}: must be in [1,"
-                       f" {len(self.anchors)}]")
+      raise ValueError(f"num_lists={num_lists}: must be in [1,"
+                       f" {len(self.anchors)}] (the number of classes)")
     if self.anchors is not None:  # the very stage 1 the search runs
       shown = min(max(num_lists, 1), len(self.anchors))
-      dist, classes = retrieval.nearest_lists(query, self.anchors, shown)
+      dist, classes = nearest(query, self.anchors, shown)
       result["classes"] = [
           (int(c), float(np.sqrt(max(d, 0.0))))
           for c, d in zip(np.asarray(classes)[0], np.asarray(dist)[0])]
@@ -79,9 +78,7 @@ def write_grid(path: str, query: np.ndarray, neighbours: list[np.ndarray],
     grid.paste(image.convert("RGB").resize((_TILE, _TILE), Image.NEAREST),
                (i * _TILE, caption_height))
     draw.text((i * _TILE + 2, 1), caption[:16], fill="black")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  grid.save(tmp)
-  os.replace(tmp, path)
+  with files.atomic_write(path, "wb") as f:
+    grid.save(f, format="PNG")
 
 

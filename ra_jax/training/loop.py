@@ -5,9 +5,11 @@ config -> Experiment (data source, per-host grain pipeline, model, optimizer)
 metrics.jsonl, TensorBoard), periodic evaluation, checkpoints (state + data
 iterator) -> final evaluation -> `workdir/results.json`. Restarting with the
 same workdir resumes from the newest readable checkpoint.
+
+In a multi-process job, call `runtime.initialize(config.distributed)` first
+(`python -m ra_jax.train` does).
 """
 
-import json
 import math
 import os
 import time
@@ -16,9 +18,11 @@ from typing import Any
 import jax
 import ml_collections
 
+from ra_jax import files
 from ra_jax.training import checkpoint, evaluation, experiment, objective
 from ra_jax.training import runtime, writers
 from ra_jax.training import step as step_lib
+from ra_jax.training.throughput import Throughput
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,7 +32,6 @@ class NonFiniteLossError(RuntimeError):
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains, checkpoints, resumes, evaluates; returns the results dict."""
-  runtime.initialize(config.get("distributed", "auto"))
   runtime.log_start()
   wall_start = time.time()
   experiment.check_workdir(workdir, config)
@@ -36,9 +39,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   experiment.claim_workdir(workdir, config)
   train_step = step_lib.shard_step(step_lib.make_train_step(
       exp.model, exp.tx, objective.loss_fn(dict(config.loss))), exp.mesh)
-  periodic = (evaluation.Periodic(exp.model, exp.source, exp.augment,
-                                  config.eval)
-              if config.eval.get("every", 0) else None)
+  evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,
+                                          config.eval, exp.loss)
+               if config.eval.get("every", 0) else None)
 
   mngr = exp.checkpoints()
   iterator = iter(exp.train_pipeline())
@@ -52,54 +55,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   writer = writers.MetricWriter(workdir)
   bar = writers.progress_bar(start_step, exp.total_steps)
-  batch_size = config.train.global_batch_size
-  # images/s counts training only: from the end of the first step (after
-  # compilation), less the time spent in periodic evaluation and saves.
-  timer_start, timed_from, excluded, rate = None, start_step, 0.0, None
+  clock = Throughput(config.train.global_batch_size)
   for step in range(start_step, exp.total_steps):
-    batch = step_lib.global_batch(exp.mesh, next(iterator))
-    state, metrics = train_step(state, batch)
+    state, metrics = train_step(state,
+                                step_lib.global_batch(exp.mesh, next(iterator)))
     done = step + 1
-    if timer_start is None:
+    if not clock.started:  # the first step compiles: not training time
       jax.block_until_ready(metrics)
-      timer_start, timed_from = time.perf_counter(), done
-    scalars = {}
-    if done % config.train.log_every == 0 or done == exp.total_steps:
-      metrics = {k: float(v) for k, v in metrics.items()}  # waits for the step
-      if not all(math.isfinite(v) for v in metrics.values()):
-        raise NonFiniteLossError(
-            f"non-finite loss at step {done}: {metrics}; the last good"
-            f" checkpoint is step {mngr.latest_step()} in {mngr.directory}")
-      scalars.update({f"train/{k}": v for k, v in metrics.items()})
-      postfix = {k: f"{v:.4g}" for k, v in metrics.items()
-                 if k not in ("grad_norm", "min_anchor_distance",
-                              "mean_anchor_norm")}
-      if done > timed_from:
-        rate = (done - timed_from) * batch_size / (
-            time.perf_counter() - timer_start - excluded)
-        scalars["train/images_per_second"] = rate
-        postfix["img/s"] = f"{rate:.0f}"
-      bar.set_postfix(postfix, refresh=False)
+      clock.start(done)
     last = done == exp.total_steps
-    evaluate_now = periodic is not None and (
+    scalars = {}
+    if done % config.train.log_every == 0 or last:
+      scalars = _checked_scalars(metrics, done, mngr)
+      rate = clock.images_per_second(done)
+      if rate is not None:
+        scalars["train/images_per_second"] = rate
+      bar.set_postfix(_postfix(scalars, exp.loss.progress), refresh=False)
+    evaluate_now = evaluator is not None and (
         done % config.eval.every == 0 or last)
     if evaluate_now or last or mngr.should_save(done):
       jax.block_until_ready(state)  # the step's own time is training time
-    paused = time.perf_counter()
-    if evaluate_now:
-      scalars.update(periodic(state))
-    if scalars:
-      writer.write_scalars(done, scalars)
-    bar.update(1)
-    checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
-    excluded += time.perf_counter() - paused
+    with clock.paused():
+      if evaluate_now:
+        scalars.update(evaluator(state))
+      if scalars:
+        writer.write_scalars(done, scalars)
+      bar.update(1)
+      checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
+  rate = clock.images_per_second(exp.total_steps)
   mngr.wait_until_finished()
   bar.close()
 
-  results = {"dataset": exp.source.describe(), "steps": exp.total_steps,
-             **evaluation.evaluate(exp.model, state, exp.source, exp.augment,
-                                   config.eval,
-                                   apply=periodic and periodic.apply)}
+  results = evaluation.final_results(
+      exp, state, exp.total_steps, apply=evaluator and evaluator.apply)
   if rate is not None:
     results["train_images_per_second"] = rate
   results["run"] = {"seed": config.train.seed, "resumed_from": start_step,
@@ -107,13 +95,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     **runtime.environment()}
   writer.close()
   if runtime.is_writer():
-    write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 
-def write_json(path: str, payload: Any) -> None:
-  """Atomically: a reader never sees half a file."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=1)
-  os.replace(tmp, path)
+def _checked_scalars(metrics: dict, step: int, mngr) -> dict[str, float]:
+  """The step's metrics as floats under train/; a NonFiniteLossError naming
+  the step and the last good checkpoint if any is not finite."""
+  values = {k: float(v) for k, v in metrics.items()}  # waits for the step
+  if not all(math.isfinite(v) for v in values.values()):
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step}: {values}; the last good"
+        f" checkpoint is step {mngr.latest_step()} in {mngr.directory}")
+  return {f"train/{k}": v for k, v in values.items()}
+
+
+def _postfix(scalars: dict[str, float], terms: tuple[str, ...]
+             ) -> dict[str, str]:
+  """The progress bar's loss, the loss's own progress terms and images/s."""
+  shown = {name: scalars.get(f"train/{name}")
+           for name in ("loss",) + terms}
+  out = {k: f"{v:.4g}" for k, v in shown.items() if v is not None}
+  if "train/images_per_second" in scalars:
+    out["img/s"] = f"{scalars['train/images_per_second']:.0f}"
+  return out

@@ -1,8 +1,8 @@
 """optax optimizers with per-parameter rules.
 
 - Schedule: linear warm-up then cosine decay to 0 over the run.
-- Per-class parameters (anchors, centers, proxies, classifier rows: the
-  head's CLASS_PARAMS) get their own learning-rate multiplier
+- Per-class parameters (anchors, centers, proxies, classifier rows:
+  `models.is_class_parameter`) get their own learning-rate multiplier
   (`anchor_lr_mult`) and no weight decay: decaying anchors towards the origin
   would fight the minimum-norm term.
 - Weight decay applies to kernels only (not to biases or norm scales), as
@@ -15,16 +15,11 @@ from typing import Any, Mapping
 import jax
 import optax
 
-from ra_jax.models import CLASS_PARAMS
-
-
-def _keys(path) -> tuple:
-  return tuple(getattr(p, "key", None) for p in path)
+from ra_jax.models import is_class_parameter
 
 
 def _is_class_param(path) -> bool:
-  keys = _keys(path)
-  return len(keys) == 2 and keys[0] == "head" and keys[1] in CLASS_PARAMS
+  return is_class_parameter(tuple(getattr(p, "key", None) for p in path))
 
 
 def parameter_groups(params) -> Any:

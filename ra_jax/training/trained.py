@@ -9,23 +9,21 @@ from typing import Optional
 import jax
 import numpy as np
 
-from ra_jax import retrieval
+from ra_jax import files, retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.training import checkpoint, evaluation, experiment, runtime
-from ra_jax.training.loop import write_json
 
 
 class TrainedRun:
   """The model of `workdir` at its newest readable checkpoint.
 
   `config` defaults to the work dir's config.json; a given one must match it
-  in dataset, model and loss (`experiment.claim_workdir`)."""
+  in dataset, model and loss (`experiment.claim_workdir`). In a
+  multi-process job, call `runtime.initialize` first."""
 
   def __init__(self, workdir: str, config=None):
-    saved = experiment.config_of(workdir)
-    runtime.initialize((config or saved).get("distributed", "auto"))
     if config is None:
-      config = saved
+      config = experiment.config_of(workdir)
     else:
       experiment.claim_workdir(workdir, config)  # refuses another run's
     self.workdir = workdir
@@ -37,7 +35,8 @@ class TrainedRun:
                               " checkpoint")
     self.step, self.state, _ = restored
     self.variables = evaluation.variables_of(self.state)
-    self.anchors: Optional[np.ndarray] = evaluation.anchors_of(self.state)
+    self.anchors: Optional[np.ndarray] = evaluation.anchors_of(
+        self.state, self.exp.loss)
     self.apply = jax.jit(self.exp.model.apply)
     self.source = self.exp.source
 
@@ -74,7 +73,6 @@ class TrainedRun:
         database, progress="indexing the database" if progress else None)
     index = retrieval.Index.build(embeddings, labels, anchors=self.anchors)
     if runtime.is_writer():
-      os.makedirs(os.path.dirname(path), exist_ok=True)
       index.save(path)
     return index
 
@@ -83,13 +81,9 @@ def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
   """(checkpoint step, results) of the newest readable checkpoint, also
   written to `workdir/evaluation/step_<N>.json`."""
   run = TrainedRun(workdir, config)
-  exp = run.exp
-  results = {"dataset": exp.source.describe(), "steps": run.step,
-             **evaluation.evaluate(exp.model, run.state, exp.source,
-                                   exp.augment, exp.config.eval,
-                                   apply=run.apply)}
+  results = evaluation.final_results(run.exp, run.state, run.step,
+                                     apply=run.apply)
   if runtime.is_writer():
-    os.makedirs(os.path.join(workdir, "evaluation"), exist_ok=True)
-    write_json(os.path.join(workdir, "evaluation", f"step_{run.step}.json"),
-               results)
+    files.write_json(
+        os.path.join(workdir, "evaluation", f"step_{run.step}.json"), results)
   return run.step, results
