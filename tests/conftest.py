@@ -11,6 +11,12 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " +
                              _FLAG).strip()
 
+# Initialising a ResNet compiles a threefry draw per parameter; XLA:CPU
+# compiles the older, non-partitionable lowering about 3x faster (3.5 s
+# against 11 s for the test ResNet-18). Parameters are replicated, so the
+# lowering changes the random bits only; the subprocesses inherit it.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
+
 # Many tests compile the same tiny programs (the digits ResNet, its optimizer,
 # the search and metric kernels). A compilation cache shared by the test
 # session and the subprocesses it starts compiles each once.
@@ -19,3 +25,74 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
       prefix="ra_jax_test_jit_cache_")
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: end-to-end runs and subprocesses (deselect with"
+      " -m 'not slow' for a quick inner loop)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests that use a session-built directory (a trained run, a built
+  dataset) are slow. Under pytest-xdist a file lock lets the first worker
+  that needs one build it and the others wait for it (`_build_once`)."""
+  for item in items:
+    if {"shared_digits_run", "fashion_mnist_dir"} & set(item.fixturenames):
+      item.add_marker(pytest.mark.slow)
+
+
+def _shared_dir(tmp_path_factory, name: str) -> pathlib.Path:
+  """A directory every pytest-xdist worker of this session sees."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # the workers' common parent
+  return base / name
+
+
+def _build_once(path: pathlib.Path, marker: str, build) -> str:
+  """Runs `build(path)` unless another worker did; a lock serialises it."""
+  from filelock import FileLock
+  with FileLock(str(path) + ".lock"):
+    if not (path / marker).exists():
+      build(str(path))
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def shared_digits_run(tmp_path_factory) -> str:
+  """One tiny finished digits run (class anchor margin loss; see
+  tests/runs.py), trained once per session. Read it, never write to it."""
+  from ra_jax.training import loop
+  from tests import runs
+  return _build_once(
+      _shared_dir(tmp_path_factory, "shared_digits_cam"), "results.json",
+      lambda path: loop.train_and_evaluate(runs.tiny_config(), path))
+
+
+@pytest.fixture
+def digits_run(shared_digits_run, tmp_path) -> str:
+  """A private copy of the shared digits run, for tests that write."""
+  from tests import runs
+  return runs.copy_run(shared_digits_run, str(tmp_path / "digits_cam"))
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir(tmp_path_factory) -> str:
+  """A TFDS data dir with Fashion-MNIST built from Debian's files, once per
+  session; skips where the package is not installed (.ci/run installs it)."""
+  from ra_jax.data.builders import fashion_mnist_idx
+  if not os.path.isdir(fashion_mnist_idx.DEBIAN_DIR):
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get"
+                " install dataset-fashion-mnist; .ci/run installs it)")
+  from ra_jax import data
+
+  def build(path):
+    data.get_source("fashion_mnist", data_dir=path)
+    pathlib.Path(path, "built").touch()
+  return _build_once(_shared_dir(tmp_path_factory, "fashion_mnist_tfds"),
+                     "built", build)

@@ -3,10 +3,11 @@
 import contextlib
 import io
 import pathlib
-import os
 import re
 
 import pytest
+
+from tests import runs
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,10 +45,9 @@ def test_models_example_builds_anchors():
   assert namespace["anchors"].shape == (100, 128)
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="needs Debian's dataset-fashion-mnist (CI has it)")
-def test_data_example_gives_fashion_mnist_batches(tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+def test_data_example_gives_fashion_mnist_batches(fashion_mnist_dir,
+                                                  monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", fashion_mnist_dir)
   namespace = {}
   exec(compile(_block("data-example", "python"), "README.md", "exec"),
        namespace)
@@ -65,6 +65,7 @@ def test_retrieval_example_finds_same_class_neighbours():
   assert namespace["metrics"]["map"] > 0.9
 
 
+@pytest.mark.slow
 def test_main_command_trains_and_prints_results(tmp_path):
   """The README's main job (fewer epochs, another work dir) runs as shown."""
   import subprocess
@@ -75,8 +76,8 @@ def test_main_command_trains_and_prints_results(tmp_path):
   args = [a if not a.startswith("/tmp/") else str(tmp_path / "run")
           for a in args]
   result = subprocess.run(
-      [sys.executable, *args, "--config.train.epochs=3"], capture_output=True,
-      text=True, cwd=README.parent, timeout=600)
+      [sys.executable, *args, "--config.train.epochs=1"], capture_output=True,
+      text=True, cwd=README.parent, timeout=600, env=runs.cli_env(1))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "two-stage, 1 list(s)" in result.stdout
   assert "nearest-anchor accuracy" in result.stdout

@@ -1,6 +1,7 @@
 """python -m ra_jax.search on a trained digits work dir, end to end."""
 
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -9,19 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import digits
-from ra_jax.training import searcher as search
-from ra_jax.training import loop
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ra_jax.training import image_search as search
+from tests import runs
 
 
 def _cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return subprocess.run([sys.executable, "-m", "ra_jax.search", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=300)
+                        cwd=runs.ROOT, env=runs.cli_env(), capture_output=True,
+                        text=True, timeout=300)
 
 
 def _rows(stdout):
@@ -30,16 +26,9 @@ def _rows(stdout):
       r"^\s+\d+\s+(\d+)\s+(\S+)\s+([\d.]+)$", stdout, re.M)]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("digits_run")
-  config = digits.get_config("size=tiny")
-  config.train.steps = 6
-  loop.train_and_evaluate(config, str(path))
-  return path
-
-
-def test_query_image_two_stage_then_exact(workdir, tmp_path):
+@pytest.mark.slow
+def test_query_image_two_stage_then_exact(digits_run, tmp_path):
+  workdir = pathlib.Path(digits_run)
   from ra_jax import data
   test_split = data.get_source("digits").splits["test"]
   image = np.asarray(test_split[3]["image"])
@@ -49,7 +38,7 @@ def test_query_image_two_stage_then_exact(workdir, tmp_path):
              "--k", "5", "--num_lists", "2")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "indexing the database" in out.stderr  # first use builds the index
-  assert os.path.exists(workdir / "index" / "step_6.npz")
+  assert os.path.exists(workdir / "index" / f"step_{runs.SHARED_STEPS}.npz")
   classes = re.search(r"stage 1 nearest classes, kept 2: (\S+) \(",
                       out.stdout)
   kept = set(re.findall(r"(\S+) \([\d.]+\)", out.stdout.split(
@@ -77,14 +66,17 @@ def test_query_image_two_stage_then_exact(workdir, tmp_path):
   assert os.path.exists(tmp_path / "exact.png")
 
 
-def test_bad_queries_are_clear_errors(workdir, tmp_path):
-  out = _cli("--workdir", str(workdir), "--query", str(tmp_path / "no.png"))
-  assert out.returncode != 0 and "no.png: not a readable image" in out.stderr
+def test_bad_queries_are_clear_errors(digits_run, tmp_path):
+  searcher = search.Searcher(digits_run, progress=False)
+  with pytest.raises(ValueError, match="no.png: not a readable image"):
+    searcher.load_image(str(tmp_path / "no.png"))
   (tmp_path / "text.png").write_text("not an image")
-  out = _cli("--workdir", str(workdir), "--query", str(tmp_path / "text.png"))
-  assert "text.png: not a readable image" in out.stderr
-  out = _cli("--workdir", str(tmp_path / "empty"), "--query_index", "0")
-  assert out.returncode != 0 and "holds no run" in out.stderr
-  out = _cli("--workdir", str(workdir), "--query_index", "0",
-             "--num_lists", "11")
-  assert "--num_lists 11: must be in [1, 10]" in out.stderr
+  with pytest.raises(ValueError, match="text.png: not a readable image"):
+    searcher.load_image(str(tmp_path / "text.png"))
+  image = np.zeros((8, 8, 1), np.uint8)
+  with pytest.raises(ValueError, match=r"num_lists=11: must be in \[1, 10\]"):
+    searcher.search(image, k=5, num_lists=11, exact=False)
+  found = searcher.search(image, k=5, num_lists=11, exact=True)
+  assert len(found["ids"]) == 5  # exact search ignores the list count
+  with pytest.raises(FileNotFoundError, match="holds no run"):
+    search.Searcher(str(tmp_path / "empty"))

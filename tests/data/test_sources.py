@@ -95,12 +95,8 @@ def test_tiny_imagenet_missing_zip_says_where_to_put_it(tmp_path):
   assert not os.path.exists(tmp_path / "tfds" / "tiny_imagenet" / "1.0.0")
 
 
-@pytest.mark.skipif(
-    not os.path.isdir(fashion_mnist_idx.DEBIAN_DIR),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install"
-    " dataset-fashion-mnist; .ci/run installs it)")
-def test_fashion_mnist_builds_offline_from_debian_files(tmp_path):
-  source = data.get_source("fashion_mnist", data_dir=str(tmp_path))
+def test_fashion_mnist_builds_offline_from_debian_files(fashion_mnist_dir):
+  source = data.get_source("fashion_mnist", data_dir=fashion_mnist_dir)
   assert source.split_sizes == {"train": 60000, "test": 10000}
   assert source.class_names[0] == "T-shirt/top"
   assert source.image_shape == (28, 28, 1)

@@ -183,11 +183,11 @@ def test_blocked_repulsion_matches_dense_formula(num_classes):
     anchors = anchors.at[:40].multiply(0.05)  # one crowded corner
     anchors = anchors.at[-3:].set(anchors[-3:] * 0.0 + anchors[5])
     margin = jnp.asarray(0.4, jnp.float64)
-    repel, min_d = anchor_repulsion(anchors, margin)
-    grads = jax.grad(lambda a, m: anchor_repulsion(a, m)[0],
-                     argnums=(0, 1))(anchors, margin)
-    expected, expected_grads = jax.value_and_grad(
-        _dense_repulsion, argnums=(0, 1))(anchors, margin)
+    repel, min_d = jax.jit(anchor_repulsion)(anchors, margin)
+    grads = jax.jit(jax.grad(lambda a, m: anchor_repulsion(a, m)[0],
+                             argnums=(0, 1)))(anchors, margin)
+    expected, expected_grads = jax.jit(jax.value_and_grad(
+        _dense_repulsion, argnums=(0, 1)))(anchors, margin)
     np.testing.assert_allclose(repel, expected, rtol=1e-9)
     np.testing.assert_allclose(grads[0], expected_grads[0], rtol=1e-7,
                                atol=1e-9)
@@ -200,7 +200,8 @@ def test_blocked_repulsion_under_vmap_and_separated_anchors():
   from ra_jax.losses.anchor_repulsion import anchor_repulsion
   anchors = 10.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 400, 16))
   anchors = anchors.at[1, :50].multiply(0.01)
-  grads = jax.vmap(jax.grad(lambda a: anchor_repulsion(a, 1.0)[0]))(anchors)
+  grads = jax.jit(jax.vmap(jax.grad(lambda a: anchor_repulsion(a, 1.0)[0])))(
+      anchors)
   assert np.all(grads[0] == 0.0)  # separated: nothing to push
-  expected = jax.grad(_dense_repulsion)(anchors[1], 1.0)
+  expected = jax.jit(jax.grad(_dense_repulsion))(anchors[1], 1.0)
   np.testing.assert_allclose(grads[1], expected, rtol=1e-4, atol=1e-5)

@@ -84,8 +84,10 @@ def _inputs(seed, batch, classes, dim, num_params):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_values_match_reference(case, shape):
   e, y, params = _inputs(sum(shape), *shape, case.num_params)
-  got = case.fn(jnp.asarray(e, jnp.float32), jnp.asarray(y),
-                *[jnp.asarray(w, jnp.float32) for w in params])
+  # jitted: one compilation instead of one per primitive (eager calls are
+  # compared with jitted ones in test_jit_vmap_and_bfloat16)
+  got = jax.jit(case.fn)(jnp.asarray(e, jnp.float32), jnp.asarray(y),
+                         *[jnp.asarray(w, jnp.float32) for w in params])
   assert got.shape == (shape[0],)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, case.reference(e, y, *params), rtol=2e-4,
@@ -102,7 +104,7 @@ def test_gradients_match_reference(case, shape):
     return jnp.mean(case.fn(arrays[0], jnp.asarray(y), *arrays[1:]))
 
   with jax.enable_x64(True):
-    grads = jax.grad(total, argnums=tuple(range(len(args))))(
+    grads = jax.jit(jax.grad(total, argnums=tuple(range(len(args)))))(
         *[jnp.asarray(a, jnp.float64) for a in args])
   for k, (arg, grad) in enumerate(zip(args, grads)):
 
@@ -122,10 +124,11 @@ def test_masked_examples_contribute_nothing(case):
   e, y, params = _inputs(3, batch, classes, dim, case.num_params)
   where = np.arange(batch) % 3 != 0
   params = [jnp.asarray(w, jnp.float32) for w in params]
-  masked = case.fn(jnp.asarray(e, jnp.float32), jnp.asarray(y), *params,
-                   where=jnp.asarray(where))
-  subset = case.fn(jnp.asarray(e[where], jnp.float32), jnp.asarray(y[where]),
-                   *params)
+  fn = jax.jit(case.fn)
+  masked = fn(jnp.asarray(e, jnp.float32), jnp.asarray(y), *params,
+              where=jnp.asarray(where))
+  subset = fn(jnp.asarray(e[where], jnp.float32), jnp.asarray(y[where]),
+              *params)
   np.testing.assert_array_equal(masked[~where], 0.0)
   np.testing.assert_allclose(masked[where], subset, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
@@ -136,11 +139,11 @@ def test_masked_examples_contribute_nothing(case):
   # nor the gradients of the valid rows.
   poisoned = e.copy()
   poisoned[~where] = np.nan
-  grad_fn = jax.grad(lambda x: jnp.sum(case.fn(x, jnp.asarray(y), *params,
-                                                 where=jnp.asarray(where))))
+  grad_fn = jax.jit(jax.grad(lambda x: jnp.sum(case.fn(
+      x, jnp.asarray(y), *params, where=jnp.asarray(where)))))
   clean = grad_fn(jnp.asarray(e, jnp.float32))
-  dirty_values = case.fn(jnp.asarray(poisoned, jnp.float32), jnp.asarray(y),
-                         *params, where=jnp.asarray(where))
+  dirty_values = fn(jnp.asarray(poisoned, jnp.float32), jnp.asarray(y),
+                    *params, where=jnp.asarray(where))
   np.testing.assert_allclose(dirty_values[where], masked[where], rtol=1e-6)
   assert np.all(clean[~where] == 0.0)
 
@@ -192,9 +195,9 @@ def _degenerate_inputs(num_params, dim=4):
 def test_gradients_finite_in_degenerate_cases(case):
   for name, e, y, params in _degenerate_inputs(case.num_params):
     arrays = [jnp.asarray(a, jnp.float32) for a in [e, *params]]
-    value, grads = jax.value_and_grad(
+    value, grads = jax.jit(jax.value_and_grad(
         lambda *a: jnp.mean(case.fn(a[0], jnp.asarray(y), *a[1:])),
-        argnums=tuple(range(len(arrays))))(*arrays)
+        argnums=tuple(range(len(arrays)))))(*arrays)
     assert np.isfinite(value), name
     for grad in grads:
       assert np.all(np.isfinite(grad)), name

@@ -40,7 +40,8 @@ def test_parameter_counts_equal_the_reference_architectures(
 ])
 def test_output_shapes(name, size, features):
   model = models.get_model(name, embedding_dim=24, num_classes=7,
-                           class_params=("anchors", "kernel", "bias"))
+                           class_params={"anchors": "matrix",
+                                         "kernel": "matrix", "bias": "vector"})
   variables = _abstract_variables(model, size)
   out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, size, size, 3))),
                        variables)
@@ -51,6 +52,19 @@ def test_output_shapes(name, size, features):
   assert head["bias"].shape == (7,)
 
 
+def test_per_class_parameters_are_declared_not_guessed():
+  assert models.class_param_shapes(("anchors",)) == (("anchors", "matrix"),)
+  assert models.class_param_shapes({"bias": "vector"}) == (("bias", "vector"),)
+  with pytest.raises(ValueError, match="'bias': shape must be 'matrix' or"
+                     " 'vector', got 'row'"):
+    models.class_param_shapes({"bias": "row"})
+  with pytest.raises(ValueError, match="'projection' is taken by the head"):
+    models.class_param_shapes(("projection",))
+  assert models.is_class_parameter(("head", "bias"))
+  assert not models.is_class_parameter(("head", "projection"))
+  assert not models.is_class_parameter(("backbone", "bias"))
+
+
 def _tiny_resnet(**kw):
   return models.get_model("resnet18_cifar", width=8, embedding_dim=16,
                           num_classes=5, **kw)
@@ -59,19 +73,21 @@ def _tiny_resnet(**kw):
 def test_batchnorm_uses_batch_statistics_in_training_only():
   model = _tiny_resnet()
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3)) * 3 + 1
-  variables = model.init(jax.random.PRNGKey(0), x)
-  eval_out = model.apply(variables, x)
-  train_out, updates = model.apply(variables, x, train=True,
-                                   mutable=["batch_stats"])
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  evaluate = jax.jit(model.apply)  # one compilation, not one per op
+  train = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                           mutable=["batch_stats"]))
+  eval_out = evaluate(variables, x)
+  train_out, updates = train(variables, x)
   assert not np.allclose(eval_out, train_out, atol=1e-3)
   before = variables["batch_stats"]["backbone"]["bn1"]["mean"]
   after = updates["batch_stats"]["backbone"]["bn1"]["mean"]
   assert not np.allclose(before, after)
   # Eval mode is per-example: an example's output ignores the rest of the
   # batch; train mode is not.
-  np.testing.assert_allclose(model.apply(variables, x[:1]), eval_out[:1],
+  np.testing.assert_allclose(evaluate(variables, x[:1]), eval_out[:1],
                              rtol=1e-4, atol=1e-5)
-  one, _ = model.apply(variables, x[:2], train=True, mutable=["batch_stats"])
+  one, _ = train(variables, x[:2])
   assert not np.allclose(one[:1], train_out[:1], atol=1e-3)
 
 
@@ -80,9 +96,10 @@ def test_same_seed_same_model(name, size):
   kw = dict(width=8) if name.startswith("resnet") else {}
   model = models.get_model(name, embedding_dim=8, num_classes=3, **kw)
   x = jnp.ones((2, size, size, 3))
-  a = model.init(jax.random.PRNGKey(3), x)
-  b = model.init(jax.random.PRNGKey(3), x)
-  c = model.init(jax.random.PRNGKey(4), x)
+  init = jax.jit(model.init)  # one compilation for the three
+  a = init(jax.random.PRNGKey(3), x)
+  b = init(jax.random.PRNGKey(3), x)
+  c = init(jax.random.PRNGKey(4), x)
   for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(u, v)
   assert not np.allclose(a["params"]["head"]["anchors"],
@@ -94,7 +111,7 @@ def test_jitted_train_step_with_the_class_anchor_margin_loss():
   key = jax.random.PRNGKey(0)
   images = jax.random.normal(key, (10, 32, 32, 3))
   labels = jnp.arange(10) % 5
-  variables = model.init(key, images)
+  variables = jax.jit(model.init)(key, images)
   params, stats = variables["params"], variables["batch_stats"]
   tx = optax.sgd(0.05, momentum=0.9)
   opt_state = tx.init(params)
@@ -124,20 +141,23 @@ def test_bfloat16_forward(name, size):
   model = models.get_model(name, embedding_dim=8, num_classes=3,
                            dtype=jnp.bfloat16, **kw)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
-  variables = model.init(jax.random.PRNGKey(1), x)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(1), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   out = jax.jit(model.apply)(variables, x)
   assert out.dtype == jnp.bfloat16 and np.all(np.isfinite(out))
   full = models.get_model(name, embedding_dim=8, num_classes=3, **kw)
-  np.testing.assert_allclose(out.astype(jnp.float32), full.apply(variables, x),
+  np.testing.assert_allclose(out.astype(jnp.float32),
+                             jax.jit(full.apply)(variables, x),
                              rtol=0.1, atol=0.1)
 
 
 def test_vit_position_embeddings_follow_the_image_size():
   model = models.get_backbone("vit_ti8", image_size=32)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  jnp.zeros((1, 32, 32, 3)))
   assert variables["params"]["pos_embed"].shape == (1, 17, 192)
-  bigger = model.apply(variables, jnp.zeros((1, 64, 64, 3)))  # 8x8 grid
+  bigger = jax.jit(model.apply)(variables,
+                                jnp.zeros((1, 64, 64, 3)))  # 8x8 grid
   assert bigger.shape == (1, 192)
   pos = variables["params"]["pos_embed"]
   resized = models.interpolate_pos_embed(pos, (8, 8))
@@ -152,5 +172,4 @@ def test_unknown_names_list_the_known_ones():
     models.get_backbone("vit_s7")
   with pytest.raises(ValueError, match="per-class parameter 'centres'"):
     models.get_model("resnet18_cifar", width=8, embedding_dim=4, num_classes=2,
-                     class_params=("centres",)).init(
-                         jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+                     class_params={"centres": "tensor"})

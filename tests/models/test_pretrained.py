@@ -75,13 +75,15 @@ def test_backbone_goes_into_a_retrieval_model(tmp_path):
       torch_reference.ResNet((2, 2, 2, 2), False))
   path = _save(torch_model, tmp_path, "safetensors")
   model = models.get_model("resnet18", embedding_dim=8, num_classes=3)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  jnp.zeros((1, 64, 64, 3)))
   merged = pretrained.with_pretrained_backbone(
       variables, models.load_pretrained("resnet18", path))
   np.testing.assert_array_equal(
       merged["params"]["backbone"]["conv1"]["kernel"],
       torch_model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
-  assert model.apply(merged, jnp.zeros((2, 64, 64, 3))).shape == (2, 8)
+  assert jax.jit(model.apply)(merged, jnp.zeros((2, 64, 64, 3))).shape == (
+      2, 8)
 
 
 def test_wrong_architecture_names_the_differences(tmp_path):

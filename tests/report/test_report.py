@@ -9,23 +9,23 @@ import sys
 import numpy as np
 import pytest
 
-from configs import digits
+from ra_jax import retrieval
 from ra_jax.report import analysis
 from ra_jax.report import build
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import loop
+from tests import runs as test_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = test_runs.ROOT
 
 
 def test_precision_recall_on_a_known_ranking():
   # One query of class 0 at the origin; database distances 1..6 with
   # classes 0,1,0,1,1,0: relevant at ranks 1, 3, 6 -> precision 1, 2/3, 1/2.
   db = np.arange(1, 7, dtype=np.float32)[:, None]
-  curve = analysis.precision_recall(np.zeros((1, 1), np.float32),
-                                    np.array([0]), db,
-                                    np.array([0, 1, 0, 1, 1, 0]))
+  curve = retrieval.precision_recall(np.zeros((1, 1), np.float32),
+                                     np.array([0]), db,
+                                     np.array([0, 1, 0, 1, 1, 0]))
   # interpolated: max precision at recall >= r
   want = [1.0] * 4 + [2 / 3] * 3 + [0.5] * 4  # r = 0..0.3, 0.4..0.6, 0.7..1
   np.testing.assert_allclose(curve, want)
@@ -38,86 +38,107 @@ def test_projection_keeps_anchors_in_the_same_space():
   np.testing.assert_allclose(anchors, projected[:3])
 
 
-def _record(label, seed, value):
-  return runs_lib.RunRecord("w", "g/full", label, seed, {}, {
-      "exact": {"map": value, "map@100": value, "precision@10": value,
-                "precision@100": value}})
+def _record(loss, seed, value, group="g/full", variant=None):
+  name = runs_lib.loss_name({"name": loss})
+  return runs_lib.RunRecord(
+      "w", group, name + (f" [{variant}]" if variant else ""), seed, {}, {
+          "exact": {"map": value, "map@100": value, "precision@10": value,
+                    "precision@100": value}}, loss=loss, name=name,
+      variant=variant)
 
 
 def test_summary_and_verdict_say_who_wins():
   rows = runs_lib.summarise([_record("cam", 0, 0.8), _record("cam", 1, 0.82),
                              _record("ce", 0, 0.7), _record("ce", 1, 0.74)])
-  cam = next(r for r in rows["g/full"] if r.label == "cam")
+  cam = next(r for r in rows["g/full"] if r.loss == "cam")
+  assert cam.label == "class anchor margin"
   assert cam.mean["map"] == pytest.approx(0.81)
   assert cam.std["map"] == pytest.approx(np.std([0.8, 0.82], ddof=1))
-  assert "has the best mean mAP (0.8100), +0.0900 over the best baseline, ce" \
-      in runs_lib.verdict(rows["g/full"])
+  assert ("has the best mean mAP (0.8100), +0.0900 over the best baseline,"
+          " cross-entropy") in runs_lib.verdict(rows["g/full"])
   rows = runs_lib.summarise([_record("cam", 0, 0.6), _record("ce", 0, 0.7),
                              _record("triplet", 0, 0.65)])
-  assert ("does not win here: ce has the best mean mAP (0.7000), the class"
-          " anchor margin loss is ranked 3 of 3") in runs_lib.verdict(
-              rows["g/full"])
+  assert ("does not win here: cross-entropy has the best mean mAP (0.7000),"
+          " the class anchor margin loss is ranked 3 of 3") in (
+              runs_lib.verdict(rows["g/full"]))
 
 
 def test_tuning_table_compares_each_loss_at_its_best_setting():
-  def run(group, label, value):
-    record = _record(label, 0, value)
-    record.group = group
-    return record
-  runs = [run("f/full", "cam", 0.50), run("f/full", "ce", 0.55),
-          run("f/tuning", "cam@lr=0.1", 0.62), run("f/tuning", "ce@lr=0.1",
-                                                    0.58)]
+  runs = [_record("cam", 0, 0.50, "f/full"), _record("ce", 0, 0.55, "f/full"),
+          _record("cam", 0, 0.62, "f/tuning", "lr=0.1"),
+          _record("ce", 0, 0.58, "f/tuning", "lr=0.1")]
   lines = build._tuning_table(runs, runs_lib.summarise(runs))
   text = "\n".join(lines)
-  assert "| cam | 0.5000 | 0.6200 | 0.6200 (lr=0.1) |" in text
-  assert "| ce | 0.5500 | 0.5800 | 0.5800 (lr=0.1) |" in text
+  assert "| class anchor margin | 0.5000 | 0.6200 | 0.6200 (lr=0.1) |" in text
+  assert "| cross-entropy | 0.5500 | 0.5800 | 0.5800 (lr=0.1) |" in text
   assert ("the class anchor margin loss is best: 0.6200 (lr=0.1), +0.0400"
-          " over ce (0.5800)") in text
-  runs.append(run("f/tuning", "ce@emb=128", 0.70))
+          " over cross-entropy (0.5800)") in text
+  runs.append(_record("ce", 0, 0.70, "f/tuning", "emb=128"))
   text = "\n".join(build._tuning_table(runs, runs_lib.summarise(runs)))
-  assert "does not win: ce is best with 0.7000 (emb=128)" in text
+  assert "does not win: cross-entropy is best with 0.7000 (emb=128)" in text
   assert "ranked 2 of 2 with 0.6200 (lr=0.1, -0.0800)" in text
-  assert "Not every loss has every setting yet: cam 2, ce 3 runs." in text
-  runs.append(run("f/knobs", "margin=2", 0.66))
+  assert ("Not every loss has every setting yet: class anchor margin 2,"
+          " cross-entropy 3 runs.") in text
+  runs.append(_record("cam", 0, 0.66, "f/knobs", "margin=2"))
   text = "\n".join(build._knob_table(runs, runs_lib.summarise(runs)))
+  assert "| defaults (class anchor margin) | 0.5000 |" in text
   assert ("The best setting, margin=2 (0.6600), does not reach the best"
-          " baseline run with any setting, ce@emb=128 (0.7000, -0.0400)."
-          " The 1 knob run(s)") in text
+          " baseline run with any setting, cross-entropy [emb=128] (0.7000,"
+          " -0.0400). The 1 knob run(s)") in text
 
 
-def test_report_of_two_digits_runs(tmp_path):
-  for loss in ("cam", "ce"):
-    config = digits.get_config(f"size=tiny,loss={loss}")
-    config.train.steps = 4
-    config.eval.every = 2
-    config.eval.two_stage_lists = (1, 2)
-    loop.train_and_evaluate(config, str(tmp_path / "runs" / loss))
-  out = subprocess.run(
-      [sys.executable, "-m", "ra_jax.report", "--workdir",
-       str(tmp_path / "runs"), "--output", str(tmp_path / "RESULTS.md")],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=ROOT))
-  assert out.returncode == 0, out.stderr[-3000:]
+@pytest.mark.slow
+def test_report_of_two_digits_runs(digits_run, tmp_path):
+  runs_dir = tmp_path / "runs"
+  runs_dir.mkdir()
+  os.rename(digits_run, runs_dir / "cam")
+  ce_config = test_runs.tiny_config("ce")
+  ce_config.model.name, ce_config.model.width = "mlp", 32  # seconds, not 20
+  loop.train_and_evaluate(ce_config, str(runs_dir / "ce"))
+  build.write_report(str(runs_dir), str(tmp_path / "RESULTS.md"))
   report = (tmp_path / "RESULTS.md").read_text()
-  cam = json.load(open(tmp_path / "runs" / "cam" / "results.json"))
+  cam = json.load(open(runs_dir / "cam" / "results.json"))
+  ce = json.load(open(runs_dir / "ce" / "results.json"))
   assert "## digits/full" in report
-  assert f"{cam['exact']['map']:.4f}" in report  # numbers from the files
+  # numbers from the files, under the losses' full names
+  # one group, two models: labels name the model
+  for name, results in (("class anchor margin (resnet18_cifar)", cam),
+                        ("cross-entropy (mlp)", ce)):
+    value = f"{results['exact']['map']:.4f}"
+    assert (f"| {name} | 1 | {value} |" in report or
+            f"| {name} | 1 | **{value}** |" in report)  # bold: the best
   assert "class anchor margin loss" in report  # the verdict sentence
-  assert "## Two-stage vs exact search" in report
+  assert ("## Two-stage vs exact search (digits/full, class anchor margin"
+          " (resnet18_cifar))") in report
   assert "| two-stage | 2 | anchors |" in report
   for name in ("training_curves", "precision_recall", "projection",
                "example_queries"):
     assert (tmp_path / "RESULTS_figures" / f"{name}.png").stat().st_size > 0
     assert f"RESULTS_figures/{name}.png" in report
-  analysed = json.load(open(tmp_path / "runs" / "cam" / "analysis.json"))
+  analysed = json.load(open(runs_dir / "cam" / "analysis.json"))
   exact = analysed["search"][0]
-  # a subprocess on 1 device: ties of the barely trained model may reorder
+  # top-k search orders equidistant items by index, the full ranking counts
+  # ties against the query: duplicate digits may differ that little
   assert exact["map@100"] == pytest.approx(cam["exact"]["map@100"], abs=1e-3)
   assert len(analysed["precision_recall"]) == 11
-  assert "AMD" in report or "Hardware" in report
+  machine = cam["run"]["machine"]
+  assert (f"- Hardware: {machine['cpu']}, {machine['cpu_count']} cores"
+          in report)
 
+
+
+@pytest.mark.slow
+def test_report_cli_writes_a_report_or_says_why_not(shared_digits_run,
+                                                    tmp_path):
   empty = subprocess.run(
       [sys.executable, "-m", "ra_jax.report", "--workdir",
        str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=ROOT))
+      env=test_runs.cli_env())
   assert empty.returncode != 0 and "no finished run" in empty.stderr
+  out = subprocess.run(
+      [sys.executable, "-m", "ra_jax.report", "--workdir", shared_digits_run,
+       "--output", str(tmp_path / "R.md"), "--no-analyze"], cwd=ROOT,
+      capture_output=True, text=True, env=test_runs.cli_env(), timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"report written to {tmp_path / 'R.md'}" in out.stdout
+  assert "| class anchor margin | 1 |" in (tmp_path / "R.md").read_text()

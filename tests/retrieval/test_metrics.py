@@ -124,3 +124,60 @@ def test_ranking_metrics_agree_with_full_evaluation():
   missing[:, 5:] = -1  # no results past rank 5: not relevant
   assert evaluate_ranking(missing, ql, dl, ks=(10,))["precision@10"] < (
       ranked["precision@10"])
+
+
+def test_complete_rankings_give_every_metric_of_the_full_evaluation():
+  from ra_jax.retrieval import evaluate_ranking, exact_search
+  rng = np.random.default_rng(6)
+  db, q = rng.normal(size=(50, 3)), rng.normal(size=(9, 3))
+  dl, ql = rng.integers(0, 3, 50), rng.integers(0, 3, 9)
+  _, idx = exact_search(q, db, 50)
+  ranked = evaluate_ranking(idx, ql, dl, ks=(1, 5))
+  full = evaluate_retrieval(q, ql, db, dl, ks=(1, 5))
+  assert set(ranked) == set(full)
+  for name, value in full.items():
+    assert ranked[name] == pytest.approx(value, abs=1e-9), name
+  truncated = evaluate_ranking(np.asarray(idx)[:, :10], ql, dl, ks=(1, 5))
+  assert "map" not in truncated and "mrr" not in truncated
+  with pytest.raises(ValueError, match="k=20 exceeds the rankings' length"):
+    evaluate_ranking(np.asarray(idx)[:, :10], ql, dl, ks=(20,))
+
+
+def test_precision_recall_curve_against_a_naive_argsort():
+  from ra_jax.retrieval import RECALL_LEVELS, precision_recall
+  rng = np.random.default_rng(7)
+  db, q = rng.normal(size=(80, 2)), rng.normal(size=(12, 2))
+  dl, ql = rng.integers(0, 4, 80), rng.integers(0, 4, 12)
+  curves = []
+  for i in range(len(q)):
+    order = np.argsort(((db - q[i])**2).sum(1), kind="stable")
+    rel = dl[order] == ql[i]
+    hits = np.cumsum(rel)
+    precision = hits / np.arange(1, len(db) + 1)
+    recall = hits / rel.sum()
+    curves.append([precision[recall >= t - 1e-12].max() for t in RECALL_LEVELS])
+  np.testing.assert_allclose(precision_recall(q, ql, db, dl),
+                             np.mean(curves, axis=0), atol=1e-12)
+
+
+def test_nearest_anchor_accuracy_is_precision_at_1_against_the_anchors():
+  from ra_jax.retrieval import nearest_anchor_accuracy
+  rng = np.random.default_rng(8)
+  anchors = rng.normal(size=(5, 4))
+  q, ql = rng.normal(size=(40, 4)), rng.integers(0, 5, 40)
+  nearest = np.argmin(((q[:, None] - anchors[None])**2).sum(-1), axis=1)
+  assert nearest_anchor_accuracy(q, ql, anchors) == pytest.approx(
+      np.mean(nearest == ql))
+
+
+@pytest.mark.parametrize("args,message", [
+    ((np.zeros((3, 2)), [0, 1], np.zeros((4, 2)), [0] * 4),
+     r"query labels must have shape \(3,\)"),
+    ((np.zeros((3, 2)), [0] * 3, np.zeros((4, 2)), [0] * 5),
+     r"database labels must have shape \(4,\)"),
+    ((np.zeros((3, 2)), [0] * 3, np.zeros((4, 3)), [0] * 4),
+     "query embeddings have 2 dimensions, database embeddings 3"),
+])
+def test_mismatched_inputs_are_errors_not_truncations(args, message):
+  with pytest.raises(ValueError, match=message):
+    evaluate_retrieval(*args)

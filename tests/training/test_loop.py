@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 
 from configs import digits
-from ra_jax.training import loop
-
-
-def _tiny(**train):
-  config = digits.get_config("size=tiny")
-  for key, value in train.items():
-    setattr(config.train, key, value)
-  return config
+from ra_jax import data, losses, models
+from ra_jax.training import checkpoint, evaluation, experiment, loop
+from tests import runs
 
 
 def _tensorboard_tags(directory) -> set[str]:
@@ -37,41 +32,44 @@ def _tensorboard_tags(directory) -> set[str]:
   return tags
 
 
-def test_digits_tiny_run_writes_results(tmp_path):
-  config = _tiny()
-  config.eval.every = 2
-  results = loop.train_and_evaluate(config, str(tmp_path))
-  saved = json.load(open(tmp_path / "results.json"))
-  assert saved["steps"] == 3
+def test_digits_tiny_run_writes_results(shared_digits_run):
+  workdir = shared_digits_run
+  saved = json.load(open(os.path.join(workdir, "results.json")))
+  assert saved["steps"] == runs.SHARED_STEPS == 8
   for key in ("map", "map@10", "precision@10", "mrr"):
     assert 0.0 <= saved["exact"][key] <= 1.0
   assert saved["exact"]["num_queries"] == 450
-  assert "precision@10" in saved["two_stage_1"]
+  for lists in (1, 2):
+    assert set(saved[f"two_stage_{lists}"]) >= {
+        "precision@10", "map@100", "seconds"}
+  assert saved["exact_search_seconds"] > 0
   assert 0.0 <= saved["nearest_anchor_accuracy"] <= 1.0
-  assert results["exact"] == saved["exact"]
-  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [r["step"] for r in rows] == [1, 2, 3]
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == list(range(1, 9))
   assert all(math.isfinite(r["train/loss"]) for r in rows)
-  assert "eval/map@100" not in rows[0]  # every 2 steps and at the end
-  for row in rows[1:]:
-    assert 0.0 <= row["eval/map@100"] <= 1.0
-    assert 0.0 <= row["eval/nearest_anchor_accuracy"] <= 1.0
+  evaluated = [r["step"] for r in rows if "eval/map@100" in r]
+  assert evaluated == [4, 8]  # every 4 steps and at the end
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "8"]
+  for row in rows:
+    assert {"train/attract", "train/repel", "train/norm"} <= set(row)
   assert saved["train_images_per_second"] > 0
-  tags = _tensorboard_tags(tmp_path / "tensorboard")
+  assert rows[-1]["train/images_per_second"] == pytest.approx(
+      saved["train_images_per_second"], rel=0.2)
+  tags = _tensorboard_tags(os.path.join(workdir, "tensorboard"))
   # TensorBoard tags cannot hold "@"; tensorboardX writes "_".
   assert {"train/loss", "train/attract", "eval/map_100"} <= tags
-  assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == "cam"
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["loss"] == {"name": "cam", **losses.get_loss(
+      "cam").hyperparameters}
 
 
-def test_workdir_of_another_configuration_is_refused(tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path.parent)  # a relative --workdir, as users type
-  loop.train_and_evaluate(_tiny(), tmp_path.name)
-  before = open(tmp_path / "results.json").read()
-  other = _tiny()
+def test_workdir_of_another_configuration_is_refused(digits_run):
+  before = open(os.path.join(digits_run, "results.json")).read()
+  other = runs.tiny_config()
   other.loss.margin = 2.0
   with pytest.raises(ValueError, match="another loss configuration"):
-    loop.train_and_evaluate(other, str(tmp_path))
-  assert open(tmp_path / "results.json").read() == before
+    loop.train_and_evaluate(other, digits_run)
+  assert open(os.path.join(digits_run, "results.json")).read() == before
 
 
 def test_config_argument_errors_name_the_key():
@@ -84,22 +82,34 @@ def test_config_argument_errors_name_the_key():
   assert config.dataset.images_per_class == 4
 
 
-@pytest.mark.parametrize("name", ["cifar100", "svhn", "food101",
-                                  "fashion_mnist"])
-def test_every_catalogue_config_runs_its_tiny_variant_on_mock_data(
-    name, tmp_path):
+@pytest.mark.parametrize("name,query_split", [
+    ("cifar100", "test"), ("svhn", "test"), ("food101", "validation"),
+    ("fashion_mnist", "test")])
+def test_every_catalogue_config_builds_its_tiny_variant_on_mock_data(
+    name, query_split, tmp_path):
   import importlib
   import tensorflow_datasets as tfds
   config = importlib.import_module(f"configs.{name}").get_config("size=tiny")
   config.dataset.builder = "catalogue"
-  config.eval.ks = (1, 10)
   with tfds.testing.mock_data(num_examples=24, data_dir=str(tmp_path / "d")):
-    results = loop.train_and_evaluate(config, str(tmp_path / "run"))
-  assert results["steps"] == 3
-  assert 0.0 <= results["exact"]["map"] <= 1.0
+    exp = experiment.build(config, str(tmp_path / "run"))
+    batch = next(iter(exp.train_pipeline()))
+    queries = next(iter(data.eval_dataset(
+        exp.source.splits[query_split], exp.augment, batch_size=32,
+        process_index=0, process_count=1)))
+  assert exp.source.query_split == query_split
+  assert len(exp.train_split) == 24 and exp.total_steps == 3
+  size = config.dataset.image_size
+  assert batch["image"].shape == (16, size, size, exp.image_shape[-1])
+  # every query (Food-101's of any size) resized and cropped to the input
+  assert queries["image"].shape == (32, size, size, exp.image_shape[-1])
+  assert queries["mask"].sum() == 24
+  abstract = exp.abstract_state()  # the config's model fits its data
+  assert abstract.params["head"]["anchors"].shape == (
+      exp.source.num_classes, config.model.embedding_dim)
 
 
-def test_tiny_imagenet_config_runs_on_a_miniature_zip(tmp_path):
+def test_tiny_imagenet_config_builds_on_a_miniature_zip(tmp_path):
   from configs import tiny_imagenet
   from tests.data.test_sources import _miniature_tiny_imagenet
   manual = tmp_path / "manual"
@@ -108,22 +118,97 @@ def test_tiny_imagenet_config_runs_on_a_miniature_zip(tmp_path):
   config = tiny_imagenet.get_config("size=tiny")
   config.dataset.data_dir = str(tmp_path / "tfds")
   config.dataset.manual_dir = str(manual)
-  config.eval.ks = (1, 10)
-  results = loop.train_and_evaluate(config, str(tmp_path / "run"))
-  assert results["exact"]["num_queries"] == 200
+  exp = experiment.build(config, str(tmp_path / "run"))
+  batch = next(iter(exp.train_pipeline()))
+  assert exp.source.num_classes == 200 and len(exp.train_split) == 400
+  assert batch["image"].shape == (16, 32, 32, 3)
+  assert exp.source.split_sizes["validation"] == 200
 
 
-@pytest.mark.parametrize("arg", ["model=vit_s4", "loss=triplet", "loss=ce",
-                                 "shot=2"])
-def test_grid_arguments_run(arg, tmp_path):
-  config = digits.get_config(f"size=tiny,{arg}")
-  if arg == "model=vit_s4":
-    config.dataset.image_size = 8  # 8x8 digits, 2x2 patches of 4
-  results = loop.train_and_evaluate(config, str(tmp_path))
-  assert 0.0 <= results["exact"]["map"] <= 1.0
-  if arg == "shot=2":
-    saved = json.load(open(tmp_path / "few_shot_indices.json"))
-    assert len(saved["indices"]) == 20
+def _trained_params(config, workdir):
+  exp = experiment.build(config, workdir)
+  step, state, _ = checkpoint.restore_latest(exp.checkpoints(),
+                                             exp.abstract_state())
+  return step, state.params
+
+
+def test_model_argument_builds_a_vit(tmp_path):
+  config = digits.get_config("size=tiny,model=vit_s4")
+  config.dataset.image_size = 8  # 8x8 digits, 2x2 patches of 4
+  # One block: test_step.py trains it, sharded over 8 devices.
+  config.model.depth = 1
+  exp = experiment.build(config, str(tmp_path))
+  params = exp.abstract_state().params
+  blocks = [k for k in params["backbone"] if k.startswith("block")]
+  assert len(blocks) == 1
+  assert params["backbone"]["pos_embed"].shape == (1, 5, 384)
+
+
+@pytest.mark.slow
+def test_a_loss_without_anchors_trains_and_evaluates(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it
+  config = digits.get_config("size=tiny,loss=ce")
+  # the loss plumbing is under test, not the ResNet
+  config.model.name, config.model.width = "mlp", 32
+  results = loop.train_and_evaluate(config, "run")
+  step, params = _trained_params(config, "run")
+  assert step == 3 and 0.0 < results["exact"]["map"] <= 1.0
+  assert set(models.class_parameters(params)) == {"kernel", "bias"}
+  assert "nearest_anchor_accuracy" not in results  # no anchors, so
+  assert "two_stage_1" not in results  # no two-stage search either
+  logged = json.load(open(tmp_path / "run" / "results.json"))
+  assert logged["exact"] == results["exact"]
+  assert params["head"]["kernel"].shape == (10, 16)
+  assert params["head"]["bias"].shape == (10,)
+  assert "two-stage" not in evaluation.format_table(results)
+
+
+def test_pair_losses_get_class_balanced_batches(tmp_path):
+  config = digits.get_config("size=tiny,loss=triplet")
+  assert config.dataset.images_per_class == 4
+  exp = experiment.build(config, str(tmp_path))
+  labels = next(iter(exp.train_pipeline()))["label"]
+  assert sorted(np.bincount(labels)[np.bincount(labels) > 0]) == [4] * 4
+  assert exp.loss.describe(dict(config.loss.items())) == (
+      "triplet (mining=semi_hard)")
+
+
+def test_few_shot_runs_train_on_their_saved_selection(tmp_path):
+  config = digits.get_config("size=tiny,shot=2")
+  exp = experiment.build(config, str(tmp_path))
+  saved = json.load(open(tmp_path / "few_shot_indices.json"))
+  assert len(saved["indices"]) == len(exp.train_split) == 20
+  assert np.bincount(exp.train_labels).tolist() == [2] * 10
+
+
+def test_training_subset_is_stratified_and_excludes_few_shot(tmp_path):
+  config = digits.get_config("size=tiny")
+  config.dataset.train_examples = 100
+  exp = experiment.build(config, str(tmp_path))
+  assert len(exp.train_split) == 100
+  assert np.bincount(exp.train_labels, minlength=10).min() >= 9
+  assert not (tmp_path / "few_shot_indices.json").exists()
+  config.dataset.shot = 2
+  with pytest.raises(ValueError, match="dataset.shot and"
+                     " dataset.train_examples"):
+    experiment.build(config, str(tmp_path))
+
+
+def test_losses_on_the_sphere_embed_on_the_sphere(tmp_path):
+  for name, spec in losses.LOSSES.items():
+    exp = experiment.build(digits.get_config(f"size=tiny,loss={name}"),
+                           str(tmp_path))
+    assert exp.loss is spec
+    assert exp.model.head.l2_normalize == (spec.geometry == "sphere")
+
+
+def test_two_stage_list_counts_are_checked_before_training(tmp_path):
+  config = digits.get_config("size=tiny")
+  config.eval.two_stage_lists = (1, 20)
+  with pytest.raises(ValueError, match=r"eval.two_stage_lists \(1, 20\):"
+                     r" each must be in \[1, 10\]"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_missing_dataset_is_a_clear_error_and_writes_nothing(tmp_path):
@@ -136,7 +221,7 @@ def test_missing_dataset_is_a_clear_error_and_writes_nothing(tmp_path):
 
 
 def test_pretrained_backbone_starts_the_run(tmp_path):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   from safetensors.torch import save_file
   from tests.models import torch_reference
   from ra_jax.training import experiment
@@ -177,7 +262,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     return train_step
 
   monkeypatch.setattr(step_lib, "make_train_step", poisoned)
-  config = _tiny(steps=4, checkpoint_every=2)
+  config = runs.tiny_config(steps=4, checkpoint_every=2)
+  config.model.name, config.model.width = "mlp", 32  # the loop is under test
   with pytest.raises(loop.NonFiniteLossError,
                      match=r"step 3: .*'attract': .*'loss': nan.*last good"
                            r" checkpoint is step 2"):

@@ -5,15 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ra_jax import models
+from ra_jax import losses, models
 from ra_jax.training import objective, optimizer, step as step_lib
 
 
 def _model(name="resnet18_cifar", loss="cam", **kw):
-  extra = dict(width=4) if name.startswith("resnet") else dict(image_size=8)
+  extra = {"res": dict(width=4), "mlp": dict(width=16),
+           # one block: the sharded step is under test, not ViT-S's depth
+           "vit": dict(image_size=8, depth=1)}[name[:3]]
   return models.get_model(name, embedding_dim=8, num_classes=4,
-                          class_params=objective.class_params_for(loss),
+                          class_params=losses.get_loss(loss).class_params,
                           **extra, **kw)
 
 
@@ -30,15 +33,18 @@ def _config(**overrides):
 
 
 def _state(model, tx_config, total_steps=10, seed=0):
-  variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 3)))
-  tx = optimizer.make_optimizer(tx_config, total_steps, variables["params"])
-  return tx, step_lib.create_state(model, tx, jax.random.PRNGKey(seed),
-                                   (8, 8, 3))
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(seed),
+                          jnp.zeros((1, 8, 8, 3)))
+  tx = optimizer.make_optimizer(tx_config, total_steps, shapes["params"])
+  create = jax.jit(lambda rng: step_lib.create_state(model, tx, rng,
+                                                     (8, 8, 3)))
+  return tx, create(jax.random.PRNGKey(seed))
 
 
 def test_anchors_are_their_own_group_without_weight_decay():
-  model = _model()
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  model = _model("mlp")
+  params = jax.jit(model.init)(jax.random.PRNGKey(0),
+                               jnp.zeros((1, 8, 8, 3)))["params"]
   groups = optimizer.parameter_groups(params)
   assert groups["head"]["anchors"] == "class"
   assert groups["head"]["projection"]["kernel"] == "network"
@@ -61,8 +67,9 @@ def test_anchors_are_their_own_group_without_weight_decay():
 
 
 def test_anchor_learning_rate_multiplier_and_warmup():
-  model = _model()
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  model = _model("mlp")
+  params = jax.jit(model.init)(jax.random.PRNGKey(0),
+                               jnp.zeros((1, 8, 8, 3)))["params"]
   ones = jax.tree.map(jnp.ones_like, params)
   tx = optimizer.make_optimizer(_config(anchor_lr_mult=0.0), 10, params)
   updates, _ = tx.update(ones, tx.init(params), params)
@@ -82,19 +89,49 @@ def test_loss_dispatch_errors_name_the_problem():
     optimizer.make_optimizer(_config(name="lamb"), 10, {})
 
 
-@pytest.mark.parametrize("loss", list(objective.LOSSES))
-def test_every_loss_trains_a_step(loss):
-  config = {"name": loss}
-  model = _model(loss=loss)
+@pytest.mark.parametrize("loss", list(losses.LOSSES))
+def test_every_registered_loss_is_the_one_the_step_trains(loss):
+  """The step's loss is the registry's function of the model's embeddings
+  and its declared per-class parameters; its logged terms are the
+  registry's; the per-class parameters learn."""
+  spec = losses.get_loss(loss)
+  model = models.get_model("mlp", width=32, embedding_dim=8, num_classes=4,
+                           class_params=spec.class_params,
+                           l2_normalize=spec.geometry == "sphere")
   tx, state = _state(model, _config())
-  train_step = jax.jit(step_lib.make_train_step(model, tx,
-                                                objective.loss_fn(config)))
   batch = _batch()
-  for _ in range(3):
-    state, metrics = train_step(state, batch)
-  assert np.isfinite(metrics["loss"]) and int(state.step) == 3
-  if loss == "cam":
-    assert {"attract", "repel", "norm", "min_anchor_distance"} <= set(metrics)
+  params = state.params
+  embeddings = jax.jit(model.apply)({"params": params}, batch["image"])
+  class_params = models.class_parameters(params)
+  assert {k: v.shape for k, v in class_params.items()} == {
+      name: (4, 8) if shape == "matrix" else (4,)
+      for name, shape in spec.class_params.items()}
+  want = jax.jit(spec.fn)(embeddings, batch["label"],
+                          *(class_params[name] for name in spec.class_params)
+                          ).mean()
+  train_step = jax.jit(step_lib.make_train_step(
+      model, tx, objective.loss_fn({"name": loss, **spec.hyperparameters})))
+  new_state, metrics = train_step(state, batch)
+  np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)
+  terms = jax.jit(spec.logged_terms)(embeddings, batch["label"], class_params)
+  assert set(metrics) == {"loss", "grad_norm", *terms}
+  for name, value in terms.items():
+    np.testing.assert_allclose(metrics[name], value, rtol=1e-5)
+  if spec.geometry == "sphere":
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
+                               rtol=1e-5)
+  for name, value in models.class_parameters(new_state.params).items():
+    assert not np.allclose(value, class_params[name]), name
+  assert int(new_state.step) == 1
+
+
+def test_loss_config_sections_come_from_the_registry():
+  from configs import common
+  for name, spec in losses.LOSSES.items():
+    section = common.loss_config(name)
+    assert section.to_dict() == {"name": name, **spec.hyperparameters}
+    objective.spec_of(section)  # every default is accepted
+  assert tuple(common.ARG_KEYS["loss"]) == tuple(losses.LOSSES)
 
 
 @pytest.mark.parametrize("name", ["resnet18_cifar", "vit_ti4"])
@@ -104,9 +141,11 @@ def test_8_devices_take_the_same_step_as_1(name):
   loss = objective.loss_fn({"name": "cam"})
   batch = _batch(16)
   results = []
+  tx, initial = _state(model, _config(learning_rate=0.01, weight_decay=1e-4))
   for devices in (jax.devices()[:1], jax.devices()):
-    tx, state = _state(model, _config(learning_rate=0.01, weight_decay=1e-4))
     mesh = step_lib.data_mesh(devices)
+    state = jax.device_put(jax.tree.map(np.asarray, initial),  # donated below
+                           NamedSharding(mesh, P()))
     train_step = step_lib.shard_step(step_lib.make_train_step(model, tx, loss),
                                      mesh)
     losses = []

@@ -1,0 +1,78 @@
+"""The loss registry: each entry agrees with its function, and everything
+else derives from it."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ra_jax import losses
+
+
+def test_hyperparameters_are_read_from_the_signature():
+  cam = losses.get_loss("cam")
+  assert cam.hyperparameters == {"margin": losses.DEFAULT_MARGIN,
+                                 "min_norm": losses.DEFAULT_MIN_NORM,
+                                 "repel_weight": 1.0, "norm_weight": 1.0}
+  assert losses.get_loss("ce").hyperparameters == {}
+  assert losses.get_loss("triplet").hyperparameters["mining"] == "semi_hard"
+
+
+def test_every_entry_names_its_functions_class_parameters_in_order():
+  for spec in losses.LOSSES.values():
+    assert spec.geometry in ("l2", "sphere")
+    assert all(shape in ("matrix", "vector")
+               for shape in spec.class_params.values())
+  assert list(losses.get_loss("center").class_params) == [
+      "centers", "kernel", "bias"]
+  with pytest.raises(ValueError, match=r"must name center_loss's per-class"
+                     r" arguments \['centers', 'kernel', 'bias'\]"):
+    losses.LossSpec("bad", "bad", losses.center_loss, {"kernel": "matrix"})
+  with pytest.raises(ValueError, match="geometry must be one of"):
+    losses.LossSpec("bad", "bad", losses.contrastive_loss, geometry="cos")
+  with pytest.raises(ValueError, match="anchors 'centers' is not"):
+    losses.LossSpec("bad", "bad", losses.proxy_anchor_loss,
+                    {"proxies": "matrix"}, anchors="centers")
+
+
+def test_calling_an_entry_passes_class_parameters_by_name():
+  rng = np.random.default_rng(0)
+  e = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+  y = jnp.asarray([0, 1, 2, 0, 1, 2])
+  params = {"bias": jnp.arange(3.0), "kernel": jnp.ones((3, 3)),
+            "centers": jnp.zeros((3, 3))}
+  got = losses.get_loss("center")(e, y, params, center_weight=0.5)
+  want = losses.center_loss(e, y, params["centers"], params["kernel"],
+                            params["bias"], center_weight=0.5)
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match=r"'center' has no hyperparameter\(s\)"
+                     r" \['margin'\]; it takes: center_weight"):
+    losses.get_loss("center")(e, y, params, margin=1.0)
+  with pytest.raises(ValueError, match="unknown loss 'arc'; known: cam, ce"):
+    losses.get_loss("arc")
+
+
+def test_logged_terms_carry_no_gradient_and_skip_other_hyperparameters():
+  import jax
+  spec = losses.get_loss("cam")
+  e = jnp.ones((2, 2))
+  anchors = {"anchors": jnp.asarray([[0.0, 0.0], [3.0, 0.0]])}
+
+  def attract(e):
+    return spec.logged_terms(e, jnp.asarray([0, 1]), anchors,
+                             repel_weight=2.0, margin=1.0)["attract"]
+  assert float(attract(e)) > 0
+  np.testing.assert_array_equal(jax.grad(attract)(e), 0.0)
+  assert losses.get_loss("ce").logged_terms(e, jnp.asarray([0, 1]), {}) == {}
+
+
+def test_labels_name_losses_in_full_with_their_non_defaults():
+  assert losses.get_loss("ce").describe({}) == "cross-entropy"
+  cam = losses.get_loss("cam")
+  assert cam.describe(cam.hyperparameters) == "class anchor margin"
+  assert cam.describe({**cam.hyperparameters, "margin": 2.0}) == (
+      "class anchor margin (margin=2.0)")
+  triplet = losses.get_loss("triplet")
+  assert triplet.describe({"margin": 0.2, "mining": "hard"}) == (
+      "triplet (mining=hard)")
+  assert triplet.describe(triplet.hyperparameters) == (
+      "triplet (mining=semi_hard)")

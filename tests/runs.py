@@ -1,0 +1,54 @@
+"""Tiny trained runs for the tests, built once per test session.
+
+Training, even for 4 steps, compiles a ResNet; doing it once and sharing
+the work dir keeps the suite fast. Tests that write into a run (evaluate,
+search, report, damaged checkpoints) take a private copy (the `digits_run`
+fixture in conftest.py).
+"""
+
+import os
+import shutil
+
+from configs import digits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_STEPS = 8
+
+
+# The shared run on the command line: configs/digits.py:size=tiny plus these.
+TINY_OVERRIDES = (f"--config.train.steps={SHARED_STEPS}",
+                  "--config.train.checkpoint_every=4", "--config.eval.every=4",
+                  "--config.optim.learning_rate=0.01")
+
+
+def tiny_config(loss: str = "cam", **train):
+  """The shared run's configuration: digits, a width-8 ResNet-18, 8 steps
+  of 16 images at learning rate 0.01 (stable enough that runs on other
+  device counts stay within float rounding), checkpoints at steps 4 and 8,
+  subset evaluation at the same steps, two-stage search with 1 and 2 lists
+  (the default)."""
+  config = digits.get_config(f"size=tiny,loss={loss}")
+  config.train.steps = SHARED_STEPS
+  config.train.checkpoint_every = 4
+  config.eval.every = 4
+  config.optim.learning_rate = 0.01
+  for key, value in train.items():
+    setattr(config.train, key, value)
+  return config
+
+
+def copy_run(source: str, target: str) -> str:
+  """A copy of a finished run's work dir that can be changed freely."""
+  shutil.copytree(source, target)
+  return target
+
+
+def cli_env(devices: int = 1) -> dict:
+  """The environment of a CLI subprocess: CPU, `devices` fake devices, this
+  checkout importable, no multi-process variables."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+               "JAX_PROCESS_ID"):
+    env.pop(name, None)
+  return env
