@@ -17,9 +17,11 @@ def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
-  """sqrt(x) for x >= 0 whose gradient at 0 is 0 instead of inf/NaN."""
+  """sqrt(x) for x >= 0 whose gradient at 0 is 0 instead of inf/NaN. NaN
+  stays NaN (in the value and the gradient), so broken inputs show."""
   positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)),
+                   jnp.where(jnp.isnan(x), x, 0.0))
 
 
 def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:

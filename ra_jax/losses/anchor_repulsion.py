@@ -2,13 +2,14 @@
 
   R = 1/2 sum_{y != y'} max(0, 2m - ||c_y - c_y'||)^2 = sum_{y < y'} h_{yy'}^2
 
-Its cost, O(C^2 * D), dominates the loss once C exceeds the batch size, so it
-is written by hand rather than left to autodiff:
+Its cost, O(C^2 * D), dominates the loss once C exceeds the batch size, so its
+derivative is written by hand (a custom JVP, which reverse mode transposes)
+rather than left to autodiff:
 - forward: the pairwise distances are symmetric, so the anchors are cut into
   K row blocks and block i is multiplied only with anchors from its own start
   onwards: one (C/K, D) x (D, C - start) product per block, about (K+1)/2K of
   the full (C, C) product;
-- backward: a block contributes to the gradient only where some pair is closer
+- derivative: a block contributes to the gradient only where some pair is closer
   than 2m. Separated anchors, the usual state after the first steps of
   training, make every block's contribution zero, and `lax.cond` skips its
   matrix products. An active block's distances are recomputed rather than
@@ -74,23 +75,26 @@ def _forward(anchors, margin):
     hinge_sum = hinge_sum + jnp.sum(hinge)
     min_sq = jnp.minimum(min_sq, jnp.min(sq))
     active.append(jnp.any(hinge > 0))
-  return repel, jnp.sqrt(min_sq), jnp.stack(active), hinge_sum
+  # A non-finite anchor has no distance that is < 2m, so the hinges would
+  # hide it: say so in the values instead.
+  broken = ~jnp.all(jnp.isfinite(anchors))
+  repel = jnp.where(broken, jnp.nan, repel)
+  min_distance = jnp.where(broken, jnp.nan, jnp.sqrt(min_sq))
+  return repel, min_distance, jnp.stack(active), hinge_sum
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def anchor_repulsion(anchors: jax.Array,
                      margin: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(R, min_{y != y'} ||c_y - c_y'||) for anchors (C, D); see module doc.
 
   The minimum distance (inf for C = 1) is for logging and has no gradient.
+  Differentiable in both modes (grad, jvp, jacfwd, hessian): the JVP rule
+  is <dR/dc, t> with dR/dc from the blocked gradient below, which reverse
+  mode transposes.
   """
   repel, min_distance, _, _ = _forward(anchors, margin)
   return repel, min_distance
-
-
-def _fwd(anchors, margin):
-  repel, min_distance, active, hinge_sum = _forward(anchors, margin)
-  return (repel, min_distance), (anchors, active, hinge_sum, margin)
 
 
 def _repulsion_grad(anchors, active, margin):
@@ -123,15 +127,14 @@ def _repulsion_grad(anchors, active, margin):
   return grad
 
 
-def _bwd(residuals, cotangents):
-  anchors, active, hinge_sum, margin = residuals
-  g_repel, _ = cotangents
+@anchor_repulsion.defjvp
+def _jvp(primals, tangents):
+  anchors, margin = primals
+  t_anchors, t_margin = tangents
+  repel, min_distance, active, hinge_sum = _forward(anchors, margin)
   # Separated anchors (the usual state during training): no work at all.
   grad = jax.lax.cond(jnp.any(active),
                       lambda: _repulsion_grad(anchors, active, margin),
                       lambda: jnp.zeros_like(anchors))
-  g_margin = 4.0 * hinge_sum * g_repel  # dR/dm = sum_{y<y'} 2h * 2
-  return grad * g_repel, jnp.asarray(g_margin, jnp.result_type(margin))
-
-
-anchor_repulsion.defvjp(_fwd, _bwd)
+  t_repel = jnp.sum(grad * t_anchors) + 4.0 * hinge_sum * t_margin  # dR/dm
+  return (repel, min_distance), (t_repel, jnp.zeros_like(min_distance))

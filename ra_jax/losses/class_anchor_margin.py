@@ -25,6 +25,13 @@ DEFAULT_MARGIN = 1.0
 DEFAULT_MIN_NORM = 1.0
 
 
+def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight):
+  _common.check_hyperparameter("margin", margin, minimum=0.0, inclusive=False)
+  _common.check_hyperparameter("min_norm", min_norm, minimum=0.0)
+  _common.check_hyperparameter("repel_weight", repel_weight, minimum=0.0)
+  _common.check_hyperparameter("norm_weight", norm_weight, minimum=0.0)
+
+
 def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
   """Anchor-only terms: (repel, norm, min inter-anchor distance, norms)."""
   margin = jnp.asarray(margin, anchors.dtype)
@@ -44,6 +51,7 @@ def class_anchor_margin_loss(
     repel_weight: float = 1.0,
     norm_weight: float = 1.0,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Class anchor margin loss, one value per example.
 
@@ -62,27 +70,37 @@ def class_anchor_margin_loss(
 
   Inputs of any float dtype are computed in at least float32. Gradients are
   finite everywhere, including coincident anchors, anchors at the origin and
-  zero embeddings (the norm's gradient at 0 is taken as 0).
+  zero embeddings (the norm's gradient at 0 is taken as 0). Masked rows are
+  replaced before any arithmetic, so whatever they hold reaches neither the
+  values nor the gradients. A non-finite anchor makes every value NaN.
+  Forward- and reverse-mode differentiation both work (jvp, jacfwd, grad).
 
   Cost: O(B*D) for the attractor and O(C^2*D) for the repeller (one (C, D) x
   (D, C) matrix product), independent of the number of pairs in the batch.
 
+  Validation (docs/losses.md, "Bad input"): shapes, dtypes and
+  hyperparameter ranges always raise a ValueError naming the argument;
+  label ranges and non-finite inputs do so when the call is eager, and
+  under jit only with ``checks=True`` inside `jax.experimental.checkify`.
+
   Args:
     embeddings: (B, D) float embeddings.
-    labels: (B,) integer class ids in [0, C). Out-of-range ids are clamped by
-      the gather, as in every JAX indexing op; validate them upstream.
+    labels: (B,) integer class ids in [0, C).
     anchors: (C, D) float class anchors (learnable parameters).
     margin: m; anchors are pushed until every pair is >= 2m apart.
     min_norm: p; anchors with norm below p are pushed outward.
     repel_weight: w_R, weight of the repeller (1 in the paper).
     norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
     where: optional (B,) boolean mask of the examples that count.
+    checks: under jit, add `checkify` checks for label ranges and
+      non-finite inputs (run the function under `checkify.checkify`).
 
   Returns:
     (B,) per-example loss in the compute dtype (>= float32).
   """
+  _check_hyperparameters(margin, min_norm, repel_weight, norm_weight)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
-      embeddings, labels, "anchors", anchors, where)
+      embeddings, labels, "anchors", anchors, where, checks)
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
@@ -98,6 +116,7 @@ def class_anchor_margin_terms(
     margin: float = DEFAULT_MARGIN,
     min_norm: float = DEFAULT_MIN_NORM,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> dict[str, jax.Array]:
   """The loss's terms as scalars, for logging (unweighted).
 
@@ -106,8 +125,9 @@ def class_anchor_margin_terms(
   when C = 1) and ``mean_anchor_norm``. Same arguments as
   `class_anchor_margin_loss`.
   """
+  _check_hyperparameters(margin, min_norm, 1.0, 1.0)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
-      embeddings, labels, "anchors", anchors, where)
+      embeddings, labels, "anchors", anchors, where, checks)
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
@@ -125,4 +145,9 @@ def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:
 
   The classifier the anchors give for free; ties go to the lower class id.
   """
+  embeddings, anchors = jnp.asarray(embeddings), jnp.asarray(anchors)
+  if embeddings.ndim != 2:
+    raise ValueError(
+        f"`embeddings` must have shape (B, D), got {embeddings.shape}")
+  _common.check_class_matrix("anchors", anchors, embeddings.shape[1])
   return nearest(embeddings, anchors, 1)[1][:, 0]

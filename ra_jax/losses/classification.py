@@ -28,6 +28,7 @@ def softmax_cross_entropy_loss(
     bias: Optional[jax.Array] = None,
     *,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Softmax cross-entropy of a linear classifier on the embeddings, (B,).
 
@@ -41,12 +42,17 @@ def softmax_cross_entropy_loss(
     embeddings: (B, D) floats. labels: (B,) ints in [0, C).
     kernel: (C, D) classifier weights. bias: optional (C,).
     where: optional (B,) mask; masked examples give 0.
+    checks: see `class_anchor_margin_loss`.
   """
   embeddings, labels, kernel, valid = _common.prepare_class_batch(
-      embeddings, labels, "kernel", kernel, where)
+      embeddings, labels, "kernel", kernel, where, checks)
   logits = embeddings @ kernel.T
   if bias is not None:
-    logits = logits + jnp.asarray(bias, logits.dtype)
+    bias = jnp.asarray(bias)
+    if bias.shape != (kernel.shape[0],):
+      raise ValueError(f"`bias` must have shape ({kernel.shape[0]},) to match"
+                       f" `kernel` {kernel.shape}, got {bias.shape}")
+    logits = logits + bias.astype(logits.dtype)
   return _cross_entropy(logits, labels, valid)
 
 
@@ -59,6 +65,7 @@ def center_loss(
     *,
     center_weight: float = 0.01,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Softmax cross-entropy plus the center loss (Wen et al., ECCV 2016), (B,).
 
@@ -72,9 +79,14 @@ def center_loss(
   the softmax term keeps classes apart. Default lambda = 0.01 (our choice;
   the paper sweeps it and reports it as data-dependent).
   """
-  ce = softmax_cross_entropy_loss(embeddings, labels, kernel, bias, where=where)
+  _common.check_hyperparameter("center_weight", center_weight, minimum=0.0)
+  ce = softmax_cross_entropy_loss(embeddings, labels, kernel, bias,
+                                  where=where, checks=checks)
   embeddings, labels, centers, valid = _common.prepare_class_batch(
-      embeddings, labels, "centers", centers, where)
+      embeddings, labels, "centers", centers, where, checks)
+  if centers.shape[0] != jnp.shape(kernel)[0]:
+    raise ValueError(f"`centers` {centers.shape} and `kernel`"
+                     f" {jnp.shape(kernel)} must have one row per class each")
   pull = _common.half_squared_distance_to_class(embeddings, labels, centers)
   return ce + jnp.where(valid, center_weight * pull, 0.0)
 
@@ -87,6 +99,7 @@ def arcface_loss(
     scale: float = 30.0,
     margin: float = 0.5,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Additive angular margin loss (ArcFace; Deng et al., CVPR 2019), (B,).
 
@@ -105,10 +118,15 @@ def arcface_loss(
 
   Args:
     embeddings: (B, D). labels: (B,). weights: (C, D) class weight vectors.
-    scale: s. margin: m in radians. where: optional (B,) mask.
+    scale: s. margin: m in radians, in [0, pi). where: optional (B,) mask.
+    checks: see `class_anchor_margin_loss`.
   """
+  _common.check_hyperparameter("scale", scale, minimum=0.0, inclusive=False)
+  _common.check_hyperparameter("margin", margin, minimum=0.0)
+  if _common.concrete(margin) is not None and float(margin) >= math.pi:
+    raise ValueError(f"`margin` is an angle in [0, pi), got {margin}")
   embeddings, labels, weights, valid = _common.prepare_class_batch(
-      embeddings, labels, "weights", weights, where)
+      embeddings, labels, "weights", weights, where, checks)
   cosine = cosine_similarity_matrix(embeddings, weights)  # (B, C)
   target_cos = jnp.take_along_axis(cosine, labels[:, None], axis=1)[:, 0]
   sine = safe_sqrt(jnp.clip(1.0 - jnp.square(target_cos), 0.0, 1.0))

@@ -16,6 +16,7 @@ def contrastive_loss(
     negative_margin: float = 1.0,
     squared: bool = False,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Contrastive loss, one value per example, over every pair in the batch.
 
@@ -37,8 +38,14 @@ def contrastive_loss(
     negative_margin: m_-; negative pairs farther than this cost nothing.
     squared: use squared L2 distances.
     where: optional (B,) mask; masked examples give 0 and take part in no pair.
+    checks: see `class_anchor_margin_loss` (non-finite embeddings).
   """
-  embeddings, labels, valid = _common.prepare_batch(embeddings, labels, where)
+  _common.check_hyperparameter("positive_margin", positive_margin,
+                               minimum=0.0)
+  _common.check_hyperparameter("negative_margin", negative_margin,
+                               minimum=0.0, inclusive=False)
+  embeddings, labels, valid = _common.prepare_batch(embeddings, labels, where,
+                                                    checks)
   positive, negative = _common.pair_masks(labels, valid)
   distances = _common.batch_distances(embeddings, squared)
   pull = jnp.square(jnp.maximum(distances - positive_margin, 0.0))

@@ -26,6 +26,7 @@ def proxy_anchor_loss(
     scale: float = 32.0,
     margin: float = 0.1,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Proxy-anchor loss, a batch-level loss copied onto each example (B,).
 
@@ -45,10 +46,13 @@ def proxy_anchor_loss(
 
   Args:
     embeddings: (B, D). labels: (B,) ints in [0, C). proxies: (C, D).
-    scale: alpha. margin: delta. where: optional (B,) mask.
+    scale: alpha (> 0). margin: delta (>= 0). where: optional (B,) mask.
+    checks: see `class_anchor_margin_loss`.
   """
+  _common.check_hyperparameter("scale", scale, minimum=0.0, inclusive=False)
+  _common.check_hyperparameter("margin", margin, minimum=0.0)
   embeddings, labels, proxies, valid = _common.prepare_class_batch(
-      embeddings, labels, "proxies", proxies, where)
+      embeddings, labels, "proxies", proxies, where, checks)
   similarity = cosine_similarity_matrix(embeddings, proxies)  # (B, C)
   is_class = jax.nn.one_hot(labels, proxies.shape[0], dtype=bool)
   positive = is_class & valid[:, None]

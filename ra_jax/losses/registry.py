@@ -31,6 +31,8 @@ from ra_jax.losses.triplet import triplet_loss
 # before every search.
 Geometry = Literal["l2", "sphere"]
 GEOMETRIES = ("l2", "sphere")
+# Keyword-only arguments of every loss that are not hyperparameters.
+_NOT_HYPERPARAMETERS = ("where", "checks")
 # Shape of a per-class parameter: (C, D) or (C,).
 ClassParamShape = Literal["matrix", "vector"]
 
@@ -88,7 +90,7 @@ class LossSpec:
     """name -> default, from the signature of `fn`."""
     return {p.name: p.default
             for p in inspect.signature(self.fn).parameters.values()
-            if p.kind == p.KEYWORD_ONLY and p.name != "where"}
+            if p.kind == p.KEYWORD_ONLY and p.name not in _NOT_HYPERPARAMETERS}
 
   def check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
     """A ValueError naming the unknown names, if any."""
@@ -100,13 +102,13 @@ class LossSpec:
 
   def __call__(self, embeddings: jax.Array, labels: jax.Array,
                class_params: Mapping[str, jax.Array],
-               where: Optional[jax.Array] = None,
+               where: Optional[jax.Array] = None, *, checks: bool = False,
                **hyperparameters) -> jax.Array:
     """The per-example loss (B,), class parameters taken by name."""
     self.check_hyperparameters(hyperparameters)
     return self.fn(embeddings, labels,
                    *(class_params[name] for name in self.class_params),
-                   where=where, **hyperparameters)
+                   where=where, checks=checks, **hyperparameters)
 
   def logged_terms(self, embeddings: jax.Array, labels: jax.Array,
                    class_params: Mapping[str, jax.Array],

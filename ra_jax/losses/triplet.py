@@ -76,6 +76,7 @@ def triplet_loss(
     mining: Mining = "semi_hard",
     squared: bool = False,
     where: Optional[jax.Array] = None,
+    checks: bool = False,
 ) -> jax.Array:
   r"""Triplet margin loss with in-batch mining, one value per anchor (B,).
 
@@ -104,10 +105,13 @@ def triplet_loss(
     squared: use squared L2 distances.
     where: optional (B,) mask; masked examples give 0 and take part in no
       triplet.
+    checks: see `class_anchor_margin_loss` (non-finite embeddings).
   """
   if mining not in _PER_ANCHOR:
     raise ValueError(f"mining must be one of {MININGS}, got {mining!r}")
-  embeddings, labels, valid = _common.prepare_batch(embeddings, labels, where)
+  _common.check_hyperparameter("margin", margin, minimum=0.0)
+  embeddings, labels, valid = _common.prepare_batch(embeddings, labels, where,
+                                                    checks)
   positive, negative = _common.pair_masks(labels, valid)
   distances = _common.batch_distances(embeddings, squared)
   per_anchor = functools.partial(_PER_ANCHOR[mining], margin=margin)
