@@ -66,6 +66,9 @@ def exact_search(queries, db, k: int, *, query_chunk: int = 128,
   """
   queries = jnp.asarray(queries, jnp.float32)
   db = jnp.asarray(db, jnp.float32)
+  if db.ndim != 2 or queries.ndim != 2 or queries.shape[1] != db.shape[1]:
+    raise ValueError(f"queries (Q, D) and db (N, D) must share D, got"
+                     f" {queries.shape} and {db.shape}")
   if not 0 < k <= db.shape[0]:
     raise ValueError(f"k must be in [1, {db.shape[0]}], got {k}")
   if mesh is None:

@@ -36,13 +36,18 @@ class Index:
                                                          repr=False)
 
   def __post_init__(self):
-    self.embeddings = np.asarray(self.embeddings, np.float32)
-    self.ids = np.asarray(self.ids, np.int64)
+    self._normalise("Index")
+
+  def _normalise(self, where: str) -> None:
+    """float32 vectors and int64 ids/labels (given as integers, never
+    rounded from floats), then `_validate`."""
+    self.embeddings = _floats(where, "embeddings", self.embeddings)
+    self.ids = _integers(where, "ids", self.ids)
     if self.labels is not None:
-      self.labels = np.asarray(self.labels, np.int64)
+      self.labels = _integers(where, "labels", self.labels)
     if self.anchors is not None:
-      self.anchors = np.asarray(self.anchors, np.float32)
-    _validate(self, where="Index")
+      self.anchors = _floats(where, "anchors", self.anchors)
+    _validate(self, where=where)
 
   @classmethod
   def build(cls, embeddings, labels=None, *, anchors=None, ids=None,
@@ -57,18 +62,28 @@ class Index:
     return len(self.ids)
 
   def add(self, embeddings, labels=None, ids=None) -> None:
-    """Appends items (ids default to continuing after the largest id)."""
-    embeddings = np.asarray(embeddings, np.float32)
+    """Appends items (ids default to continuing after the largest id).
+    Nothing changes when the new items are invalid."""
+    embeddings = _floats("Index.add", "embeddings", embeddings)
+    if embeddings.ndim != 2 or embeddings.shape[1] != self.embeddings.shape[1]:
+      raise ValueError(f"Index.add: embeddings must be (n,"
+                       f" {self.embeddings.shape[1]}), got {embeddings.shape}")
     if ids is None:
       start = int(self.ids.max()) + 1 if len(self.ids) else 0
       ids = np.arange(start, start + len(embeddings))
     if (labels is None) != (self.labels is None):
-      raise ValueError("add: give labels exactly when the index has labels")
+      raise ValueError("Index.add: give labels exactly when the index has"
+                       " labels")
+    new = Index.__new__(Index)
+    new.embeddings, new.ids, new.labels = embeddings, ids, labels
+    new.anchors, new.list_source, new._lists = (self.anchors,
+                                                self.list_source, None)
+    new._normalise("Index.add")
     merged = Index(
-        embeddings=np.concatenate([self.embeddings, embeddings]),
-        ids=np.concatenate([self.ids, np.asarray(ids, np.int64)]),
+        embeddings=np.concatenate([self.embeddings, new.embeddings]),
+        ids=np.concatenate([self.ids, new.ids]),
         labels=None if labels is None else np.concatenate(
-            [self.labels, np.asarray(labels, np.int64)]),
+            [self.labels, new.labels]),
         anchors=self.anchors, list_source=self.list_source)
     self.embeddings, self.ids, self.labels = (merged.embeddings, merged.ids,
                                               merged.labels)
@@ -86,6 +101,13 @@ class Index:
   def search(self, queries, k: int, *, two_stage: bool = False,
              num_lists: int = 1, outside: two_stage_lib.Outside = "absent"):
     """(distances, ids), each (Q, k), nearest first; id -1 = no result."""
+    queries = _floats("Index.search", "queries", queries)
+    if queries.ndim != 2 or queries.shape[1] != self.embeddings.shape[1]:
+      raise ValueError(f"Index.search: queries must be (Q,"
+                       f" {self.embeddings.shape[1]}), got {queries.shape}")
+    if not 1 <= k <= len(self):
+      raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
+                       f" index's size), got {k}")
     if two_stage:
       if self.anchors is None:
         raise ValueError("two-stage search needs anchors in the index")
@@ -137,8 +159,32 @@ class Index:
     index.anchors = arrays.get("anchors")
     index.list_source = str(arrays["list_source"])
     index._lists = None
+    for name, want in (("embeddings", np.float32), ("ids", np.int64),
+                       ("labels", np.int64), ("anchors", np.float32)):
+      value = getattr(index, name)
+      if value is not None and value.dtype != want:
+        raise ValueError(f"{path}: field {name!r} must be {np.dtype(want)},"
+                         f" got {value.dtype}")
     _validate(index, where=path)
     return index
+
+
+def _floats(where: str, name: str, values) -> np.ndarray:
+  values = np.asarray(values)
+  if values.dtype.kind not in "fiu":
+    raise ValueError(f"{where}: {name} must be numbers, got dtype"
+                     f" {values.dtype}")
+  return values.astype(np.float32)
+
+
+def _integers(where: str, name: str, values) -> np.ndarray:
+  """int64 from integers only: a float id or label is an error, never
+  rounded (1.5 would silently become 1)."""
+  values = np.asarray(values)
+  if values.dtype.kind not in "iu" and values.size:
+    raise ValueError(f"{where}: {name} must be integers, got dtype"
+                     f" {values.dtype}")
+  return values.astype(np.int64)
 
 
 def _validate(index: Index, where: str) -> None:
@@ -152,13 +198,23 @@ def _validate(index: Index, where: str) -> None:
                      f" {index.ids.dtype} {index.ids.shape}")
   if len(np.unique(index.ids)) != len(index.ids):
     raise ValueError(f"{where}: ids are not unique")
+  if not np.all(np.isfinite(e)):
+    raise ValueError(f"{where}: embeddings hold NaN or inf in"
+                     f" {int(np.sum(~np.all(np.isfinite(e), axis=1)))} row(s)")
   if index.labels is not None and index.labels.shape != (len(e),):
     raise ValueError(f"{where}: labels must have shape ({len(e)},), got"
                      f" {index.labels.shape}")
+  if index.labels is not None and len(index.labels) and (
+      index.labels.min() < 0):
+    raise ValueError(f"{where}: labels must be class ids >= 0, got"
+                     f" {index.labels.min()}")
   if index.anchors is not None and (index.anchors.ndim != 2 or
-                                    index.anchors.shape[1] != e.shape[1]):
-    raise ValueError(f"{where}: anchors must be (C, {e.shape[1]}), got"
-                     f" {index.anchors.shape}")
+                                    index.anchors.shape[1] != e.shape[1] or
+                                    not len(index.anchors)):
+    raise ValueError(f"{where}: anchors must be (C, {e.shape[1]}) with C >="
+                     f" 1, got {index.anchors.shape}")
+  if index.anchors is not None and not np.all(np.isfinite(index.anchors)):
+    raise ValueError(f"{where}: anchors hold NaN or inf")
   if index.list_source not in ("labels", "anchors"):
     raise ValueError(f"{where}: list_source must be 'labels' or 'anchors',"
                      f" got {index.list_source!r}")

@@ -80,6 +80,11 @@ def ranks_from_rankings(indices: np.ndarray, query_labels: np.ndarray,
   if indices.ndim != 2 or len(indices) != len(query_labels):
     raise ValueError(f"indices must be (Q, K) with Q = {len(query_labels)}"
                      f" (the query labels), got {indices.shape}")
+  if indices.size and (indices.dtype.kind not in "iu" or indices.min() < -1
+                       or indices.max() >= len(db_labels)):
+    raise ValueError(f"indices must be database indices in [0,"
+                     f" {len(db_labels)}) or -1, got {indices.dtype} values in"
+                     f" [{indices.min()}, {indices.max()}]")
   relevant = (indices >= 0) & (
       db_labels[np.maximum(indices, 0)] == query_labels[:, None])
   positions = np.arange(1, indices.shape[1] + 1, dtype=np.float64)

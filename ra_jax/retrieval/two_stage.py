@@ -34,6 +34,12 @@ def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
   """Padded per-list index table (C, L_max): row c holds the database
   indices whose list id is c, ascending, then -1 padding."""
   db_lists = np.asarray(db_lists)
+  if db_lists.ndim != 1 or (db_lists.dtype.kind not in "iu" and
+                            db_lists.size):
+    raise ValueError(f"db_lists must be integer list ids (N,), got"
+                     f" {db_lists.dtype} {db_lists.shape}")
+  if not db_lists.size:
+    raise ValueError("db_lists is empty: the database has no items")
   total = int(db_lists.max()) + 1 if num_lists_total is None else (
       num_lists_total)
   if db_lists.min() < 0 or db_lists.max() >= total:
@@ -50,6 +56,9 @@ def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
 
 def build_lists(db, db_lists, num_lists_total: int) -> Lists:
   """`Lists` of a database (N, D) with list ids (N,) in [0, C)."""
+  if np.shape(db_lists) != np.shape(db)[:1]:
+    raise ValueError(f"db_lists must have shape ({np.shape(db)[0]},), one"
+                     f" list id per database item, got {np.shape(db_lists)}")
   index = jnp.asarray(list_table(db_lists, num_lists_total))
   return Lists(index, _gather_rows(scoring.augment_db(jnp.asarray(db, jnp.float32)),
                                    index))
@@ -160,7 +169,17 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
     (distances, indices), each (Q, k).
   """
   anchors = jnp.asarray(anchors, jnp.float32)
+  queries = jnp.asarray(queries, jnp.float32)
+  db = jnp.asarray(db, jnp.float32)
   num_classes = anchors.shape[0]
+  for name, array in (("queries", queries), ("anchors", anchors),
+                      ("db", db)):
+    if array.ndim != 2 or array.shape[1] != db.shape[-1]:
+      raise ValueError(f"{name} must be (n, {db.shape[-1]}) like db, got"
+                       f" {array.shape}")
+  if not 1 <= k <= db.shape[0]:
+    raise ValueError(f"k must be in [1, {db.shape[0]}] (the database size),"
+                     f" got {k}")
   if not 1 <= num_lists <= num_classes:
     raise ValueError(f"num_lists must be in [1, {num_classes}], got"
                      f" {num_lists}")
@@ -169,12 +188,13 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
   if method not in ("grouped", "gathered"):
     raise ValueError(f"method must be 'grouped' or 'gathered', got"
                      f" {method!r}")
-  queries = jnp.asarray(queries, jnp.float32)
-  db = jnp.asarray(db, jnp.float32)
   if lists is None:
     if db_lists is None:
       raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
     lists = build_lists(db, db_lists, num_classes)
+  elif lists.index.shape[0] != num_classes:
+    raise ValueError(f"lists hold {lists.index.shape[0]} lists, but there are"
+                     f" {num_classes} anchors")
   db_augmented = scoring.augment_db(db) if outside == "append" else None
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
