@@ -89,6 +89,8 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
       "log_every": log_every,
+      # Batches prepared ahead of the step, in as many input threads.
+      "prefetch_batches": 4,
   })
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,

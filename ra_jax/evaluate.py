@@ -10,13 +10,11 @@ match it in dataset, model and loss. Results go to
 as it is).
 """
 
-import sys
-
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ra_jax import cli
 from ra_jax.training import evaluation, experiment, runtime, trained
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
@@ -28,16 +26,13 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
-    config = _CONFIG.value or experiment.config_of(_WORKDIR.value)
-    runtime.initialize(config.get("distributed", "auto"))
-    step, results = trained.evaluate_workdir(_WORKDIR.value, _CONFIG.value)
-  except FileNotFoundError as error:  # no run, or no checkpoint: not a bug
-    sys.exit(f"ra_jax.evaluate: {error}")
+  config = _CONFIG.value or experiment.config_of(_WORKDIR.value)
+  runtime.initialize(config.get("distributed", "auto"))
+  step, results = trained.evaluate_workdir(_WORKDIR.value, _CONFIG.value)
   print(f"checkpoint step {step}")
   print(evaluation.format_table(results))
   print(f"results written to {_WORKDIR.value}/evaluation/step_{step}.json")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

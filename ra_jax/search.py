@@ -12,14 +12,13 @@ query and its neighbours (default `workdir/search/<query>.png`).
 """
 
 import os
-import sys
 from typing import Optional
 
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
+from ra_jax import cli
 from ra_jax.training import experiment, runtime
 from ra_jax.training import image_search
 
@@ -54,24 +53,22 @@ def main(argv) -> Optional[int]:
   del argv
   logging.set_verbosity(logging.WARNING)
   if not _QUERY.value and not _QUERY_INDEX.value:
-    sys.exit("ra_jax.search: give --query IMAGE or --query_index N")
+    cli.fail("give --query IMAGE or --query_index N")
   if _OUTPUT.value and len(_QUERY.value) + len(_QUERY_INDEX.value) > 1:
-    sys.exit("ra_jax.search: --output names one grid; give one query")
-  try:
-    runtime.initialize(experiment.config_of(_WORKDIR.value).get(
-        "distributed", "auto"))
-    searcher = image_search.Searcher(_WORKDIR.value)
-    queries = list(_queries(searcher))
-  except (FileNotFoundError, ValueError) as error:
-    sys.exit(f"ra_jax.search: {error}")
+    cli.fail("--output names one grid; give one query")
+  if _K.value < 1:
+    cli.fail(f"--k {_K.value}: give at least 1 neighbour")
+  runtime.initialize(experiment.config_of(_WORKDIR.value).get(
+      "distributed", "auto"))
+  searcher = image_search.Searcher(_WORKDIR.value)
+  if _K.value > len(searcher.index):
+    cli.fail(f"--k {_K.value}: the database has {len(searcher.index)}"
+             " images")
+  queries = list(_queries(searcher))
   print(f"checkpoint step {searcher.step}, database"
         f" '{searcher.source.database_split}' ({len(searcher.index)} images)")
   for name, image, true_label in queries:
-    try:
-      found = searcher.search(image, _K.value, _NUM_LISTS.value,
-                              _EXACT.value)
-    except ValueError as error:
-      sys.exit(f"ra_jax.search: {error}")
+    found = searcher.search(image, _K.value, _NUM_LISTS.value, _EXACT.value)
     print(f"\nquery {name}" + ("" if true_label is None else
                                  f" (label {searcher.class_name(true_label)})"))
     if found["classes"]:
@@ -84,14 +81,17 @@ def main(argv) -> Optional[int]:
       print(f"{rank:>4}  {i:>6}  {searcher.class_name(int(label)):<16}  {d:.4f}")
     path = _OUTPUT.value or os.path.join(_WORKDIR.value, "search",
                                          f"{name}.png")
+    shown = found["ids"][:image_search.MAX_TILES]
     neighbours = [np.asarray(searcher.database[int(i)]["image"])
-                  for i in found["ids"]]
+                  for i in shown]
     image_search.write_grid(path, image, neighbours, [
         f"{searcher.class_name(int(l))} {d:.2f}"
         for l, d in zip(found["labels"], found["distances"])])
-    print(f"grid written to {path}")
+    more = (f" (the first {len(shown)} of {len(found['ids'])})"
+            if len(shown) < len(found["ids"]) else "")
+    print(f"grid written to {path}{more}")
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,13 +4,13 @@
       [--config.train.epochs=5]
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ra_jax import cli
 from ra_jax.training import evaluation, runtime
-from ra_jax.training.loop import train_and_evaluate
+from ra_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/*.py file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics"
@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, errors=(NonFiniteLossError,))

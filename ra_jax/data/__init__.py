@@ -3,6 +3,8 @@ grain pipelines. Imports nothing from the trainer."""
 
 from ra_jax.data.augment import AugmentConfig
 from ra_jax.data.augment import preset
+from ra_jax.data.pipeline import batches
+from ra_jax.data.pipeline import DEFAULT_PREFETCH_BATCHES
 from ra_jax.data.pipeline import eval_dataset
 from ra_jax.data.pipeline import few_shot_indices
 from ra_jax.data.pipeline import save_few_shot_indices
@@ -17,8 +19,10 @@ from ra_jax.data.catalog import get_source
 from ra_jax.data.catalog import tfds_source
 
 __all__ = [
-    "ArraySplit", "AugmentConfig", "DatasetSource", "SubsetSplit",
-    "digits_source", "eval_dataset", "few_shot_indices", "get_source",
+    "ArraySplit", "AugmentConfig", "DEFAULT_PREFETCH_BATCHES", "DatasetSource",
+    "SubsetSplit",
+    "batches", "digits_source", "eval_dataset", "few_shot_indices",
+    "get_source",
     "preset", "save_few_shot_indices", "split_labels", "stratified_subset",
     "tfds_source",
     "train_dataset",

@@ -5,9 +5,8 @@ few-shot subsets.
 Training batches are {"image": float32 (b, S, S, C), "label": int32 (b,)};
 evaluation batches add "mask" (b,) bool and "index" (b,) int64 (the example's
 index in its split, -1 for padding). b is the per-host batch size. The
-iterators these datasets give (`iter(ds)`) have `get_state()` /
-`set_state()`, which the trainer checkpoints so a resumed run continues the
-same order.
+iterators `batches(ds)` gives have `get_state()` / `set_state()`, which the
+trainer checkpoints so a resumed run continues the same order.
 """
 
 import functools
@@ -25,6 +24,28 @@ from ra_jax.data import augment as augment_lib
 from ra_jax.data.source import RandomAccessSplit
 
 _AUGMENT_SEED_OFFSET = 0x5EED  # keeps augmentation draws apart from shuffling
+DEFAULT_PREFETCH_BATCHES = 4
+
+
+def batches(ds: grain.MapDataset,
+            prefetch_batches: int = DEFAULT_PREFETCH_BATCHES
+            ) -> grain.DatasetIterator:
+  """An iterator over the batches of `ds` (from `train_dataset` or
+  `eval_dataset`) that prepares at most `prefetch_batches` of them ahead, in
+  as many threads (no more than the host has cores); 0 prepares each batch
+  when it is asked for.
+
+  `iter(ds)` would use grain's defaults, 16 threads and 500 elements ahead:
+  here an element is a whole batch, so that is up to 500 batches in memory
+  (tens of GB at 224 px) and, for a short run, thousands of images augmented
+  for nothing while the threads compete with compilation for the cores.
+  """
+  if prefetch_batches < 0:
+    raise ValueError(f"prefetch_batches must be >= 0, got {prefetch_batches}")
+  threads = min(prefetch_batches, os.cpu_count() or 1)
+  options = grain.ReadOptions(num_threads=threads,
+                              prefetch_buffer_size=prefetch_batches)
+  return iter(ds.to_iter_dataset(options))
 
 
 def _process(process_index, process_count) -> tuple[int, int]:

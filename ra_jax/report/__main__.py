@@ -26,8 +26,9 @@ def main() -> int:
   output = args.output or os.path.join(args.workdir, "RESULTS.md")
   try:
     build.write_report(args.workdir, output, analyze=not args.no_analyze)
-  except (FileNotFoundError, ValueError) as error:
-    sys.exit(f"ra_jax.report: {error}")
+  except (OSError, ValueError) as error:  # the user's paths or files
+    from ra_jax import cli
+    cli.fail(cli.one_line(error))
   print(f"report written to {output}")
   return 0
 

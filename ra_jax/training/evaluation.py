@@ -25,8 +25,9 @@ def embed(apply: Callable, variables: Any, split, augment: data.AugmentConfig,
   with `apply(variables, images)` (jitted once by the caller). `progress`:
   show a progress bar with this description."""
   embeddings, labels = [], []
-  batches = data.eval_dataset(split, augment, batch_size=batch_size,
-                              process_index=0, process_count=1)
+  batches = data.batches(data.eval_dataset(
+      split, augment, batch_size=batch_size, process_index=0,
+      process_count=1))
   for batch in tqdm.tqdm(batches, desc=progress, unit="batch",
                          disable=progress is None):
     out = np.asarray(apply(variables, batch["image"]), np.float32)

@@ -6,6 +6,7 @@ agree on what a work dir holds.
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -92,20 +93,63 @@ class Experiment:
                               keep=train.keep_checkpoints)
 
 
+# (section, field, smallest allowed value, inclusive?) of numeric fields.
+_BOUNDS = (
+    ("train", "global_batch_size", 1, True), ("train", "epochs", 0, True),
+    ("train", "steps", 0, True), ("train", "checkpoint_every", 1, True),
+    ("train", "keep_checkpoints", 1, True), ("train", "log_every", 1, True),
+    ("optim", "learning_rate", 0, False), ("optim", "warmup_steps", 0, True),
+    ("optim", "weight_decay", 0, True), ("optim", "anchor_lr_mult", 0, True),
+    ("optim", "grad_clip", 0, True), ("model", "embedding_dim", 1, True),
+    ("model", "width", 0, True), ("dataset", "image_size", 1, True),
+    ("dataset", "shot", 0, True), ("dataset", "images_per_class", 0, True),
+    ("dataset", "train_examples", 0, True),
+    ("train", "prefetch_batches", 0, True), ("eval", "batch_size", 1, True),
+    ("eval", "every", 0, True),
+)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """ValueErrors naming the field for values no run can use, found before
+  anything is loaded or written."""
+  for section, field, low, inclusive in _BOUNDS:
+    value = config[section].get(field)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        not math.isfinite(value)) or (value < low if inclusive else
+                                      value <= low):
+      bound = f">= {low}" if inclusive else f"> {low}"
+      raise ValueError(f"{section}.{field}={value!r}: must be a number"
+                       f" {bound}")
+  if not config.train.steps and not config.train.epochs:
+    raise ValueError("train.steps and train.epochs are both 0: set one")
+  bad_ks = [k for k in config.eval.ks if not isinstance(k, int) or k < 1]
+  if bad_ks:
+    raise ValueError(f"eval.ks {tuple(config.eval.ks)}: cut-offs must be"
+                     " integers >= 1")
+  if config.model.dtype not in ("float32", "bfloat16", "float16"):
+    raise ValueError(f"model.dtype={config.model.dtype!r}: one of float32,"
+                     " bfloat16, float16")
+
+
 def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Everything but the state. Writes only few_shot_indices.json (once)."""
-  source = _source(config)
+  validate_config(config)
   loss = objective.spec_of(config.loss)
+  source = _source(config)
+  objective.check_values(loss, config.loss, source.num_classes,
+                         config.model.embedding_dim)
   lists = tuple(config.eval.two_stage_lists)
   if loss.anchors and not all(1 <= n <= source.num_classes for n in lists):
     raise ValueError(f"eval.two_stage_lists {lists}: each must be in [1,"
                      f" {source.num_classes}] (the classes of"
                      f" {source.name!r})")
-  train_split, labels = _training_examples(config, source, workdir)
   batch = config.train.global_batch_size
   if batch % jax.device_count():
     raise ValueError(f"train.global_batch_size {batch} is not divisible by"
                      f" the {jax.device_count()} devices")
+  train_split, labels = _training_examples(config, source, workdir)
   total_steps = (int(config.train.steps) if config.train.steps else
                  max(1, config.train.epochs * len(train_split) // batch))
   model = models.get_model(
@@ -148,7 +192,18 @@ def _training_examples(config, source: data.DatasetSource, workdir: str):
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """A work dir belongs to one configuration: refuses a config that differs
-  from the saved one in IDENTITY_KEYS. Writes nothing."""
+  from the saved one in IDENTITY_KEYS, and a path that cannot be one (a
+  file, a directory this process may not write). Writes nothing."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"work dir {workdir} is a file, not a directory")
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"work dir {workdir}: {existing} is a file, not a"
+                     " directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"work dir {workdir}: {existing} is not writable")
   if not os.path.exists(os.path.join(workdir, "config.json")):
     return
   saved = load_config_json(workdir)
@@ -160,11 +215,14 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
                      " another work dir")
 
 
-def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """`check_workdir`, then saves the config on first use (process 0)."""
+def claim_workdir(workdir: str, config: ml_collections.ConfigDict, *,
+                  update: bool = False) -> None:
+  """`check_workdir`, then saves the config on first use (process 0).
+  `update`: also when it exists (a resumed training run records the
+  settings it continues with, e.g. more epochs)."""
   check_workdir(workdir, config)
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
+  if os.path.exists(path) and not update:
     return
   if jax.process_index() == 0:
     files.write_text(path, config.to_json_best_effort(indent=1))

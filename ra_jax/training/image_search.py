@@ -10,6 +10,7 @@ from ra_jax.distances import nearest
 from ra_jax.training import trained
 
 _TILE = 96  # pixels per image in the grid
+MAX_TILES = 20  # neighbours a grid shows (k may be larger)
 
 
 class Searcher:
@@ -52,8 +53,8 @@ class Searcher:
       result["classes"] = [
           (int(c), float(np.sqrt(max(d, 0.0))))
           for c, d in zip(np.asarray(classes)[0], np.asarray(dist)[0])]
-    dist, ids = self.index.search(query, min(k, len(self.index)),
-                                  two_stage=two_stage, num_lists=num_lists)
+    dist, ids = self.index.search(query, k, two_stage=two_stage,
+                                  num_lists=num_lists)
     keep = ids[0] >= 0  # two-stage lists may hold fewer than k items
     result["ids"] = ids[0][keep]
     result["distances"] = np.sqrt(np.maximum(dist[0][keep], 0.0))
@@ -67,8 +68,9 @@ class Searcher:
 
 def write_grid(path: str, query: np.ndarray, neighbours: list[np.ndarray],
                captions: list[str]) -> None:
-  """The query, then its neighbours, left to right, each captioned."""
-  tiles = [query] + neighbours
+  """The query, then its first MAX_TILES neighbours, left to right, each
+  captioned."""
+  tiles = [query] + neighbours[:MAX_TILES]
   caption_height = 14
   grid = Image.new("RGB", (_TILE * len(tiles), _TILE + caption_height),
                    "white")

@@ -17,8 +17,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from ra_jax import files
+from ra_jax import data, files
 from ra_jax.training import checkpoint, evaluation, experiment, objective
 from ra_jax.training import runtime, writers
 from ra_jax.training import step as step_lib
@@ -36,7 +37,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   wall_start = time.time()
   experiment.check_workdir(workdir, config)
   exp = experiment.build(config, workdir)  # fails early on a missing dataset
-  experiment.claim_workdir(workdir, config)
+  experiment.claim_workdir(workdir, config, update=True)
   train_step = step_lib.shard_step(step_lib.make_train_step(
       exp.model, exp.tx, objective.loss_fn(dict(config.loss))), exp.mesh)
   evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,
@@ -44,7 +45,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                if config.eval.get("every", 0) else None)
 
   mngr = exp.checkpoints()
-  iterator = iter(exp.train_pipeline())
+  iterator = data.batches(exp.train_pipeline(),
+                          config.train.get("prefetch_batches",
+                                             data.DEFAULT_PREFETCH_BATCHES))
   restored = checkpoint.restore_latest(mngr, exp.abstract_state())
   if restored is None:
     start_step, state = 0, exp.init_state()
@@ -57,8 +60,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   bar = writers.progress_bar(start_step, exp.total_steps)
   clock = Throughput(config.train.global_batch_size)
   for step in range(start_step, exp.total_steps):
-    state, metrics = train_step(state,
-                                step_lib.global_batch(exp.mesh, next(iterator)))
+    batch = next(iterator)
+    _check_labels(batch["label"], exp.source.num_classes, step + 1)
+    state, metrics = train_step(state, step_lib.global_batch(exp.mesh, batch))
     done = step + 1
     if not clock.started:  # the first step compiles: not training time
       jax.block_until_ready(metrics)
@@ -97,6 +101,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if runtime.is_writer():
     files.write_json(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def _check_labels(labels, num_classes: int, step: int) -> None:
+  """Labels outside [0, C) would silently train another class (a gather
+  clamps); the host sees them before the device does."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"step {step}: the training data has labels from"
+                     f" {labels.min()} to {labels.max()}, outside [0,"
+                     f" {num_classes}) (the dataset's classes)")
 
 
 def _checked_scalars(metrics: dict, step: int, mngr) -> dict[str, float]:

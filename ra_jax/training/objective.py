@@ -22,6 +22,25 @@ def spec_of(config: Mapping[str, Any]) -> losses.LossSpec:
   return spec
 
 
+def check_values(spec: losses.LossSpec, config: Mapping[str, Any],
+                 num_classes: int, dim: int) -> None:
+  """Traces the loss once (shapes only, nothing compiled or computed) with
+  the configured hyperparameters as Python numbers, which the loss checks
+  while tracing: a value out of range is a ValueError naming it before a
+  run starts (inside the jitted step they are baked in, unchecked)."""
+  embeddings = jax.ShapeDtypeStruct((2, dim), jnp.float32)
+  labels = jax.ShapeDtypeStruct((2,), jnp.int32)
+  class_params = {name: jax.ShapeDtypeStruct(
+      (num_classes, dim) if shape == "matrix" else (num_classes,),
+      jnp.float32) for name, shape in spec.class_params.items()}
+  hyperparameters = _hyperparameters(config)
+  try:
+    jax.eval_shape(lambda e, l, c: spec(e, l, c, **hyperparameters),
+                   embeddings, labels, class_params)
+  except ValueError as error:
+    raise ValueError(f"loss {spec.name!r}: {error}") from error
+
+
 def _hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in config.items() if k != "name"}
 
