@@ -31,19 +31,43 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 
+def _whole_array_checkpoint_saves():
+  """With 8 fake devices every replicated array is saved replica-parallel:
+  orbax slices it 8 ways (136 slice compilations and ~3 s per save of the
+  tiny test model). One replica writes each array instead, as on a single
+  real device; the files are the same."""
+  import jax
+  import orbax.checkpoint as ocp
+  current = ocp.type_handlers.get_type_handler(jax.Array)
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          use_replica_parallel=False,
+          array_metadata_store=current._array_metadata_store),
+      override=True)
+
+
+_whole_array_checkpoint_saves()
+
+
 def pytest_configure(config):
   config.addinivalue_line(
-      "markers", "slow: end-to-end runs and subprocesses (deselect with"
-      " -m 'not slow' for a quick inner loop)")
+      "markers", "slow: end-to-end runs, subprocesses, and tests that"
+      " compile a whole model or training step (over ~3.5 s on 2 cores);"
+      " deselect with -m 'not slow' for a quick inner loop")
 
 
 def pytest_collection_modifyitems(config, items):
   """Tests that use a session-built directory (a trained run, a built
   dataset) are slow. Under pytest-xdist a file lock lets the first worker
-  that needs one build it and the others wait for it (`_build_once`)."""
+  that needs one build it and the others wait for it (`_build_once`).
+
+  Slow tests run first (stable order otherwise): pytest-xdist hands out
+  tests in this order, and a long test started last leaves the other
+  workers idle at the end."""
   for item in items:
     if {"shared_digits_run", "fashion_mnist_dir"} & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _shared_dir(tmp_path_factory, name: str) -> pathlib.Path:

@@ -1,9 +1,12 @@
 """Tiny trained runs for the tests, built once per test session.
 
-Training, even for 4 steps, compiles a ResNet; doing it once and sharing
-the work dir keeps the suite fast. Tests that write into a run (evaluate,
-search, report, damaged checkpoints) take a private copy (the `digits_run`
-fixture in conftest.py).
+Training, even for a few steps, compiles the model, its optimizer and the
+evaluation; doing it once and sharing the work dir keeps the suite fast.
+The shared run uses the MLP backbone: what these tests check (checkpoints,
+resumption, processes, evaluation, search, the report) does not depend on
+the backbone, and the ResNet trains end to end in the README test. Tests
+that write into a run (evaluate, search, report, damaged checkpoints) take a
+private copy (the `digits_run` fixture in conftest.py).
 """
 
 import os
@@ -16,18 +19,20 @@ SHARED_STEPS = 8
 
 
 # The shared run on the command line: configs/digits.py:size=tiny plus these.
-TINY_OVERRIDES = (f"--config.train.steps={SHARED_STEPS}",
+TINY_OVERRIDES = ("--config.model.name=mlp", "--config.model.width=32",
+                  f"--config.train.steps={SHARED_STEPS}",
                   "--config.train.checkpoint_every=4", "--config.eval.every=4",
                   "--config.optim.learning_rate=0.01")
 
 
 def tiny_config(loss: str = "cam", **train):
-  """The shared run's configuration: digits, a width-8 ResNet-18, 8 steps
+  """The shared run's configuration: digits, a width-32 MLP, 8 steps
   of 16 images at learning rate 0.01 (stable enough that runs on other
   device counts stay within float rounding), checkpoints at steps 4 and 8,
   subset evaluation at the same steps, two-stage search with 1 and 2 lists
   (the default)."""
   config = digits.get_config(f"size=tiny,loss={loss}")
+  config.model.name, config.model.width = "mlp", 32
   config.train.steps = SHARED_STEPS
   config.train.checkpoint_every = 4
   config.eval.every = 4

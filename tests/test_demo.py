@@ -1,8 +1,11 @@
 """The README's main command: the digits demo really learns."""
 
+import pytest
+
 from ra_jax import demo
 
 
+@pytest.mark.slow
 def test_demo_learns_digits():
   results = demo.run(steps=200, embedding_dim=16, seed=0)
   assert results["nearest_anchor_accuracy"] > 0.9

@@ -20,6 +20,7 @@ def _block(marker: str, language: str) -> str:
   return match.group(1)
 
 
+@pytest.mark.slow
 def test_api_example_trains_a_separable_embedding():
   namespace = {}
   out = io.StringIO()
@@ -38,6 +39,7 @@ def test_setup_commands_are_single_lines_using_the_constraints():
     assert "-c constraints.txt" in command
 
 
+@pytest.mark.slow
 def test_models_example_builds_anchors():
   namespace = {}
   exec(compile(_block("models-example", "python"), "README.md", "exec"),

@@ -71,6 +71,7 @@ def test_finite_gradients_for_coincident_and_zero_anchors():
     assert np.all(np.isfinite(g))
 
 
+@pytest.mark.slow
 def test_gradient_descent_separates_anchors_and_pulls_embeddings():
   # The loss does what it is for: from near-collapsed anchors, plain gradient
   # descent reaches anchors >= 2m apart, norms >= p, embeddings on anchors.
@@ -111,6 +112,7 @@ def _batch(seed, batch=32, classes=7, dim=6):
           jax.random.normal(k3, (classes, dim)))
 
 
+@pytest.mark.slow
 def test_sharded_jit_on_8_devices_equals_one_device():
   assert jax.device_count() == 8, "tests/conftest.py asks for 8 CPU devices"
   e, y, anchors = _batch(4)
@@ -135,6 +137,7 @@ def test_sharded_jit_on_8_devices_equals_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pmap_matches_per_shard_computation():
   e, y, anchors = _batch(5, batch=64)
   fn = lambda e, y, c: losses.class_anchor_margin_loss(e, y, c)

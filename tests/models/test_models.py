@@ -70,6 +70,7 @@ def _tiny_resnet(**kw):
                           num_classes=5, **kw)
 
 
+@pytest.mark.slow
 def test_batchnorm_uses_batch_statistics_in_training_only():
   model = _tiny_resnet()
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3)) * 3 + 1
@@ -91,6 +92,7 @@ def test_batchnorm_uses_batch_statistics_in_training_only():
   assert not np.allclose(one[:1], train_out[:1], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("resnet18_cifar", 32), ("vit_ti4", 32)])
 def test_same_seed_same_model(name, size):
   kw = dict(width=8) if name.startswith("resnet") else {}
@@ -106,6 +108,7 @@ def test_same_seed_same_model(name, size):
                          c["params"]["head"]["anchors"])
 
 
+@pytest.mark.slow
 def test_jitted_train_step_with_the_class_anchor_margin_loss():
   model = _tiny_resnet()
   key = jax.random.PRNGKey(0)
@@ -135,6 +138,7 @@ def test_jitted_train_step_with_the_class_anchor_margin_loss():
   assert np.isfinite(loss) and loss < 0.5 * first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("resnet18_cifar", 32), ("vit_ti4", 32)])
 def test_bfloat16_forward(name, size):
   kw = dict(width=8) if name.startswith("resnet") else {}
@@ -151,6 +155,7 @@ def test_bfloat16_forward(name, size):
                              rtol=0.1, atol=0.1)
 
 
+@pytest.mark.slow
 def test_vit_position_embeddings_follow_the_image_size():
   model = models.get_backbone("vit_ti8", image_size=32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0),

@@ -9,6 +9,8 @@ import pytest
 from ra_jax import models
 from ra_jax.models import pretrained
 
+pytestmark = pytest.mark.slow  # builds PyTorch references: seconds each
+
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
 from tests.models import torch_reference  # pylint: disable=g-import-not-at-top

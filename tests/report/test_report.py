@@ -92,24 +92,20 @@ def test_report_of_two_digits_runs(digits_run, tmp_path):
   runs_dir = tmp_path / "runs"
   runs_dir.mkdir()
   os.rename(digits_run, runs_dir / "cam")
-  ce_config = test_runs.tiny_config("ce")
-  ce_config.model.name, ce_config.model.width = "mlp", 32  # seconds, not 20
-  loop.train_and_evaluate(ce_config, str(runs_dir / "ce"))
+  loop.train_and_evaluate(test_runs.tiny_config("ce"), str(runs_dir / "ce"))
   build.write_report(str(runs_dir), str(tmp_path / "RESULTS.md"))
   report = (tmp_path / "RESULTS.md").read_text()
   cam = json.load(open(runs_dir / "cam" / "results.json"))
   ce = json.load(open(runs_dir / "ce" / "results.json"))
   assert "## digits/full" in report
   # numbers from the files, under the losses' full names
-  # one group, two models: labels name the model
-  for name, results in (("class anchor margin (resnet18_cifar)", cam),
-                        ("cross-entropy (mlp)", ce)):
+  for name, results in (("class anchor margin", cam), ("cross-entropy", ce)):
     value = f"{results['exact']['map']:.4f}"
     assert (f"| {name} | 1 | {value} |" in report or
             f"| {name} | 1 | **{value}** |" in report)  # bold: the best
   assert "class anchor margin loss" in report  # the verdict sentence
-  assert ("## Two-stage vs exact search (digits/full, class anchor margin"
-          " (resnet18_cifar))") in report
+  assert ("## Two-stage vs exact search (digits/full, class anchor margin)"
+          in report)
   assert "| two-stage | 2 | anchors |" in report
   for name in ("training_curves", "precision_recall", "projection",
                "example_queries"):
@@ -127,6 +123,20 @@ def test_report_of_two_digits_runs(digits_run, tmp_path):
 
 
 
+def test_labels_name_the_model_only_where_a_group_mixes_models():
+  def record(group, loss, model):
+    return runs_lib.RunRecord(f"/{group}/{loss}/{model}", group, loss, 0,
+                              {"model": {"name": model}}, {})
+  mixed = [record("a", "cross-entropy", "mlp"),
+           record("a", "class anchor margin", "resnet18_cifar"),
+           record("b", "cross-entropy", "mlp"),
+           record("b", "class anchor margin", "mlp")]
+  runs_lib._name_models(mixed)
+  assert [r.label for r in mixed] == [
+      "cross-entropy (mlp)", "class anchor margin (resnet18_cifar)",
+      "cross-entropy", "class anchor margin"]
+
+
 @pytest.mark.slow
 def test_report_cli_writes_a_report_or_says_why_not(shared_digits_run,
                                                     tmp_path):
@@ -134,7 +144,7 @@ def test_report_cli_writes_a_report_or_says_why_not(shared_digits_run,
       [sys.executable, "-m", "ra_jax.report", "--workdir",
        str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True,
       env=test_runs.cli_env())
-  assert empty.returncode != 0 and "no finished run" in empty.stderr
+  assert empty.returncode == 2 and "no finished run" in empty.stderr
   out = subprocess.run(
       [sys.executable, "-m", "ra_jax.report", "--workdir", shared_digits_run,
        "--output", str(tmp_path / "R.md"), "--no-analyze"], cwd=ROOT,

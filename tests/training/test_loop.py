@@ -220,6 +220,7 @@ def test_missing_dataset_is_a_clear_error_and_writes_nothing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_starts_the_run(tmp_path):
   pytest.importorskip("torch")
   from safetensors.torch import save_file
@@ -246,6 +247,7 @@ def test_pretrained_backbone_starts_the_run(tmp_path):
     experiment.build(config, str(tmp_path)).init_state()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch):
   import jax.numpy as jnp
@@ -263,7 +265,6 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
   monkeypatch.setattr(step_lib, "make_train_step", poisoned)
   config = runs.tiny_config(steps=4, checkpoint_every=2)
-  config.model.name, config.model.width = "mlp", 32  # the loop is under test
   with pytest.raises(loop.NonFiniteLossError,
                      match=r"step 3: .*'attract': .*'loss': nan.*last good"
                            r" checkpoint is step 2"):

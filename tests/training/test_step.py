@@ -41,6 +41,7 @@ def _state(model, tx_config, total_steps=10, seed=0):
   return tx, create(jax.random.PRNGKey(seed))
 
 
+@pytest.mark.slow
 def test_anchors_are_their_own_group_without_weight_decay():
   model = _model("mlp")
   params = jax.jit(model.init)(jax.random.PRNGKey(0),
@@ -89,6 +90,7 @@ def test_loss_dispatch_errors_name_the_problem():
     optimizer.make_optimizer(_config(name="lamb"), 10, {})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", list(losses.LOSSES))
 def test_every_registered_loss_is_the_one_the_step_trains(loss):
   """The step's loss is the registry's function of the model's embeddings
@@ -134,6 +136,7 @@ def test_loss_config_sections_come_from_the_registry():
   assert tuple(common.ARG_KEYS["loss"]) == tuple(losses.LOSSES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18_cifar", "vit_ti4"])
 def test_8_devices_take_the_same_step_as_1(name):
   assert jax.device_count() == 8
