@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Submit a multi-node GPU ra_jax run to SLURM. One process per GPU (default)
-# or per node; jax.distributed.initialize() reads the coordinator, process
-# count and process id from SLURM's environment (ra_jax initialises it
-# because --config.distributed=on).
+# Submit a multi-node GPU ra_jax run to SLURM: one process per GPU (default)
+# or one per node. jax.distributed.initialize() reads the coordinator, the
+# process count and the process id from SLURM's environment (ra_jax
+# initialises it because of --config.distributed=on).
 #
 #   launch/slurm.sh --nodes 2 --gpus_per_node 8 --partition gpu --time 12:00:00 \
 #       -- --config configs/tiny_imagenet.py --workdir /shared/runs/tin
 #
-# The work dir must be on a file system all nodes share (orbax writes one
-# checkpoint from all processes). Resubmitting with the same --workdir
-# resumes. --dry-run prints the batch script and the sbatch command.
+# Resources are requested per node (--ntasks-per-node=G --gpus-per-node=G):
+# every task sees all G GPUs of its node and JAX's SLURM detection gives task
+# i local device SLURM_LOCALID. (--gpus-per-task=1 without a task count is
+# rejected by recent Slurm, and where accepted leaves each task one visible
+# GPU while JAX asks for device SLURM_LOCALID: "invalid device ordinal".)
+# With one process per node, JAX_LOCAL_DEVICE_IDS lists all G GPUs, since the
+# detection would otherwise use device 0 only. Each task gets --cpus-per-task
+# cores (also passed to srun through SRUN_CPUS_PER_TASK, which srun no longer
+# inherits from sbatch since Slurm 22.05) so the input pipeline is not
+# confined to one core.
+#
+# The nodes need a GPU build of jax (pip install -c constraints.txt -e .
+# "jax[cuda12]", or "jax[cuda13]"); a plain install runs on the CPU. The work
+# dir must be on a file system all nodes share, or gs://. Resubmitting with
+# the same --workdir resumes. --dry-run prints the batch script.
 set -euo pipefail
 
 usage() {
@@ -20,6 +32,7 @@ options:
   --nodes N            nodes (default 1)
   --gpus_per_node G    GPUs per node (default 8)
   --per gpu|node       one process per GPU (default) or per node
+  --cpus_per_gpu C     CPU cores per GPU for the input pipeline (default 8)
   --partition P        SLURM partition
   --account A          SLURM account
   --time T             time limit, e.g. 12:00:00 (default 24:00:00)
@@ -33,13 +46,14 @@ USAGE
 
 die() { echo "launch/slurm.sh: $*" >&2; exit 2; }
 
-nodes=1 gpus=8 per=gpu partition="" account="" time_limit=24:00:00
+nodes=1 gpus=8 per=gpu cpus_per_gpu=8 partition="" account="" time_limit=24:00:00
 job_name=ra_jax python=python3 log_dir=./slurm_logs dry_run=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --nodes) nodes="${2:?--nodes needs a value}"; shift 2 ;;
     --gpus_per_node) gpus="${2:?--gpus_per_node needs a value}"; shift 2 ;;
     --per) per="${2:?--per needs a value}"; shift 2 ;;
+    --cpus_per_gpu) cpus_per_gpu="${2:?--cpus_per_gpu needs a value}"; shift 2 ;;
     --partition) partition="${2:?--partition needs a value}"; shift 2 ;;
     --account) account="${2:?--account needs a value}"; shift 2 ;;
     --time) time_limit="${2:?--time needs a value}"; shift 2 ;;
@@ -52,7 +66,7 @@ while [[ $# -gt 0 ]]; do
     *) usage >&2; die "unknown option '$1' (training arguments go after --)" ;;
   esac
 done
-for value in "$nodes" "$gpus"; do
+for value in "$nodes" "$gpus" "$cpus_per_gpu"; do
   [[ "$value" =~ ^[1-9][0-9]*$ ]] || die "'$value' is not a positive integer"
 done
 [[ "$per" == gpu || "$per" == node ]] || die "--per must be gpu or node, got '$per'"
@@ -63,10 +77,13 @@ fi
 
 if [[ "$per" == gpu ]]; then
   tasks_per_node=$gpus
-  gpu_binding="#SBATCH --gpus-per-task=1"
+  cpus_per_task=$cpus_per_gpu
+  devices=""
 else
   tasks_per_node=1
-  gpu_binding="#SBATCH --gpus-per-node=$gpus"
+  cpus_per_task=$((cpus_per_gpu * gpus))
+  # JAX's SLURM detection would give the one process device 0 only.
+  devices="export JAX_LOCAL_DEVICE_IDS=$(seq -s, 0 $((gpus - 1)))"
 fi
 args=""
 for a in "$@"; do args+=" $(printf '%q' "$a")"; done
@@ -75,7 +92,8 @@ script="#!/usr/bin/env bash
 #SBATCH --job-name=$job_name
 #SBATCH --nodes=$nodes
 #SBATCH --ntasks-per-node=$tasks_per_node
-$gpu_binding
+#SBATCH --gpus-per-node=$gpus
+#SBATCH --cpus-per-task=$cpus_per_task
 #SBATCH --time=$time_limit
 #SBATCH --output=$log_dir/%x-%j.out"
 [[ -n "$partition" ]] && script+=$'\n'"#SBATCH --partition=$partition"
@@ -83,6 +101,10 @@ $gpu_binding
 script+="
 set -euo pipefail
 cd $(printf '%q' "$PWD")
+# srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05).
+export SRUN_CPUS_PER_TASK=\$SLURM_CPUS_PER_TASK"
+[[ -n "$devices" ]] && script+=$'\n'"$devices"
+script+="
 # Every task runs the same command; jax.distributed finds its place in the
 # job from SLURM_* variables. Only process 0 writes logs and results.
 srun --kill-on-bad-exit=1 $(printf '%q' "$python") -m ra_jax.train${args} --config.distributed=on"

@@ -2,23 +2,31 @@
 # Train ra_jax on a Cloud TPU VM slice (single- or multi-host), one step of
 # the life cycle per subcommand:
 #
-#   launch/tpu_pod.sh create  --name ra --zone us-central2-b --type v4-32 \
-#       --runtime tpu-ubuntu2204-base
+#   launch/tpu_pod.sh create  --name ra --zone us-central2-b --type v4-32 [--queued --spot]
 #   launch/tpu_pod.sh setup   --name ra --zone us-central2-b \
-#       --repo https://github.com/you/ra_jax.git --bucket my-bucket
+#       --repo https://github.com/you/ra_jax.git
 #   launch/tpu_pod.sh stage-data --name ra --zone us-central2-b \
 #       --data gs://my-bucket/tfds
 #   launch/tpu_pod.sh train   --name ra --zone us-central2-b \
 #       --data gs://my-bucket/tfds -- \
-#       --config configs/tiny_imagenet.py --workdir /mnt/bucket/runs/tin
+#       --config configs/tiny_imagenet.py --workdir gs://my-bucket/runs/tin
 #   launch/tpu_pod.sh logs    --name ra --zone us-central2-b
-#   launch/tpu_pod.sh delete  --name ra --zone us-central2-b
+#   launch/tpu_pod.sh stop    --name ra --zone us-central2-b
+#   launch/tpu_pod.sh delete  --name ra --zone us-central2-b [--queued]
 #
+# `create` picks the TPU runtime that matches the accelerator type (and
+# refuses a --runtime of another generation); --queued requests the slice as
+# a queued resource, the way Cloud TPU recommends getting slices. `setup`
+# installs Python 3.11 with uv (TPU VM images ship Python 3.10, which jax
+# 0.10 does not support) and ra_jax with the pinned versions and jax[tpu].
 # `train` runs the same command on every worker at once (--worker=all) with
-# --config.distributed=on (and the staged TFDS data when given --data); the work dir must be
-# visible to all workers (the bucket mounted by `setup` with gcsfuse), since
-# orbax writes one checkpoint from all hosts. Rerunning `train` with the same
-# --workdir resumes. --dry-run prints the gcloud commands instead.
+# --config.distributed=on; it refuses to start while a training process is
+# alive on any worker (a TPU is held by one process), unless --restart asks
+# it to `stop` that process first. The work dir should be gs://...: orbax
+# and ra_jax write to Cloud Storage directly. Rerunning `train` with the same
+# --workdir resumes; after a preemption: delete, create, setup, stage-data,
+# train (the staged data went with the old VMs). --dry-run prints the
+# commands instead of running them.
 set -euo pipefail
 
 usage() {
@@ -26,26 +34,30 @@ usage() {
 usage: launch/tpu_pod.sh SUBCOMMAND --name NAME --zone ZONE [options] [-- train args]
 
 subcommands:
-  create       create the TPU VM slice            (needs --type, --runtime)
-  setup        install ra_jax on every worker     (needs --repo; --bucket mounts
-               gs://BUCKET at /mnt/bucket with gcsfuse for shared work dirs)
+  create       create the slice (needs --type; --queued: as a queued resource)
+  setup        install Python 3.11 (uv), ra_jax and jax[tpu] on every worker
+               (needs --repo; --mount BUCKET also mounts it with gcsfuse)
   stage-data   copy a TFDS data dir to every worker's /tmp/tfds (needs --data)
   train        run python -m ra_jax.train on all workers; args after --
                (with --data as well, dataset.data_dir is the staged copy)
   logs         stream worker 0's training log
-  delete       delete the slice
+  stop         end the training process on every worker
+  delete       delete the slice (--queued: the queued resource and its slice)
 
 options:
-  --name NAME       TPU VM name
+  --name NAME       TPU VM name (and queued resource id)
   --zone ZONE       e.g. us-central2-b
   --project ID      gcloud project (default: gcloud's configured one)
-  --type TYPE       accelerator type, e.g. v4-8, v4-32, v5litepod-16
-  --runtime VER     TPU VM runtime version, e.g. tpu-ubuntu2204-base
+  --type TYPE       accelerator type: v4-8, v4-32, v5litepod-16, v5p-8, v6e-8, ...
+  --runtime VER     TPU runtime (default: the one for --type's generation)
+  --queued          create/delete through gcloud compute tpus queued-resources
+  --spot            create a spot (preemptible) slice
   --repo URL        git URL of the project to install
   --ref REF         git branch, tag or commit (default main)
-  --bucket NAME     GCS bucket to mount at /mnt/bucket (setup)
-  --data GS_PATH    TFDS data dir on GCS, e.g. gs://bucket/tfds (stage-data)
-  --spot            create a spot (preemptible) slice
+  --mount BUCKET    (setup) also mount gs://BUCKET at /mnt/bucket with gcsfuse;
+                    optional: gs:// work dirs need no mount
+  --data GS_PATH    TFDS data dir on GCS, e.g. gs://bucket/tfds
+  --restart         (train) stop a running training process first
   --dry-run         print the commands instead of running them
   -h, --help        this text
 USAGE
@@ -53,15 +65,26 @@ USAGE
 
 die() { echo "launch/tpu_pod.sh: $*" >&2; exit 2; }
 
+# The runtime for each TPU generation (Cloud TPU "TPU software versions").
+runtime_for() {
+  case "$1" in
+    v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    v2-*|v3-*|v4-*) echo tpu-ubuntu2204-base ;;
+    *) return 1 ;;
+  esac
+}
+
 [[ $# -gt 0 ]] || { usage >&2; exit 2; }
 case "$1" in
   -h|--help) usage; exit 0 ;;
-  create|setup|stage-data|train|logs|delete) subcommand="$1"; shift ;;
+  create|setup|stage-data|train|logs|stop|delete) subcommand="$1"; shift ;;
   *) usage >&2; die "unknown subcommand '$1'" ;;
 esac
 
-name="" zone="" project="" type="" runtime="" repo="" ref="main" bucket=""
-data="" spot=0 dry_run=0
+name="" zone="" project="" type="" runtime="" repo="" ref="main" mount=""
+data="" spot=0 queued=0 restart=0 dry_run=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) name="${2:?--name needs a value}"; shift 2 ;;
@@ -71,9 +94,11 @@ while [[ $# -gt 0 ]]; do
     --runtime) runtime="${2:?--runtime needs a value}"; shift 2 ;;
     --repo) repo="${2:?--repo needs a value}"; shift 2 ;;
     --ref) ref="${2:?--ref needs a value}"; shift 2 ;;
-    --bucket) bucket="${2:?--bucket needs a value}"; shift 2 ;;
+    --mount) mount="${2:?--mount needs a bucket name}"; shift 2 ;;
     --data) data="${2:?--data needs a value}"; shift 2 ;;
     --spot) spot=1; shift ;;
+    --queued) queued=1; shift ;;
+    --restart) restart=1; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
@@ -85,8 +110,14 @@ done
 [[ -n "$zone" ]] || die "--zone is required"
 case "$subcommand" in
   create)
-    [[ -n "$type" ]] || die "create needs --type (e.g. v4-32)"
-    [[ -n "$runtime" ]] || die "create needs --runtime (e.g. tpu-ubuntu2204-base)" ;;
+    [[ -n "$type" ]] || die "create needs --type (e.g. v4-32, v5litepod-16)"
+    expected=$(runtime_for "$type") ||
+      die "unknown accelerator type '$type' (v2-, v3-, v4-, v5litepod-, v5p-, v6e-...)"
+    if [[ -z "$runtime" ]]; then
+      runtime=$expected
+    elif [[ "$runtime" != "$expected" ]]; then
+      die "--runtime $runtime does not match --type $type; its runtime is $expected"
+    fi ;;
   setup) [[ -n "$repo" ]] || die "setup needs --repo (a git URL)" ;;
   stage-data) [[ "$data" == gs://* ]] || die "stage-data needs --data gs://..." ;;
   train) [[ $# -gt 0 ]] || die "train needs the training arguments after --" ;;
@@ -99,6 +130,9 @@ tpu=(gcloud compute tpus tpu-vm)
 where=(--zone "$zone")
 [[ -n "$project" ]] && where+=(--project "$project")
 log=/tmp/ra_jax_train.log
+# The training interpreter's command line, anchored so that it never matches
+# the shell that runs a check (whose command line quotes this pattern).
+training='^[^ ]*/venv/bin/python -m ra_jax[.]train'
 
 quote() {  # one shell word, single-quoted only when it needs to be
   if [[ "$1" =~ ^[A-Za-z0-9_./=:,@+%-]+$ ]]; then
@@ -120,20 +154,39 @@ run() {  # prints or runs one command
 
 on_all_workers() { run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command "$1"; }
 
+stop_script="pkill -TERM -f '$training' || true"
+stop_script+="; for _ in \$(seq 30); do pgrep -f '$training' >/dev/null || break; sleep 2; done"
+stop_script+="; pkill -KILL -f '$training' || true"
+
 case "$subcommand" in
   create)
     extra=()
     [[ $spot -eq 1 ]] && extra+=(--spot)
-    run "${tpu[@]}" create "$name" "${where[@]}" --accelerator-type "$type" \
-      --version "$runtime" "${extra[@]}" ;;
+    if [[ $queued -eq 1 ]]; then
+      run gcloud compute tpus queued-resources create "$name" --node-id "$name" \
+        "${where[@]}" --accelerator-type "$type" --runtime-version "$runtime" \
+        "${extra[@]}"
+    else
+      run "${tpu[@]}" create "$name" "${where[@]}" --accelerator-type "$type" \
+        --version "$runtime" "${extra[@]}"
+    fi ;;
   setup)
     script="set -e; rm -rf ~/ra_jax; git clone -q $(printf '%q' "$repo") ~/ra_jax"
-    script+=" && cd ~/ra_jax && git checkout -q $(printf '%q' "$ref")"
-    script+=" && python3 -m venv ~/venv && ~/venv/bin/pip install -q -e . 'jax[tpu]'"
-    if [[ -n "$bucket" ]]; then
-      script+=" && sudo mkdir -p /mnt/bucket && sudo chown \$USER /mnt/bucket"
-      script+=" && (command -v gcsfuse || (sudo apt-get update -q && sudo apt-get install -y -q gcsfuse))"
-      script+=" && gcsfuse --implicit-dirs $(printf '%q' "$bucket") /mnt/bucket"
+    script+="; cd ~/ra_jax; git checkout -q $(printf '%q' "$ref")"
+    # TPU VM images ship Python 3.10 without venv; uv brings its own 3.11.
+    script+="; export PATH=~/.local/bin:\$PATH"
+    script+="; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh"
+    script+="; uv venv -q --python 3.11 ~/venv"
+    script+="; ~/venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'"
+    script+=" || { echo \"\$(hostname): ~/venv has no Python >= 3.11\" >&2; exit 1; }"
+    script+="; uv pip install -q --python ~/venv/bin/python -c constraints.txt -e '.[gcs]' 'jax[tpu]'"
+    if [[ -n "$mount" ]]; then
+      # gcsfuse from its apt repository, as its install guide does.
+      script+="; if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list"
+      script+="; curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null"
+      script+="; sudo apt-get update -q; sudo apt-get install -y -q gcsfuse; fi"
+      script+="; sudo mkdir -p /mnt/bucket; sudo chown \$USER /mnt/bucket"
+      script+="; gcsfuse --implicit-dirs $(printf '%q' "$mount") /mnt/bucket"
     fi
     on_all_workers "$script" ;;
   stage-data)
@@ -143,9 +196,23 @@ case "$subcommand" in
     for a in "$@"; do args+=" $(printf '%q' "$a")"; done
     args+=" --config.distributed=on"
     [[ -n "$data" ]] && args+=" --config.dataset.data_dir=/tmp/tfds"
-    on_all_workers "cd ~/ra_jax && nohup ~/venv/bin/python -m ra_jax.train${args} > $log 2>&1 < /dev/null &" ;;
+    if [[ $restart -eq 1 ]]; then
+      script="$stop_script; "
+    else
+      script="if pgrep -f '$training' >/dev/null; then echo \"\$(hostname): ra_jax.train is already running and holds the TPU; launch/tpu_pod.sh stop ends it (or train --restart)\" >&2; exit 3; fi; "
+    fi
+    # Only the interpreter goes to the background: a backgrounded `cd && ...`
+    # list would be a subshell holding the ssh session open until it ends.
+    script+="cd ~/ra_jax || exit 1; nohup ~/venv/bin/python -m ra_jax.train${args} > $log 2>&1 < /dev/null &"
+    on_all_workers "$script" ;;
   logs)
     run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=0 --command "tail -n +1 -f $log" ;;
+  stop)
+    on_all_workers "$stop_script" ;;
   delete)
-    run "${tpu[@]}" delete "$name" "${where[@]}" --quiet ;;
+    if [[ $queued -eq 1 ]]; then
+      run gcloud compute tpus queued-resources delete "$name" "${where[@]}" --force --quiet
+    else
+      run "${tpu[@]}" delete "$name" "${where[@]}" --quiet
+    fi ;;
 esac

@@ -2,8 +2,11 @@
 multi-process launcher's real run is in tests/training/test_processes.py."""
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -47,8 +50,15 @@ def test_local_dry_run_prints_one_command_per_process():
   assert lines[2].endswith("> /shared/runs/c100/logs/process_2.log 2>&1")
 
 
+def _tpu(subcommand, *args):
+  return _run("launch/tpu_pod.sh", subcommand, "--name", "ra", "--zone",
+              "us-central2-b", "--dry-run", *args)
+
+
 def test_tpu_dry_runs_print_the_gcloud_commands():
-  common = ["--name", "ra", "--zone", "us-central2-b", "--dry-run"]
+  common = ["--type", "v4-32", "--repo", "https://example.org/ra_jax.git",
+            "--data", "gs://bucket/tfds", "--", *TRAIN[:-1],
+            "gs://bucket/runs/c100"]
   expect = {
       "create": ("gcloud compute tpus tpu-vm create ra --zone us-central2-b"
                  " --accelerator-type v4-32 --version tpu-ubuntu2204-base"),
@@ -57,49 +67,130 @@ def test_tpu_dry_runs_print_the_gcloud_commands():
                 " -q https://example.org/ra_jax.git ~/ra_jax"),
       "stage-data": "--worker=all --command 'mkdir -p /tmp/tfds && gcloud"
                     " storage cp -r gs://bucket/tfds/* /tmp/tfds/'",
-      "train": ("--worker=all --command 'cd ~/ra_jax && nohup"
-                " ~/venv/bin/python -m ra_jax.train --config"
+      "train": ("nohup ~/venv/bin/python -m ra_jax.train --config"
                 " configs/cifar100.py:model=vit_s4\\,loss=ce --workdir"
-                " /shared/runs/c100 --config.distributed=on"
+                " gs://bucket/runs/c100 --config.distributed=on"
                 " --config.dataset.data_dir=/tmp/tfds > /tmp/ra_jax_train.log"
                 " 2>&1 < /dev/null &'"),
       "logs": "--worker=0 --command 'tail -n +1 -f /tmp/ra_jax_train.log'",
+      "stop": "--worker=all --command 'pkill -TERM -f",
       "delete": "gcloud compute tpus tpu-vm delete ra --zone us-central2-b"
                 " --quiet",
   }
   for subcommand, want in expect.items():
-    out = _run("launch/tpu_pod.sh", subcommand, *common, "--type", "v4-32",
-               "--runtime", "tpu-ubuntu2204-base", "--repo",
-               "https://example.org/ra_jax.git", "--bucket", "bucket",
-               "--data", "gs://bucket/tfds", "--", *TRAIN)
+    out = _tpu(subcommand, *common)
     assert out.returncode == 0, out.stderr
     assert want in out.stdout, (subcommand, out.stdout)
-  setup = _run("launch/tpu_pod.sh", "setup", *common, "--repo", "r",
-               "--bucket", "b").stdout
-  assert "gcsfuse --implicit-dirs b /mnt/bucket" in setup
+
+
+def test_tpu_setup_installs_python_3_11_with_the_pinned_versions():
+  setup = _tpu("setup", "--repo", "r").stdout
+  assert "uv venv -q --python 3.11 ~/venv" in setup
+  assert "sys.version_info < (3, 11)" in setup  # fails early, saying so
+  assert ("uv pip install -q --python ~/venv/bin/python -c constraints.txt"
+          " -e '\\''.[gcs]'\\'' '\\''jax[tpu]'\\''") in setup
+  assert "gcsfuse" not in setup  # gs:// work dirs need no mount
+  mounted = _tpu("setup", "--repo", "r", "--mount", "b").stdout
+  assert ("[signed-by=/usr/share/keyrings/cloud.google.asc]"
+          " https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s)"
+          " main") in mounted
+  assert "gcsfuse --implicit-dirs b /mnt/bucket" in mounted
+
+
+@pytest.mark.parametrize("accelerator,runtime", [
+    ("v4-8", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+def test_tpu_runtime_follows_the_accelerator_generation(accelerator, runtime):
+  out = _tpu("create", "--type", accelerator)
+  assert f"--accelerator-type {accelerator} --version {runtime}" in out.stdout
+  queued = _tpu("create", "--type", accelerator, "--queued", "--spot")
+  assert (f"gcloud compute tpus queued-resources create ra --node-id ra --zone"
+          f" us-central2-b --accelerator-type {accelerator} --runtime-version"
+          f" {runtime} --spot") in queued.stdout
+  other = "v2-alpha-tpuv6e" if runtime != "v2-alpha-tpuv6e" else runtime + "x"
+  wrong = _tpu("create", "--type", accelerator, "--runtime", other)
+  assert wrong.returncode == 2
+  assert f"does not match --type {accelerator}; its runtime is {runtime}" in (
+      wrong.stderr)
+  assert ("queued-resources delete ra --zone us-central2-b --force --quiet"
+          in _tpu("delete", "--queued").stdout)
+
+
+def _remote_command(dry_run_output: str) -> str:
+  words = shlex.split(dry_run_output.strip().splitlines()[-1])
+  return words[words.index("--command") + 1]
+
+
+def test_tpu_train_refuses_while_training_runs_and_stop_ends_it(tmp_path):
+  """The worker-side scripts of `train` and `stop`, run here: HOME holds a
+  fake checkout whose ra_jax.train sleeps, started the way `train` starts
+  it."""
+  home = tmp_path / "home"
+  (home / "venv" / "bin").mkdir(parents=True)
+  os.symlink(sys.executable, home / "venv" / "bin" / "python")
+  (home / "ra_jax" / "ra_jax").mkdir(parents=True)
+  (home / "ra_jax" / "ra_jax" / "__init__.py").write_text("")
+  (home / "ra_jax" / "ra_jax" / "train.py").write_text(
+      "import time\ntime.sleep(60)\n")
+  env = dict(os.environ, HOME=str(home))
+
+  def worker(*args):
+    script = _remote_command(_tpu(*args).stdout)
+    return subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90)
+  pattern = "^[^ ]*/venv/bin/python -m ra_jax[.]train"
+  running = lambda: subprocess.run(["pgrep", "-f", pattern],
+                                   capture_output=True).returncode == 0
+  try:
+    started = time.time()
+    assert worker("train", "--", "--workdir", "w").returncode == 0
+    assert time.time() - started < 10  # returns; training goes on
+    deadline = time.time() + 30
+    while not running():
+      assert time.time() < deadline
+      time.sleep(0.1)
+    again = worker("train", "--", "--workdir", "w")
+    assert again.returncode == 3
+    assert "already running and holds the TPU" in again.stderr
+    assert worker("stop").returncode == 0
+    assert not running()
+    assert worker("train", "--restart", "--", "--workdir", "w").returncode == 0
+    time.sleep(0.5)
+    assert running()
+  finally:
+    subprocess.run(["pkill", "-KILL", "-f", pattern])
 
 
 def test_slurm_dry_run_prints_the_batch_script():
   out = _run("launch/slurm.sh", "--nodes", "2", "--gpus_per_node", "4",
              "--partition", "gpu", "--dry-run", "--", *TRAIN)
   assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
   for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
-               "#SBATCH --gpus-per-task=1", "#SBATCH --partition=gpu",
+               "#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=8",
+               "#SBATCH --partition=gpu",
+               "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
                "srun --kill-on-bad-exit=1 python3 -m ra_jax.train --config"
                " configs/cifar100.py:model=vit_s4\\,loss=ce --workdir"
                " /shared/runs/c100 --config.distributed=on"]:
-    assert line in out.stdout.splitlines(), line
-  per_node = _run("launch/slurm.sh", "--per", "node", "--dry-run", "--",
-                  *TRAIN).stdout
-  assert "#SBATCH --ntasks-per-node=1" in per_node
-  assert "#SBATCH --gpus-per-node=8" in per_node
+    assert line in lines, line
+  assert not any("--gpus-per-task" in line for line in lines)
+  assert not any("JAX_LOCAL_DEVICE_IDS" in line for line in lines)
+  per_node = _run("launch/slurm.sh", "--per", "node", "--cpus_per_gpu", "6",
+                  "--dry-run", "--", *TRAIN).stdout.splitlines()
+  for line in ["#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+               "#SBATCH --cpus-per-task=48",
+               "export JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7"]:
+    assert line in per_node, line
 
 
 @pytest.mark.parametrize("args,message", [
     (["launch/tpu_pod.sh", "create", "--name", "a", "--zone", "z"],
      "create needs --type"),
-    (["launch/tpu_pod.sh", "create", "--zone", "z", "--type", "v4-8",
-      "--runtime", "r"], "--name is required"),
+    (["launch/tpu_pod.sh", "create", "--name", "a", "--zone", "z", "--type",
+      "tpu9-8", "--dry-run"], "unknown accelerator type 'tpu9-8'"),
+    (["launch/tpu_pod.sh", "create", "--zone", "z", "--type", "v4-8"],
+     "--name is required"),
     (["launch/tpu_pod.sh", "reboot", "--name", "a"], "unknown subcommand"),
     (["launch/tpu_pod.sh", "delete", "--name", "a", "--zone", "z"],
      "gcloud is not installed"),
