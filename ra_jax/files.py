@@ -1,24 +1,112 @@
-"""Writing files so that a reader never sees half of one.
+"""Every file ra_jax reads or writes in a work dir, local or on gs://.
 
-Every file ra_jax writes (config.json, results, indexes, reports, figures,
-few-shot selections) goes through `atomic_write`: the bytes go to a temporary
-file beside the target, which replaces the target only once it is complete.
-A failed or interrupted write leaves the previous file, if any, untouched.
+Paths are strings, as users type them: a local path or a URL that
+`etils.epath` understands (gs://, s3://, ...; the same library orbax uses
+for checkpoints). The helpers here take either, so one code path serves a
+laptop, a shared file system and a Cloud Storage bucket.
+
+Writes are atomic: a reader never sees half of a file, and a failed or
+interrupted write leaves the previous file, if any, untouched. Locally the
+bytes go to a temporary file beside the target, which then replaces it
+(`os.replace`). In object stores a rename is a copy and a delete, so the
+bytes are collected in memory and uploaded as one object only once the
+block has ended without an exception (an object upload is all or nothing).
+
 Imports nothing of ra_jax, so every layer may use it.
 """
 
 import contextlib
+import io
 import json
 import os
-from typing import Any, IO, Iterator
+from typing import Any, IO, Iterator, Union
+
+from etils import epath
+
+PathLike = Union[str, os.PathLike]
+
+
+def is_remote(path: PathLike) -> bool:
+  """True for URLs (gs://bucket/...), False for local paths."""
+  return "://" in os.fspath(path)
+
+
+def path(path: PathLike) -> epath.Path:
+  """`path` as an `epath.Path` (pathlib's API, for local paths and URLs)."""
+  return epath.Path(path)
+
+
+def absolute(path: PathLike) -> str:
+  """A local path made absolute; URLs as they are."""
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+def join(*parts: PathLike) -> str:
+  return os.path.join(*[os.fspath(p) for p in parts])
+
+
+def exists(path: PathLike) -> bool:
+  return epath.Path(path).exists()
+
+
+def isdir(path: PathLike) -> bool:
+  return epath.Path(path).is_dir()
+
+
+def makedirs(path: PathLike) -> None:
+  epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(path: PathLike) -> list[str]:
+  """Names in a directory, sorted; [] when it does not exist."""
+  directory = epath.Path(path)
+  if not directory.is_dir():
+    return []
+  return sorted(p.name for p in directory.iterdir())
+
+
+def walk(root: PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+  """os.walk for local paths and URLs: (directory, subdirs, files), top
+  down; removing names from `subdirs` prunes the walk, as with os.walk."""
+  for directory, subdirs, names in epath.Path(root).walk():
+    yield os.fspath(directory), subdirs, names
+
+
+def move(source: PathLike, target: PathLike) -> None:
+  """Moves a file or a directory tree (in object stores: copy, delete)."""
+  makedirs(os.path.dirname(os.fspath(target)))
+  epath.Path(source).rename(target)
+
+
+def open_file(path: PathLike, mode: str = "r") -> IO:
+  """Opens a file for reading ("r", "rb") or appending ("a", local only)."""
+  return epath.Path(path).open(mode)
+
+
+def read_text(path: PathLike) -> str:
+  return epath.Path(path).read_text()
+
+
+def read_json(path: PathLike) -> Any:
+  return json.loads(read_text(path))
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
+def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
   """Yields a file object whose contents become `path` when the block ends
   without an exception. `mode`: "w" (text) or "wb" (bytes)."""
   if mode not in ("w", "wb"):
     raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+  path = os.fspath(path)
+  if is_remote(path):
+    buffer = io.StringIO() if mode == "w" else io.BytesIO()
+    yield buffer
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = buffer.getvalue()
+    target.write_bytes(data.encode() if mode == "w" else data)
+    return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory,
@@ -32,14 +120,27 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
       os.remove(tmp)
 
 
-def write_json(path: str, payload: Any, *, indent: int = 1) -> None:
+def write_json(path: PathLike, payload: Any, *, indent: int = 1) -> None:
   """`payload` as JSON at `path`, atomically."""
   text = json.dumps(payload, indent=indent)  # fails before anything is written
   with atomic_write(path) as f:
     f.write(text)
 
 
-def write_text(path: str, text: str) -> None:
+def write_text(path: PathLike, text: str) -> None:
   """`text` at `path`, atomically."""
   with atomic_write(path) as f:
     f.write(text)
+
+
+def append_line(path: PathLike, line: str) -> None:
+  """Adds one line to a text file. Locally an append; object stores cannot
+  append, so there the whole file is read and written again (atomically),
+  which is fine for the small logs ra_jax appends to."""
+  if is_remote(path):
+    before = read_text(path) if exists(path) else ""
+    write_text(path, before + line + "\n")
+  else:
+    makedirs(os.path.dirname(os.path.abspath(path)))
+    with open(path, "a") as f:
+      f.write(line + "\n")

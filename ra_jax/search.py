@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
-from ra_jax import cli
+from ra_jax import cli, files
 from ra_jax.training import experiment, runtime
 from ra_jax.training import image_search
 
@@ -79,8 +79,8 @@ def main(argv) -> Optional[int]:
     for rank, (i, label, d) in enumerate(zip(found["ids"], found["labels"],
                                              found["distances"]), 1):
       print(f"{rank:>4}  {i:>6}  {searcher.class_name(int(label)):<16}  {d:.4f}")
-    path = _OUTPUT.value or os.path.join(_WORKDIR.value, "search",
-                                         f"{name}.png")
+    path = _OUTPUT.value or files.join(_WORKDIR.value, "search",
+                                       f"{name}.png")
     shown = found["ids"][:image_search.MAX_TILES]
     neighbours = [np.asarray(searcher.database[int(i)]["image"])
                   for i in shown]

@@ -10,7 +10,6 @@ trainer checkpoints so a resumed run continues the same order.
 """
 
 import functools
-import json
 import math
 import os
 import sys
@@ -249,9 +248,8 @@ def save_few_shot_indices(path: str, indices: np.ndarray,
   """Writes the chosen indices as JSON, atomically. An existing file with
   other indices is an error and is left untouched."""
   payload = {**meta, "indices": [int(i) for i in indices]}
-  if os.path.exists(path):
-    with open(path) as f:
-      existing = json.load(f)
+  if files.exists(path):
+    existing = files.read_json(path)
     if existing != payload:
       raise ValueError(f"{path} holds another few-shot selection"
                        f" ({existing.get('shot')} shot, seed"

@@ -5,7 +5,6 @@ DIR is one run's work dir or a directory of runs (e.g. benchmarks/grid.py's
 """
 
 import argparse
-import os
 import sys
 
 
@@ -22,8 +21,9 @@ def main() -> int:
   args = parser.parse_args()
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+  from ra_jax import files
   from ra_jax.report import build
-  output = args.output or os.path.join(args.workdir, "RESULTS.md")
+  output = args.output or files.join(args.workdir, "RESULTS.md")
   try:
     build.write_report(args.workdir, output, analyze=not args.no_analyze)
   except (OSError, ValueError) as error:  # the user's paths or files

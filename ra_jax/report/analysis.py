@@ -12,7 +12,6 @@ reads files):
 - example queries with their top-10 exact neighbours.
 """
 
-import os
 
 import numpy as np
 
@@ -45,10 +44,10 @@ def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
                      for q, row in zip(chosen, ids)]
   shown = _spread(len(query), 2000)
   points, anchors = project(query[shown], run.anchors)
-  with files.atomic_write(os.path.join(workdir, "analysis.npz"), "wb") as f:
+  with files.atomic_write(files.join(workdir, "analysis.npz"), "wb") as f:
     np.savez(f, points=points, labels=query_labels[shown],
              anchors=anchors if anchors is not None else np.zeros((0, 2)))
-  files.write_json(os.path.join(workdir, "analysis.json"), out)
+  files.write_json(files.join(workdir, "analysis.json"), out)
   return out
 
 

@@ -1,7 +1,6 @@
 """Assembles the Markdown report from run files and analyses."""
 
 import datetime
-import json
 import os
 from typing import Optional
 
@@ -23,7 +22,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
                             f" at or below {root}")
   summaries = runs_lib.summarise(runs)
   figure_dir = os.path.splitext(output)[0] + "_figures"
-  rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(output)))
+  rel = os.path.basename(figure_dir)  # beside the report
   lines = _header(root, runs) + _protocol(runs)
   for group, rows in summaries.items():
     if not group.endswith(("/knobs", "/tuning")):  # tables of their own
@@ -35,7 +34,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
       x.seed for x in runs if x.group == primary and x.label == r.label)]
   lines += ["## Figures", ""]
   metrics = [writers.read_metrics(r.workdir) for r in featured]
-  figures.training_curves(os.path.join(figure_dir, "training_curves.png"),
+  figures.training_curves(files.join(figure_dir, "training_curves.png"),
                           featured, metrics)
   lines += [f"Training curves, {primary} (seed {featured[0].seed} of each"
             " loss):", "", f"![training curves]({rel}/training_curves.png)",
@@ -116,11 +115,8 @@ def _dataset(run) -> str:
 
 
 def _grid(run) -> dict:
-  path = os.path.join(run.workdir, "grid.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  path = files.join(run.workdir, "grid.json")
+  return files.read_json(path) if files.exists(path) else {}
 
 
 def _fmt(summary: runs_lib.Summary, key: str) -> str:
@@ -270,16 +266,16 @@ def _primary_group(summaries) -> str:
 
 
 def _load_or_analyze(run) -> Optional[dict]:
-  path = os.path.join(run.workdir, "analysis.json")
-  if not os.path.exists(path):
+  path = files.join(run.workdir, "analysis.json")
+  if not files.exists(path):
     try:
       analysis.analyze(run.workdir)
     except FileNotFoundError:  # no checkpoint left: nothing to embed
       return None
-  with open(path) as f:
-    data = json.load(f)
-  with np.load(os.path.join(run.workdir, "analysis.npz")) as f:
-    data["projection"] = {k: f[k] for k in f.files}
+  data = files.read_json(path)
+  with files.open_file(files.join(run.workdir, "analysis.npz"), "rb") as raw:
+    with np.load(raw) as f:
+      data["projection"] = {k: f[k] for k in f.files}
   return data
 
 
@@ -290,7 +286,7 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
     return []
   lines = []
   figures.precision_recall(
-      os.path.join(figure_dir, "precision_recall.png"),
+      files.join(figure_dir, "precision_recall.png"),
       {r.label: a["precision_recall"] for r, a in analyses})
   lines += ["Precision-recall (1,000 evenly spaced test queries, full"
             " ranking):", "", f"![precision-recall]({rel}/precision_recall.png)",
@@ -298,7 +294,7 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
   shown = {r.label: a["projection"] for r, a in analyses
            if r.loss in (OURS, "ce")} or {
                analyses[0][0].label: analyses[0][1]["projection"]}
-  figures.projections(os.path.join(figure_dir, "projection.png"), shown)
+  figures.projections(files.join(figure_dir, "projection.png"), shown)
   lines += ["2-D PCA projection of 2,000 test embeddings (colour = class;"
             " stars = class anchors):", "",
             f"![projection]({rel}/projection.png)", ""]
@@ -308,7 +304,7 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
     from ra_jax.training import trained
     loaded = trained.TrainedRun(run.workdir)
     figures.example_queries(
-        os.path.join(figure_dir, "example_queries.png"), a["examples"],
+        files.join(figure_dir, "example_queries.png"), a["examples"],
         loaded.split("query"), loaded.split("database"),
         loaded.source.class_names)
     lines += [f"Example test queries and their top-10 training images"

@@ -11,12 +11,10 @@ as mean ± std.
 """
 
 import dataclasses
-import json
-import os
 import statistics
 from typing import Optional
 
-from ra_jax import losses
+from ra_jax import files, losses
 
 METRICS = (("map", "mAP"), ("map@100", "mAP@100"),
            ("precision@10", "P@10"), ("precision@100", "P@100"))
@@ -44,8 +42,7 @@ class RunRecord:
 
 def _load(path: str) -> Optional[dict]:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return files.read_json(path)
   except FileNotFoundError:
     return None
 
@@ -53,15 +50,15 @@ def _load(path: str) -> Optional[dict]:
 def find_runs(root: str) -> list[RunRecord]:
   """Every finished run at or below `root`, sorted by group, label, seed."""
   runs = []
-  for directory, subdirs, files in os.walk(root):
+  for directory, subdirs, names in files.walk(root):
     subdirs[:] = sorted(d for d in subdirs if d not in (
         "checkpoints", "checkpoints_unreadable", "tensorboard", "index",
         "search", "evaluation", "logs"))
-    if "results.json" not in files or "config.json" not in files:
+    if "results.json" not in names or "config.json" not in names:
       continue
-    results = _load(os.path.join(directory, "results.json"))
-    config = _load(os.path.join(directory, "config.json"))
-    grid = _load(os.path.join(directory, "grid.json"))
+    results = _load(files.join(directory, "results.json"))
+    config = _load(files.join(directory, "config.json"))
+    grid = _load(files.join(directory, "grid.json"))
     loss = config["loss"]["name"]
     name = loss_name(config["loss"])
     if grid is not None:

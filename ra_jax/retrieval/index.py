@@ -139,7 +139,8 @@ class Index:
   def load(cls, path: str) -> "Index":
     """Reads an index saved by `save`; errors name the file and the field."""
     try:
-      with np.load(path, allow_pickle=False) as f:
+      with files.open_file(path, "rb") as raw, np.load(
+          raw, allow_pickle=False) as f:
         arrays = {name: f[name] for name in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
       raise ValueError(f"{path}: not a readable ra_jax index ({e})") from e

@@ -7,7 +7,6 @@ damaged later is detected when restoring and skipped (`restore_latest`).
 """
 
 import os
-import shutil
 import time
 from typing import Any, Optional
 
@@ -15,6 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+
+from ra_jax import files
 
 
 def manager(directory: str, *, every: int, keep: int) -> ocp.CheckpointManager:
@@ -64,10 +65,9 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception):
                   type(error).__name__, str(error).splitlines()[0][:200],
                   target)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if os.path.exists(target):
+    if files.exists(target):
       target += f".{int(time.time())}"
-    shutil.move(os.path.join(directory, str(step)), target)
+    files.move(os.path.join(directory, str(step)), target)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"ra_jax_skip_checkpoint_{step}")
   mngr.reload()

@@ -86,9 +86,9 @@ class Experiment:
 
   def checkpoints(self):
     train = self.config.train
-    # orbax needs an absolute path; users pass relative work dirs.
-    return checkpoint.manager(os.path.abspath(os.path.join(self.workdir,
-                                                           "checkpoints")),
+    # orbax needs an absolute path (or a URL); users pass relative ones.
+    return checkpoint.manager(files.absolute(files.join(self.workdir,
+                                                        "checkpoints")),
                               every=train.checkpoint_every,
                               keep=train.keep_checkpoints)
 
@@ -181,7 +181,7 @@ def _training_examples(config, source: data.DatasetSource, workdir: str):
   if shot:
     chosen = data.few_shot_indices(labels, shot, config.dataset.shot_seed)
     data.save_few_shot_indices(
-        os.path.join(workdir, "few_shot_indices.json"), chosen,
+        files.join(workdir, "few_shot_indices.json"), chosen,
         {"shot": shot, "seed": config.dataset.shot_seed})
   elif count:
     chosen = data.stratified_subset(labels, count, config.train.seed)
@@ -193,18 +193,20 @@ def _training_examples(config, source: data.DatasetSource, workdir: str):
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """A work dir belongs to one configuration: refuses a config that differs
   from the saved one in IDENTITY_KEYS, and a path that cannot be one (a
-  file, a directory this process may not write). Writes nothing."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  file, a local directory this process may not write; a bucket's
+  permissions show at the first write). Writes nothing."""
+  if files.exists(workdir) and not files.isdir(workdir):
     raise ValueError(f"work dir {workdir} is a file, not a directory")
-  existing = os.path.abspath(workdir)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ValueError(f"work dir {workdir}: {existing} is a file, not a"
-                     " directory")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise ValueError(f"work dir {workdir}: {existing} is not writable")
-  if not os.path.exists(os.path.join(workdir, "config.json")):
+  if not files.is_remote(workdir):
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      raise ValueError(f"work dir {workdir}: {existing} is a file, not a"
+                       " directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise ValueError(f"work dir {workdir}: {existing} is not writable")
+  if not files.exists(files.join(workdir, "config.json")):
     return
   saved = load_config_json(workdir)
   current = json.loads(config.to_json_best_effort())
@@ -221,19 +223,18 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict, *,
   `update`: also when it exists (a resumed training run records the
   settings it continues with, e.g. more epochs)."""
   check_workdir(workdir, config)
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path) and not update:
+  path = files.join(workdir, "config.json")
+  if files.exists(path) and not update:
     return
   if jax.process_index() == 0:
     files.write_text(path, config.to_json_best_effort(indent=1))
 
 
 def load_config_json(workdir: str) -> dict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = files.join(workdir, "config.json")
+  if not files.exists(path):
     raise FileNotFoundError(f"{workdir} holds no run: {path} does not exist")
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def config_of(workdir: str) -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ class Searcher:
   def load_image(self, path: str) -> np.ndarray:
     """An image file as uint8 (H, W, C) with the dataset's channels."""
     try:
-      with Image.open(path) as image:
+      with files.open_file(path, "rb") as raw, Image.open(raw) as image:
         channels = self.run.exp.image_shape[-1]
         image = image.convert("L" if channels == 1 else "RGB")
         array = np.asarray(image)

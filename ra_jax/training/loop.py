@@ -11,7 +11,6 @@ In a multi-process job, call `runtime.initialize(config.distributed)` first
 """
 
 import math
-import os
 import time
 from typing import Any
 
@@ -99,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     **runtime.environment()}
   writer.close()
   if runtime.is_writer():
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(files.join(workdir, "results.json"), results)
   return results
 
 

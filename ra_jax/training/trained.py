@@ -3,7 +3,6 @@ readable checkpoint and a jitted embedding function (`TrainedRun`), and the
 final evaluation re-run from it (`evaluate_workdir`). `ra_jax.evaluate`,
 `ra_jax.search` and `ra_jax.report` start here."""
 
-import os
 from typing import Optional
 
 import jax
@@ -61,9 +60,9 @@ class TrainedRun:
 
   def database_index(self, *, progress: bool = True) -> retrieval.Index:
     """The database split's Index, cached as index/step_<N>.npz."""
-    path = os.path.join(self.workdir, "index", f"step_{self.step}.npz")
+    path = files.join(self.workdir, "index", f"step_{self.step}.npz")
     database = self.split("database")
-    if os.path.exists(path):
+    if files.exists(path):
       index = retrieval.Index.load(path)
       if len(index) != len(database):
         raise ValueError(f"{path} holds {len(index)} items but the database"
@@ -85,5 +84,5 @@ def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
                                      apply=run.apply)
   if runtime.is_writer():
     files.write_json(
-        os.path.join(workdir, "evaluation", f"step_{run.step}.json"), results)
+        files.join(workdir, "evaluation", f"step_{run.step}.json"), results)
   return run.step, results

@@ -8,34 +8,44 @@ counts (`read_metrics` keeps it).
 """
 
 import json
-import os
 from typing import Mapping, Optional
 
 import tqdm
+from absl import logging
 
+from ra_jax import files
 from ra_jax.training import runtime
 
 
 class MetricWriter:
-  """Scalars per step to JSON lines and TensorBoard event files."""
+  """Scalars per step to JSON lines and TensorBoard event files.
 
-  def __init__(self, workdir: str, *, enabled: Optional[bool] = None):
+  `tensorboard`: also write events (tensorboardX; for gs:// work dirs it
+  needs google-cloud-storage, from the `.[gcs]` extra, and without it the
+  run goes on with a warning and metrics.jsonl only)."""
+
+  def __init__(self, workdir: str, *, enabled: Optional[bool] = None,
+               tensorboard: bool = True):
     self.enabled = runtime.is_writer() if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = files.join(workdir, "metrics.jsonl")
     self._tensorboard = None
-    if self.enabled:
+    if self.enabled and tensorboard:
       import tensorboardX  # only process 0 needs it
-      self._tensorboard = tensorboardX.SummaryWriter(
-          os.path.join(workdir, "tensorboard"), flush_secs=30)
+      events = files.join(workdir, "tensorboard")
+      try:
+        self._tensorboard = tensorboardX.SummaryWriter(events, flush_secs=30)
+      except ImportError as error:  # gs:// without google-cloud-storage
+        logging.warning("no TensorBoard events in %s (%s); metrics.jsonl has"
+                        " every scalar", events, error)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **{
-          k: float(v) for k, v in scalars.items()}}) + "\n")
-    for name, value in scalars.items():
-      self._tensorboard.add_scalar(name, float(value), int(step))
+    files.append_line(self.path, json.dumps({"step": int(step), **{
+        k: float(v) for k, v in scalars.items()}}))
+    if self._tensorboard is not None:
+      for name, value in scalars.items():
+        self._tensorboard.add_scalar(name, float(value), int(step))
 
   def close(self) -> None:
     if self._tensorboard is not None:
@@ -46,13 +56,12 @@ class MetricWriter:
 def read_metrics(workdir: str) -> list[dict]:
   """metrics.jsonl merged by step (a later line for a step wins), sorted."""
   by_step: dict[int, dict] = {}
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          row = json.loads(line)
-          by_step.setdefault(row["step"], {}).update(row)
+  path = files.join(workdir, "metrics.jsonl")
+  if files.exists(path):
+    for line in files.read_text(path).splitlines():
+      if line.strip():
+        row = json.loads(line)
+        by_step.setdefault(row["step"], {}).update(row)
   return [by_step[s] for s in sorted(by_step)]
 
 

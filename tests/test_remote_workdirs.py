@@ -1,0 +1,130 @@
+"""Work dirs on gs://, without a network: epath's own test hook
+(etils.epath.testing.mock_epath) serves gs:// paths from a local directory.
+
+Everything ra_jax writes or reads in a work dir goes through `ra_jax.files`
+(etils.epath), so it reaches the fake bucket; code that used `os` or `open`
+on a gs:// path would instead create a local `gs:` directory, which every
+test here checks for. Orbax's checkpoints go to gs:// through tensorstore,
+which this hook cannot serve: a whole training run is tested with local
+paths, which take the same ra_jax.files code path.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from etils import epath
+from etils.epath import testing as epath_testing
+
+from ra_jax import data, files, retrieval
+from ra_jax.training import experiment, writers
+from tests import runs
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch) -> pathlib.Path:
+  """gs://... lives under the returned directory while the test runs."""
+  root = tmp_path / "gcs"
+  root.mkdir()
+  monkeypatch.chdir(tmp_path)
+
+  def local(path):
+    path = os.fspath(path)
+    return str(root / path[len("gs://"):]) if path.startswith("gs://") else path
+
+  def remote(path):
+    path, prefix = os.fspath(path), str(root) + os.sep
+    return "gs://" + path[len(prefix):] if path.startswith(prefix) else path
+
+  def one(fn, path, *args, **kwargs):
+    return fn(local(path), *args, **kwargs)
+
+  def two(fn, path, target, *args, **kwargs):
+    return fn(local(path), local(target), *args, **kwargs)
+
+  def walk(fn, top, **kwargs):
+    for directory, subdirs, names in fn(local(top), **kwargs):
+      yield remote(directory), subdirs, names
+
+  def glob(fn, pattern):
+    return [remote(p) for p in fn(local(pattern))]
+
+  with epath_testing.mock_epath(
+      open=one, exists=one, isdir=one, listdir=one, makedirs=one, mkdir=one,
+      remove=one, rmtree=one, stat=one, rename=two, replace=two, copy=two,
+      walk=walk, glob=glob):
+    yield root
+  assert not list(tmp_path.glob("gs:*")), "a gs:// path was used as local"
+
+
+def test_files_reach_the_bucket_and_writes_stay_atomic(bucket):
+  files.write_json("gs://b/run/results.json", {"map": 0.5})
+  assert files.read_json("gs://b/run/results.json") == {"map": 0.5}
+  assert (bucket / "b" / "run" / "results.json").exists()
+  with pytest.raises(RuntimeError, match="upload failed"):
+    with files.atomic_write("gs://b/run/results.json") as f:
+      f.write('{"map": 0.')
+      raise RuntimeError("upload failed")
+  assert files.read_json("gs://b/run/results.json") == {"map": 0.5}
+  for i in range(3):
+    files.append_line("gs://b/run/log.jsonl", str(i))
+  assert files.read_text("gs://b/run/log.jsonl") == "0\n1\n2\n"
+  assert files.listdir("gs://b/run") == ["log.jsonl", "results.json"]
+  files.move("gs://b/run/log.jsonl", "gs://b/old/log.jsonl")
+  assert not files.exists("gs://b/run/log.jsonl")
+  assert sorted(d for d, _, _ in files.walk("gs://b")) == [
+      "gs://b", "gs://b/old", "gs://b/run"]
+  assert files.absolute("gs://b/run") == "gs://b/run"
+  assert isinstance(files.path("gs://b/run"), epath.Path)
+
+
+def test_metrics_config_and_few_shot_selection_on_gs(bucket):
+  workdir = "gs://b/runs/digits"
+  writer = writers.MetricWriter(workdir, enabled=True, tensorboard=False)
+  writer.write_scalars(1, {"train/loss": 2.0})
+  writer.write_scalars(2, {"train/loss": 1.5})
+  writer.write_scalars(2, {"eval/map@100": 0.25})  # merged by step
+  assert writers.read_metrics(workdir) == [
+      {"step": 1, "train/loss": 2.0},
+      {"step": 2, "train/loss": 1.5, "eval/map@100": 0.25}]
+
+  config = runs.tiny_config()
+  experiment.claim_workdir(workdir, config)
+  assert experiment.load_config_json(workdir)["loss"]["name"] == "cam"
+  other = runs.tiny_config("ce")
+  with pytest.raises(ValueError, match="holds a run with another loss"):
+    experiment.check_workdir(workdir, other)
+
+  path = f"{workdir}/few_shot_indices.json"
+  data.save_few_shot_indices(path, np.array([3, 1]), {"shot": 1, "seed": 0})
+  with pytest.raises(ValueError, match="holds another few-shot selection"):
+    data.save_few_shot_indices(path, np.array([2]), {"shot": 1, "seed": 0})
+  assert files.read_json(path)["indices"] == [3, 1]
+
+
+def test_an_index_saves_and_loads_on_gs(bucket):
+  rng = np.random.default_rng(0)
+  index = retrieval.Index.build(rng.normal(size=(20, 4)).astype(np.float32),
+                                np.arange(20) % 3,
+                                anchors=rng.normal(size=(3, 4)))
+  index.save("gs://b/run/index/step_8.npz")
+  loaded = retrieval.Index.load("gs://b/run/index/step_8.npz")
+  np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
+  np.testing.assert_array_equal(loaded.labels, index.labels)
+  with pytest.raises(ValueError, match="gs://b/run/index/none.npz: not a"
+                     " readable ra_jax index"):
+    retrieval.Index.load("gs://b/run/index/none.npz")
+
+
+def test_a_report_of_runs_in_a_bucket(bucket, shared_digits_run):
+  """The shared run copied into the bucket: the report finds it by walking
+  gs://, reads its files and writes the report and figures there."""
+  runs.copy_run(shared_digits_run, str(bucket / "b" / "runs" / "cam"))
+  from ra_jax.report import build
+  build.write_report("gs://b/runs", "gs://b/RESULTS.md", analyze=False)
+  report = files.read_text("gs://b/RESULTS.md")
+  assert "| class anchor margin | 1 |" in report
+  assert "![training curves](RESULTS_figures/training_curves.png)" in report
+  assert (bucket / "b" / "RESULTS_figures" / "training_curves.png"
+          ).stat().st_size > 0
