@@ -85,6 +85,12 @@ def test_work_dirs_that_cannot_be_are_refused_before_anything(tmp_path):
     experiment.check_workdir(str(tmp_path / "file"), config)
   with pytest.raises(ValueError, match=r"file/run/more: .*file is a file"):
     experiment.check_workdir(str(tmp_path / "file" / "run" / "more"), config)
+  try:
+    import gcsfs  # noqa: F401
+  except ImportError:  # as in CI: a gs:// work dir names what is missing
+    with pytest.raises(ValueError, match=r"work dir gs://b/run: .*gcsfs.*"
+                       r"\(the \.\[gcs\] extra"):
+      experiment.check_workdir("gs://b/run", config)
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -195,7 +195,12 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   from the saved one in IDENTITY_KEYS, and a path that cannot be one (a
   file, a local directory this process may not write; a bucket's
   permissions show at the first write). Writes nothing."""
-  if files.exists(workdir) and not files.isdir(workdir):
+  try:
+    exists = files.exists(workdir)
+  except ImportError as error:  # fsspec names the missing package
+    raise ValueError(f"work dir {workdir}: {error} (the .[gcs] extra has"
+                     " what gs:// needs)") from error
+  if exists and not files.isdir(workdir):
     raise ValueError(f"work dir {workdir} is a file, not a directory")
   if not files.is_remote(workdir):
     existing = os.path.abspath(workdir)
