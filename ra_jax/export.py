@@ -1,0 +1,46 @@
+"""Export a trained run for use without ra_jax (see ra_jax/training/export.py).
+
+  python -m ra_jax.export --workdir /tmp/ra_jax_digits --out /tmp/digits_export
+      [--platforms cpu,cuda,tpu]
+
+OUT receives encoder.jaxexport (the embedding model, jax.export / StableHLO,
+any batch size), manifest.json (input shape, preprocessing, geometry, class
+names), database.npz (the database's embeddings, ids, labels, anchors) and,
+with faiss installed, database.faiss (an IVF index over the anchors).
+"""
+
+from absl import flags
+from absl import logging
+
+from ra_jax import cli
+from ra_jax.training import export, experiment, runtime
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
+_OUT = flags.DEFINE_string("out", None, "directory to write the export to")
+_PLATFORMS = flags.DEFINE_list(
+    "platforms", list(export.PLATFORMS),
+    "platforms the encoder is lowered for (some of cpu, cuda, tpu)")
+_FAISS = flags.DEFINE_bool(
+    "faiss", None, "also write database.faiss (default: when faiss is"
+    " installed)")
+flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = experiment.config_of(_WORKDIR.value)
+  runtime.initialize(config.get("distributed", "auto"))
+  manifest = export.export_run(_WORKDIR.value, _OUT.value,
+                               platforms=_PLATFORMS.value,
+                               faiss=_FAISS.value, progress=True)
+  run, database = manifest["run"], manifest["database"]
+  print(f"exported step {run['step']} of {_WORKDIR.value} ({run['model']},"
+        f" {run['loss']}, {manifest['output']['geometry']} geometry) for"
+        f" {', '.join(manifest['encoder']['platforms'])}: encoder, manifest"
+        f" and {database['count']} database items"
+        f"{' (also for faiss)' if manifest['faiss'] else ''} in {_OUT.value}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
