@@ -122,6 +122,13 @@ class Index:
     index = np.asarray(index)
     return np.asarray(distances), np.where(index >= 0, self.ids[index], -1)
 
+  def to_faiss(self, *, exact: bool = False):
+    """This index as a faiss index (needs faiss): an IndexIVFFlat over the
+    anchors and these lists, equal to two-stage search with nprobe =
+    num_lists, or (exact=True) a flat one. See `retrieval.faiss_interop`."""
+    from ra_jax.retrieval import faiss_interop
+    return faiss_interop.to_faiss(self, exact=exact)
+
   def save(self, path: str) -> None:
     """Writes `path` (.npz) atomically: a failed save leaves any previous
     file intact."""
