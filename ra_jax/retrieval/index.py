@@ -6,6 +6,8 @@ import dataclasses
 import zipfile
 from typing import Literal, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ra_jax import files
@@ -34,6 +36,9 @@ class Index:
   list_source: ListSource = "labels"
   _lists: Optional[two_stage_lib.Lists] = dataclasses.field(default=None,
                                                          repr=False)
+  # The embeddings on the device, made once: passing the NumPy array to
+  # every search would copy the whole database to the device each time.
+  _device: Optional[jax.Array] = dataclasses.field(default=None, repr=False)
 
   def __post_init__(self):
     self._normalise("Index")
@@ -76,8 +81,8 @@ class Index:
                        " labels")
     new = Index.__new__(Index)
     new.embeddings, new.ids, new.labels = embeddings, ids, labels
-    new.anchors, new.list_source, new._lists = (self.anchors,
-                                                self.list_source, None)
+    new.anchors, new.list_source, new._lists, new._device = (
+        self.anchors, self.list_source, None, None)
     new._normalise("Index.add")
     merged = Index(
         embeddings=np.concatenate([self.embeddings, new.embeddings]),
@@ -87,7 +92,7 @@ class Index:
         anchors=self.anchors, list_source=self.list_source)
     self.embeddings, self.ids, self.labels = (merged.embeddings, merged.ids,
                                               merged.labels)
-    self._lists = None
+    self._lists = self._device = None
 
   def db_lists(self) -> np.ndarray:
     """Each item's list id for two-stage search, (N,)."""
@@ -108,17 +113,19 @@ class Index:
     if not 1 <= k <= len(self):
       raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
                        f" index's size), got {k}")
+    if self._device is None:
+      self._device = jnp.asarray(self.embeddings)
     if two_stage:
       if self.anchors is None:
         raise ValueError("two-stage search needs anchors in the index")
       if self._lists is None:
-        self._lists = two_stage_lib.build_lists(self.embeddings, self.db_lists(),
-                                             len(self.anchors))
+        self._lists = two_stage_lib.build_lists(
+            self._device, self.db_lists(), len(self.anchors))
       distances, index = two_stage_lib.two_stage_search(
-          queries, self.anchors, self.embeddings, None, num_lists=num_lists,
+          queries, self.anchors, self._device, None, num_lists=num_lists,
           k=k, outside=outside, lists=self._lists)
     else:
-      distances, index = exact_lib.exact_search(queries, self.embeddings, k)
+      distances, index = exact_lib.exact_search(queries, self._device, k)
     index = np.asarray(index)
     return np.asarray(distances), np.where(index >= 0, self.ids[index], -1)
 

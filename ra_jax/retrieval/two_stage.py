@@ -60,13 +60,14 @@ def build_lists(db, db_lists, num_lists_total: int) -> Lists:
     raise ValueError(f"db_lists must have shape ({np.shape(db)[0]},), one"
                      f" list id per database item, got {np.shape(db_lists)}")
   index = jnp.asarray(list_table(db_lists, num_lists_total))
-  return Lists(index, _gather_rows(scoring.augment_db(jnp.asarray(db, jnp.float32)),
-                                   index))
+  return Lists(index, _augmented_rows(jnp.asarray(db, jnp.float32), index))
 
 
 @jax.jit
-def _gather_rows(rows, index):
-  return rows[jnp.maximum(index, 0)]
+def _augmented_rows(db, index):
+  # One program, so the augmented (N, D + 1) copy of the whole database is
+  # never materialised next to the per-list table (5 GB at 10M x 128).
+  return scoring.augment_db(db)[jnp.maximum(index, 0)]
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
