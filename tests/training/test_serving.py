@@ -1,0 +1,151 @@
+"""The web page's API, in process (starlette's TestClient): the results are
+`ra_jax.search`'s, and bad uploads get a 4xx while the server keeps
+serving."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from ra_jax.training import image_search, serving  # noqa: E402
+
+
+def _png(array: np.ndarray, mode: str) -> bytes:
+  out = io.BytesIO()
+  Image.fromarray(array, mode).save(out, format="PNG")
+  return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(shared_digits_run, tmp_path_factory):
+  from tests import runs
+  workdir = runs.copy_run(shared_digits_run,
+                          str(tmp_path_factory.mktemp("serve") / "run"))
+  searcher = image_search.Searcher(workdir, progress=False)
+  return searcher, TestClient(serving.make_app(searcher))
+
+
+def test_the_page_and_its_info(served):
+  searcher, client = served
+  page = client.get("/")
+  assert page.status_code == 200 and '<form id="form">' in page.text
+  info = client.get("/api/info").json()
+  assert info["classes"] == list(searcher.source.class_names)
+  assert info["anchors"] == 10 and info["k_max"] == 100
+
+
+def test_an_upload_gives_the_search_commands_results(served):
+  searcher, client = served
+  query = searcher.source.splits[searcher.source.query_split][3]
+  image = np.asarray(query["image"])
+  png = _png(np.squeeze(image).astype(np.uint8), "L")
+  for form, exact in (({"k": "7", "num_lists": "2"}, False),
+                      ({"k": "5", "exact": "1"}, True)):
+    response = client.post("/api/search", data=form,
+                           files={"image": ("q.png", png, "image/png")})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    expected = searcher.search(serving.decode_upload(png, 1),
+                               int(form["k"]), int(form.get("num_lists", 1)),
+                               exact)
+    assert [r["id"] for r in data["results"]] == list(expected["ids"])
+    assert [r["label"] for r in data["results"]] == list(expected["labels"])
+    assert len(data["results"]) == int(form["k"])
+    assert data["query"].startswith("data:image/png;base64,")
+  assert [c["id"] for c in data["classes"]] == [
+      c for c, _ in expected["classes"]]
+
+
+def test_a_test_image_by_index_names_its_label(served):
+  searcher, client = served
+  response = client.post("/api/search", data={"query_index": "0", "k": "3"})
+  assert response.status_code == 200
+  label = int(searcher.source.splits[searcher.source.query_split][0]["label"])
+  assert response.json()["query_label"] == label
+
+
+@pytest.mark.parametrize("form,files,status,message", [
+    ({}, {"image": ("notes.txt", b"just text", "text/plain")}, 400,
+     "not an image file"),
+    ({"k": "0"}, {"image": ("q.png", None, "image/png")}, 400,
+     "k must be in [1, 100], got 0"),
+    ({"k": "ten"}, {"image": ("q.png", None, "image/png")}, 400,
+     "k must be an integer"),
+    ({"num_lists": "11"}, {"image": ("q.png", None, "image/png")}, 400,
+     "num_lists must be in [1, 10]"),
+    ({"query_index": "100000"}, {}, 400, "query_index must be in"),
+    ({}, {}, 400, "send an image file or a query_index"),
+    ({}, {"image": ("big.png", b"0" * (serving.MAX_UPLOAD_BYTES + 1),
+                    "image/png")}, 413, "at most"),
+])
+def test_bad_queries_get_a_4xx_and_the_server_keeps_serving(
+    served, form, files, status, message):
+  _, client = served
+  files = {k: (name, data if data is not None else _png(
+      np.zeros((8, 8), np.uint8), "L"), kind)
+           for k, (name, data, kind) in files.items()}
+  response = client.post("/api/search", data=form, files=files or None)
+  assert response.status_code == status
+  assert message in response.json()["error"]
+  assert client.get("/api/info").status_code == 200
+
+
+def test_a_grayscale_upload_for_an_rgb_model_is_refused():
+  gray = _png(np.zeros((8, 8), np.uint8), "L")
+  with pytest.raises(serving.BadQuery, match="grayscale image.*RGB"):
+    serving.decode_upload(gray, channels=3)
+  rgb = _png(np.zeros((8, 8, 3), np.uint8), "RGB")
+  assert serving.decode_upload(rgb, channels=3).shape == (8, 8, 3)
+  assert serving.decode_upload(rgb, channels=1).shape == (8, 8, 1)
+
+
+@pytest.mark.slow
+def test_the_serve_command_serves_the_page_over_http(digits_run):
+  """python -m ra_jax.serve with uvicorn, queried over a real socket."""
+  import json
+  import socket
+  import subprocess
+  import sys
+  import time
+  import urllib.error
+  import urllib.request
+  from tests import runs
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = subprocess.Popen(
+      [sys.executable, "-m", "ra_jax.serve", "--workdir", digits_run,
+       "--port", str(port)], cwd=runs.ROOT, env=runs.cli_env(1),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  base = f"http://127.0.0.1:{port}"
+  try:
+    deadline = time.time() + 120
+    while True:
+      assert server.poll() is None, server.stderr.read()[-3000:]
+      try:
+        page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
+        break
+      except (urllib.error.URLError, ConnectionError):
+        assert time.time() < deadline, "the server did not come up"
+        time.sleep(0.5)
+    assert "ra_jax: query a trained run" in page
+    request = urllib.request.Request(
+        base + "/api/search", data=b"query_index=2&k=4",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    found = json.load(urllib.request.urlopen(request, timeout=60))
+    assert len(found["results"]) == 4
+    bad = urllib.request.Request(
+        base + "/api/search", data=b"k=0&query_index=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+      urllib.request.urlopen(bad, timeout=60)
+    assert error.value.code == 400
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
