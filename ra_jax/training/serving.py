@@ -156,6 +156,7 @@ PAGE = """<!doctype html>
  figure img { width: 96px; height: 96px; image-rendering: pixelated;
               border: 2px solid #ccc; }
  figure.same img { border-color: #2e7d32; }
+ #query figure { display: inline-block; }
  #query img { width: 128px; height: 128px; image-rendering: pixelated; }
 </style></head>
 <body>
