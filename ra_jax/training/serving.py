@@ -54,7 +54,9 @@ def decode_upload(data: bytes, channels: int) -> np.ndarray:
       image.load()
       mode = image.mode
       array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-  except (UnidentifiedImageError, OSError, ValueError) as error:
+  except UnidentifiedImageError as error:
+    raise BadQuery("not an image file PIL can read") from error
+  except (OSError, ValueError) as error:  # truncated or damaged
     raise BadQuery(f"not an image file PIL can read ({error})") from error
   if channels == 3 and mode in _GRAY_MODES:
     raise BadQuery(f"a grayscale image (PIL mode {mode}); this model takes"
