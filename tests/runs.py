@@ -9,8 +9,16 @@ that write into a run (evaluate, search, report, damaged checkpoints) take a
 private copy (the `digits_run` fixture in conftest.py).
 """
 
+import contextlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator
 
 from configs import digits
 
@@ -57,3 +65,37 @@ def cli_env(devices: int = 1) -> dict:
                "JAX_PROCESS_ID"):
     env.pop(name, None)
   return env
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on right now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(workdir: str, timeout: float = 120) -> Iterator[str]:
+  """`python -m ra_jax.serve --workdir workdir` on a free port, once its
+  page answers; yields the page's URL (ending in "/"), stops the server
+  afterwards."""
+  port = free_port()
+  process = subprocess.Popen(
+      [sys.executable, "-m", "ra_jax.serve", "--workdir", workdir, "--port",
+       str(port)], cwd=ROOT, env=cli_env(1), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
+  base = f"http://127.0.0.1:{port}/"
+  try:
+    deadline = time.time() + timeout
+    while True:
+      assert process.poll() is None, process.stderr.read()[-3000:]
+      try:
+        urllib.request.urlopen(base, timeout=5)
+        break
+      except (urllib.error.URLError, ConnectionError):
+        assert time.time() < deadline, "the server did not come up"
+        time.sleep(0.5)
+    yield base
+  finally:
+    process.terminate()
+    process.wait(timeout=30)

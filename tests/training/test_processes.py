@@ -4,7 +4,6 @@ several processes coordinated by jax.distributed, and damaged checkpoints."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -119,12 +118,6 @@ def test_evaluating_a_directory_without_a_run_is_a_clear_error(tmp_path):
     trained.evaluate_workdir(str(tmp_path / "nothing"))
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_follow_one_process(shared_digits_run, tmp_path):
   """launch/local.sh: two processes of one device each, coordinated by
@@ -133,7 +126,7 @@ def test_two_processes_follow_one_process(shared_digits_run, tmp_path):
   args = ["--config", TINY, *runs.TINY_OVERRIDES]
   double = subprocess.run(
       ["bash", "launch/local.sh", "--num_processes", "2",
-       "--devices_per_process", "1", "--port", str(_free_port()),
+       "--devices_per_process", "1", "--port", str(runs.free_port()),
        "--python", sys.executable, "--", *args, "--workdir",
        str(tmp_path / "two")], cwd=ROOT, env=_env(1), capture_output=True,
       text=True, timeout=300)

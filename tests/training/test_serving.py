@@ -109,43 +109,20 @@ def test_a_grayscale_upload_for_an_rgb_model_is_refused():
 def test_the_serve_command_serves_the_page_over_http(digits_run):
   """python -m ra_jax.serve with uvicorn, queried over a real socket."""
   import json
-  import socket
-  import subprocess
-  import sys
-  import time
   import urllib.error
   import urllib.request
   from tests import runs
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = subprocess.Popen(
-      [sys.executable, "-m", "ra_jax.serve", "--workdir", digits_run,
-       "--port", str(port)], cwd=runs.ROOT, env=runs.cli_env(1),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  base = f"http://127.0.0.1:{port}"
-  try:
-    deadline = time.time() + 120
-    while True:
-      assert server.poll() is None, server.stderr.read()[-3000:]
-      try:
-        page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
-        break
-      except (urllib.error.URLError, ConnectionError):
-        assert time.time() < deadline, "the server did not come up"
-        time.sleep(0.5)
+  with runs.serving(digits_run) as base:
+    page = urllib.request.urlopen(base, timeout=5).read().decode()
     assert "ra_jax: query a trained run" in page
     request = urllib.request.Request(
-        base + "/api/search", data=b"query_index=2&k=4",
+        base + "api/search", data=b"query_index=2&k=4",
         headers={"Content-Type": "application/x-www-form-urlencoded"})
     found = json.load(urllib.request.urlopen(request, timeout=60))
     assert len(found["results"]) == 4
     bad = urllib.request.Request(
-        base + "/api/search", data=b"k=0&query_index=2",
+        base + "api/search", data=b"k=0&query_index=2",
         headers={"Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as error:
       urllib.request.urlopen(bad, timeout=60)
     assert error.value.code == 400
-  finally:
-    server.terminate()
-    server.wait(timeout=30)

@@ -6,12 +6,7 @@ error. RA_JAX_SCREENSHOT=path also saves a screenshot of the results there.
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -29,26 +24,8 @@ pytestmark = [
 
 @pytest.fixture
 def server(digits_run):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  process = subprocess.Popen(
-      [sys.executable, "-m", "ra_jax.serve", "--workdir", digits_run,
-       "--port", str(port)], cwd=runs.ROOT, env=runs.cli_env(1),
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  base = f"http://127.0.0.1:{port}/"
-  deadline = time.time() + 120
-  while True:
-    assert process.poll() is None, process.stderr.read()[-3000:]
-    try:
-      urllib.request.urlopen(base, timeout=5)
-      break
-    except (urllib.error.URLError, ConnectionError):
-      assert time.time() < deadline, "the server did not come up"
-      time.sleep(0.5)
-  yield base
-  process.terminate()
-  process.wait(timeout=30)
+  with runs.serving(digits_run) as base:
+    yield base
 
 
 @pytest.fixture
