@@ -74,16 +74,22 @@ def _normalize(image: np.ndarray, config: AugmentConfig) -> np.ndarray:
   return (image.astype(np.float32) / 255.0 - mean) / std
 
 
+def eval_shorter_side(config: AugmentConfig) -> int:
+  """The length `eval_transform` resizes an image's shorter side to before
+  its central S x S crop: S, or S x 8/7 for resized_crop presets."""
+  size = config.image_size
+  return size * 8 // 7 if config.train == "resized_crop" else size
+
+
 def eval_transform(image: np.ndarray, config: AugmentConfig) -> np.ndarray:
-  """Resize the shorter side to S (x 8/7 for resized_crop) and center-crop."""
+  """Resize the shorter side to `eval_shorter_side` and center-crop."""
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   size = config.image_size
   height, width = image.shape[:2]
   if (height, width) != (size, size):
-    target = size * 8 // 7 if config.train == "resized_crop" else size
-    scale = target / min(height, width)
+    scale = eval_shorter_side(config) / min(height, width)
     image = _resize(image, max(size, round(height * scale)),
                     max(size, round(width * scale)))
     top = (image.shape[0] - size) // 2

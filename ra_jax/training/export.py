@@ -36,6 +36,7 @@ from jax import export as jax_export
 
 import ra_jax
 from ra_jax import data, files
+from ra_jax.data import augment as augment_lib
 from ra_jax.training import trained
 
 FORMAT = "ra_jax.export"
@@ -63,7 +64,7 @@ def export_encoder(apply: Callable, variables: Any,
 def preprocessing(augment: data.AugmentConfig, channels: int) -> dict:
   """`data.eval_transform` written out, for code without ra_jax."""
   size = augment.image_size
-  shorter = size * 8 // 7 if augment.train == "resized_crop" else size
+  shorter = augment_lib.eval_shorter_side(augment)
   return {
       "channels": channels, "pil_mode": "L" if channels == 1 else "RGB",
       "resize": (f"unless the image is already {size}x{size}: bilinear"
