@@ -9,7 +9,7 @@ from typing import Optional
 
 import ml_collections
 
-from ra_jax import losses
+from ra_jax import data, losses
 
 ARG_KEYS = {
     "model": None,  # any registry name
@@ -90,7 +90,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
       "log_every": log_every,
       # Batches prepared ahead of the step, in as many input threads.
-      "prefetch_batches": 4,
+      "prefetch_batches": data.DEFAULT_PREFETCH_BATCHES,
   })
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,
