@@ -40,10 +40,11 @@ def parse_arg(arg: Optional[str]) -> dict[str, str]:
 
 
 def loss_config(name: str) -> ml_collections.ConfigDict:
-  """`name` and its hyperparameters at their defaults (the loss function's
-  signature, through the registry; docs/losses.md)."""
+  """`name`, its geometry and its hyperparameters at their defaults (the
+  loss function's signature, through the registry; docs/losses.md)."""
+  spec = losses.get_loss(name)
   return ml_collections.ConfigDict(
-      {"name": name, **losses.get_loss(name).hyperparameters})
+      {"name": name, "geometry": spec.geometry, **spec.hyperparameters})
 
 
 def base_config(dataset: str, arg: Optional[str], *, model: str,
@@ -70,12 +71,25 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       # > 0: train on a stratified, seeded subset of this many examples
       # (after the few-shot selection, if any).
       "train_examples": 0,
+      # > 0: hold out this many training examples (stratified, chosen by
+      # validation_seed) as the queries, the rest of the training split as
+      # training data and database; the test split is not used. For model
+      # selection (benchmarks/grid.py); final runs leave it 0.
+      "validation_examples": 0, "validation_seed": 0,
+      # "auto": decode the splits into memory once when they take <= 4 GiB
+      # (data.splits.IN_MEMORY_LIMIT_BYTES); "always" / "never".
+      "in_memory": "auto",
   })
   config.model = ml_collections.ConfigDict({
       "name": args.get("model", model), "embedding_dim": embedding_dim,
       "dtype": "float32", "width": width,  # 0 = the architecture's default
       "depth": 0,  # ViT / MLP layers; 0 = the architecture's default
       "pretrained": "",
+      "head_batch_norm": False,  # BatchNorm on the embedding
+      # How per-class matrices (anchors, classifier rows, proxies) start:
+      # "normal" or "orthogonal", rows of norm ~ anchor_init_scale*sqrt(D)
+      # (models/head.py).
+      "anchor_init": "normal", "anchor_init_scale": 1.0,
   })
   config.loss = loss_config(loss)
   if losses.get_loss(loss).needs_positives:
@@ -83,11 +97,14 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   config.optim = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": learning_rate, "anchor_lr_mult": 1.0,
       "weight_decay": 5e-4, "warmup_steps": warmup_steps, "grad_clip": 0.0,
-      "momentum": 0.9,
+      "momentum": 0.9, "nesterov": False,
   })
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
+      # > 0: the loss's warm-up weights (the class anchor margin loss's
+      # attractor) grow linearly from 0 over these steps.
+      "loss_warmup_steps": 0,
       "log_every": log_every,
       # Batches prepared ahead of the step, in as many input threads.
       "prefetch_batches": data.DEFAULT_PREFETCH_BATCHES,

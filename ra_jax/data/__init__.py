@@ -6,10 +6,6 @@ from ra_jax.data.augment import preset
 from ra_jax.data.pipeline import batches
 from ra_jax.data.pipeline import DEFAULT_PREFETCH_BATCHES
 from ra_jax.data.pipeline import eval_dataset
-from ra_jax.data.pipeline import few_shot_indices
-from ra_jax.data.pipeline import save_few_shot_indices
-from ra_jax.data.pipeline import stratified_subset
-from ra_jax.data.pipeline import SubsetSplit
 from ra_jax.data.pipeline import train_dataset
 from ra_jax.data.source import ArraySplit
 from ra_jax.data.source import DatasetSource
@@ -17,13 +13,20 @@ from ra_jax.data.source import split_labels
 from ra_jax.data.catalog import digits_source
 from ra_jax.data.catalog import get_source
 from ra_jax.data.catalog import tfds_source
+from ra_jax.data.splits import few_shot_indices
+from ra_jax.data.splits import in_memory
+from ra_jax.data.splits import save_few_shot_indices
+from ra_jax.data.splits import stratified_subset
+from ra_jax.data.splits import SubsetSplit
+from ra_jax.data.splits import VALIDATION_SPLIT
+from ra_jax.data.splits import with_validation
 
 __all__ = [
     "ArraySplit", "AugmentConfig", "DEFAULT_PREFETCH_BATCHES", "DatasetSource",
     "SubsetSplit",
     "batches", "digits_source", "eval_dataset", "few_shot_indices",
-    "get_source",
+    "get_source", "in_memory",
     "preset", "save_few_shot_indices", "split_labels", "stratified_subset",
     "tfds_source",
-    "train_dataset",
+    "train_dataset", "VALIDATION_SPLIT", "with_validation",
 ]

@@ -13,12 +13,11 @@ import functools
 import math
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import grain
 import numpy as np
 
-from ra_jax import files
 from ra_jax.data import augment as augment_lib
 from ra_jax.data.source import RandomAccessSplit
 
@@ -58,19 +57,6 @@ def _process(process_index, process_count) -> tuple[int, int]:
     raise ValueError(f"process_index {process_index} is not in"
                      f" [0, {process_count})")
   return process_index, process_count
-
-
-class SubsetSplit:
-  """The records of `split` at `indices`, as a split of its own."""
-
-  def __init__(self, split: RandomAccessSplit, indices: Sequence[int]):
-    self.split, self.indices = split, np.asarray(indices, np.int64)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, index: int):
-    return self.split[int(self.indices[index])]
 
 
 class BalancedIndices:
@@ -207,52 +193,3 @@ def eval_dataset(split: RandomAccessSplit, augment: augment_lib.AugmentConfig,
             "label": np.int32(record["label"])}
 
   return grain.MapDataset.range(len(padded)).map(load).batch(batch_size)
-
-
-def few_shot_indices(labels: np.ndarray, shot: int, seed: int) -> np.ndarray:
-  """`shot` indices per class, chosen by `seed` alone (identical on every
-  host and run), sorted. A class with fewer than `shot` examples is an error."""
-  labels = np.asarray(labels)
-  chosen = []
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    if len(members) < shot:
-      raise ValueError(f"few-shot: class {c} has {len(members)} examples,"
-                       f" fewer than shot={shot}")
-    rng = np.random.default_rng([seed, int(c)])
-    chosen.append(rng.choice(members, shot, replace=False))
-  return np.sort(np.concatenate(chosen))
-
-
-def stratified_subset(labels: np.ndarray, count: int, seed: int
-                      ) -> np.ndarray:
-  """`count` indices whose class proportions follow `labels` (largest
-  remainders round up), chosen by `seed` alone, sorted."""
-  labels = np.asarray(labels)
-  if not 0 < count <= len(labels):
-    raise ValueError(f"a subset of {count} examples: must be in [1,"
-                     f" {len(labels)}] (the split's size)")
-  classes, sizes = np.unique(labels, return_counts=True)
-  exact = sizes * count / len(labels)
-  take = np.floor(exact).astype(np.int64)
-  by_remainder = np.argsort(-(exact - take), kind="stable")
-  take[by_remainder[:count - take.sum()]] += 1
-  chosen = [np.random.default_rng([seed, int(c)]).choice(
-      np.flatnonzero(labels == c), n, replace=False)
-            for c, n in zip(classes, take)]
-  return np.sort(np.concatenate(chosen))
-
-
-def save_few_shot_indices(path: str, indices: np.ndarray,
-                          meta: dict[str, Any]) -> None:
-  """Writes the chosen indices as JSON, atomically. An existing file with
-  other indices is an error and is left untouched."""
-  payload = {**meta, "indices": [int(i) for i in indices]}
-  if files.exists(path):
-    existing = files.read_json(path)
-    if existing != payload:
-      raise ValueError(f"{path} holds another few-shot selection"
-                       f" ({existing.get('shot')} shot, seed"
-                       f" {existing.get('seed')}); refusing to overwrite it")
-    return
-  files.write_json(path, payload, indent=None)

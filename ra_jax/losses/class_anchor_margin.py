@@ -25,11 +25,13 @@ DEFAULT_MARGIN = 1.0
 DEFAULT_MIN_NORM = 1.0
 
 
-def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight):
+def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
+                           attract_weight=1.0):
   _common.check_hyperparameter("margin", margin, minimum=0.0, inclusive=False)
   _common.check_hyperparameter("min_norm", min_norm, minimum=0.0)
   _common.check_hyperparameter("repel_weight", repel_weight, minimum=0.0)
   _common.check_hyperparameter("norm_weight", norm_weight, minimum=0.0)
+  _common.check_hyperparameter("attract_weight", attract_weight, minimum=0.0)
 
 
 def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
@@ -50,6 +52,7 @@ def class_anchor_margin_loss(
     min_norm: float = DEFAULT_MIN_NORM,
     repel_weight: float = 1.0,
     norm_weight: float = 1.0,
+    attract_weight: float = 1.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
 ) -> jax.Array:
@@ -62,7 +65,7 @@ def class_anchor_margin_loss(
     R &= \tfrac12 \sum_{y \ne y'} \max(0, 2m - \lVert c_y - c_{y'} \rVert)^2
         \quad\text{(ordered pairs)} \\
     N &= \sum_y \max(0, p - \lVert c_y \rVert) \\
-    \ell_i &= A_i + w_R R + w_N N
+    \ell_i &= w_A A_i + w_R R + w_N N
 
   so ``loss.mean()`` is the paper's batch loss. With ``where``, masked
   examples give exactly 0 and ``loss.sum() / where.sum()`` is the loss over
@@ -91,6 +94,8 @@ def class_anchor_margin_loss(
     min_norm: p; anchors with norm below p are pushed outward.
     repel_weight: w_R, weight of the repeller (1 in the paper).
     norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
+    attract_weight: w_A, weight of the attractor (1 in the paper; the
+      trainer can ramp it up from 0, `train.loss_warmup_steps`).
     where: optional (B,) boolean mask of the examples that count.
     checks: under jit, add `checkify` checks for label ranges and
       non-finite inputs (run the function under `checkify.checkify`).
@@ -98,13 +103,15 @@ def class_anchor_margin_loss(
   Returns:
     (B,) per-example loss in the compute dtype (>= float32).
   """
-  _check_hyperparameters(margin, min_norm, repel_weight, norm_weight)
+  _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
+                         attract_weight)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
       embeddings, labels, "anchors", anchors, where, checks)
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
-  loss = attract + repel_weight * repel + norm_weight * norm
+  loss = (attract_weight * attract + repel_weight * repel +
+          norm_weight * norm)
   return jnp.where(valid, loss, 0.0)
 
 

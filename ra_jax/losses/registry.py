@@ -48,7 +48,9 @@ class LossSpec:
       hyperparameters..., where=None) -> (B,)`.
     class_params: per-class parameter name -> "matrix" (C, D) or "vector"
       (C,), in the order `fn` takes them; the model's head creates them.
-    geometry: "l2" or "sphere" (see GEOMETRIES).
+    geometry: "l2" or "sphere" (see GEOMETRIES), the default.
+    geometries: the geometries a run may choose (`loss.geometry` in its
+      config); empty: `geometry` only.
     needs_positives: in-batch pair/triplet mining, so batches must hold
       several images of each class (class-balanced batches).
     terms: optional `terms(embeddings, labels, *class_params, **hp, where=)`
@@ -58,6 +60,8 @@ class LossSpec:
       embedding space (stage 1 of two-stage search, nearest-anchor accuracy),
       or None.
     shown: hyperparameters a label always names, even at their default.
+    warmup: weight hyperparameters the trainer may ramp linearly from 0 to
+      their value over the first steps (`train.loss_warmup_steps`).
   """
   name: str
   title: str
@@ -65,11 +69,13 @@ class LossSpec:
   class_params: Mapping[str, ClassParamShape] = dataclasses.field(
       default_factory=dict)
   geometry: Geometry = "l2"
+  geometries: tuple[Geometry, ...] = ()
   needs_positives: bool = False
   terms: Optional[Callable[..., dict[str, jax.Array]]] = None
   progress: tuple[str, ...] = ()
   anchors: Optional[str] = None
   shown: tuple[str, ...] = ()
+  warmup: tuple[str, ...] = ()
 
   def __post_init__(self):
     positional = [p.name for p in inspect.signature(self.fn).parameters.values()
@@ -78,12 +84,20 @@ class LossSpec:
       raise ValueError(f"loss {self.name!r}: class_params"
                        f" {list(self.class_params)} must name {self.fn.__name__}"
                        f"'s per-class arguments {positional}, in order")
-    if self.geometry not in GEOMETRIES:
-      raise ValueError(f"loss {self.name!r}: geometry must be one of"
-                       f" {GEOMETRIES}, got {self.geometry!r}")
+    for geometry in (self.geometry, *self.geometries):
+      if geometry not in GEOMETRIES:
+        raise ValueError(f"loss {self.name!r}: geometry must be one of"
+                         f" {GEOMETRIES}, got {geometry!r}")
+    if self.geometries and self.geometry not in self.geometries:
+      raise ValueError(f"loss {self.name!r}: its default geometry"
+                       f" {self.geometry!r} is not one of {self.geometries}")
     if self.anchors is not None and self.anchors not in self.class_params:
       raise ValueError(f"loss {self.name!r}: anchors {self.anchors!r} is not"
                        " one of its class_params")
+    unknown = sorted(set(self.warmup) - set(self.hyperparameters))
+    if unknown:
+      raise ValueError(f"loss {self.name!r}: warmup names {unknown}, which"
+                       " are not hyperparameters of it")
 
   @property
   def hyperparameters(self) -> dict[str, Any]:
@@ -91,6 +105,17 @@ class LossSpec:
     return {p.name: p.default
             for p in inspect.signature(self.fn).parameters.values()
             if p.kind == p.KEYWORD_ONLY and p.name not in _NOT_HYPERPARAMETERS}
+
+  def resolve_geometry(self, geometry: Optional[str] = None) -> Geometry:
+    """The geometry a run trains, evaluates and searches in: `geometry`
+    (None: the default) if this loss allows it, else a ValueError."""
+    if geometry is None:
+      return self.geometry
+    allowed = self.geometries or (self.geometry,)
+    if geometry not in allowed:
+      raise ValueError(f"loss {self.name!r}: geometry {geometry!r} is not"
+                       f" one it allows ({', '.join(allowed)})")
+    return geometry
 
   def check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
     """A ValueError naming the unknown names, if any."""
@@ -128,10 +153,14 @@ class LossSpec:
 
   def describe(self, hyperparameters: Mapping[str, Any]) -> str:
     """The title, with the hyperparameters that differ from the defaults
-    (and those in `shown`): "triplet (mining=hard)"."""
+    (and those in `shown`) and a geometry other than the default:
+    "triplet (mining=hard, geometry=l2)"."""
     defaults = self.hyperparameters
     named = [f"{k}={v}" for k, v in hyperparameters.items()
              if k in defaults and (k in self.shown or v != defaults[k])]
+    geometry = hyperparameters.get("geometry")
+    if geometry and geometry != self.geometry:
+      named.append(f"geometry={geometry}")
     return f"{self.title} ({', '.join(named)})" if named else self.title
 
 
@@ -142,7 +171,8 @@ def _registry(*specs: LossSpec) -> dict[str, LossSpec]:
 LOSSES: dict[str, LossSpec] = _registry(
     LossSpec("cam", "class anchor margin", class_anchor_margin_loss,
              {"anchors": "matrix"}, terms=class_anchor_margin_terms,
-             progress=("attract", "repel", "norm"), anchors="anchors"),
+             progress=("attract", "repel", "norm"), anchors="anchors",
+             warmup=("attract_weight",)),
     LossSpec("ce", "cross-entropy", softmax_cross_entropy_loss,
              {"kernel": "matrix", "bias": "vector"}),
     LossSpec("center", "center loss", center_loss,
@@ -151,9 +181,13 @@ LOSSES: dict[str, LossSpec] = _registry(
              geometry="sphere"),
     LossSpec("proxy_anchor", "proxy-anchor", proxy_anchor_loss,
              {"proxies": "matrix"}, geometry="sphere"),
+    # Pair and triplet losses: on the unit sphere as in the metric-learning
+    # literature (FaceNet, Musgrave et al. 2020), raw L2 on request.
     LossSpec("contrastive", "contrastive", contrastive_loss,
+             geometry="sphere", geometries=("sphere", "l2"),
              needs_positives=True),
-    LossSpec("triplet", "triplet", triplet_loss, needs_positives=True,
+    LossSpec("triplet", "triplet", triplet_loss, geometry="sphere",
+             geometries=("sphere", "l2"), needs_positives=True,
              shown=("mining",)),
 )
 

@@ -47,14 +47,21 @@ class EmbeddingHead(nn.Module):
     batch_norm: BatchNorm on the embedding (off by default: the class anchor
       margin loss works in raw L2 space).
     l2_normalize: project embeddings onto the unit sphere (off by default).
-    anchor_init_scale: class matrices start as N(0, scale^2); with scale 1 and
-      D >= 16, anchors start far more than 2 * margin (default 2) apart.
+    anchor_init: how the (C, D) class matrices start: "normal", i.i.d.
+      N(0, scale^2) entries (rows of norm about scale * sqrt(D), pairwise
+      distances about scale * sqrt(2D)); or "orthogonal", orthogonal rows
+      of norm exactly scale * sqrt(D) (pairwise distances exactly
+      scale * sqrt(2D): a configuration whose separation and norms are
+      known, so a margin and a minimum norm can be set against them;
+      needs C <= D).
+    anchor_init_scale: the scale above.
   """
   embedding_dim: int
   num_classes: int
   class_params: ClassParams = (("anchors", "matrix"),)
   batch_norm: bool = False
   l2_normalize: bool = False
+  anchor_init: str = "normal"
   anchor_init_scale: float = 1.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -63,7 +70,7 @@ class EmbeddingHead(nn.Module):
   def __call__(self, features, train: bool = False):
     for name, shape in class_param_shapes(self.class_params):
       if shape == "matrix":
-        self.param(name, nn.initializers.normal(self.anchor_init_scale),
+        self.param(name, self._matrix_init(),
                    (self.num_classes, self.embedding_dim), self.param_dtype)
       else:
         self.param(name, nn.initializers.zeros, (self.num_classes,),
@@ -78,6 +85,20 @@ class EmbeddingHead(nn.Module):
           jnp.maximum(jnp.sum(jnp.square(x.astype(jnp.float32)), -1,
                               keepdims=True), 1e-12)).astype(x.dtype)
     return x
+
+
+  def _matrix_init(self):
+    if self.anchor_init == "normal":
+      return nn.initializers.normal(self.anchor_init_scale)
+    if self.anchor_init != "orthogonal":
+      raise ValueError(f"anchor_init must be 'normal' or 'orthogonal', got"
+                       f" {self.anchor_init!r}")
+    if self.num_classes > self.embedding_dim:
+      raise ValueError(f"anchor_init='orthogonal' needs at most as many"
+                       f" classes ({self.num_classes}) as embedding"
+                       f" dimensions ({self.embedding_dim})")
+    return nn.initializers.orthogonal(
+        self.anchor_init_scale * self.embedding_dim ** 0.5)
 
 
 class RetrievalModel(nn.Module):

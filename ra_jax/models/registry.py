@@ -63,7 +63,8 @@ def get_backbone(name: str, *, num_classes: Optional[int] = None,
 def get_model(name: str, *, embedding_dim: int, num_classes: int,
               class_params: Any = ("anchors",),
               head_batch_norm: bool = False, l2_normalize: bool = False,
-              anchor_init_scale: float = 1.0, dtype: Any = jnp.float32,
+              anchor_init: str = "normal", anchor_init_scale: float = 1.0,
+              dtype: Any = jnp.float32,
               param_dtype: Any = jnp.float32, **backbone_kwargs
               ) -> RetrievalModel:
   """Backbone `name` + EmbeddingHead: images (B, H, W, 3) -> embeddings (B, D).
@@ -78,6 +79,7 @@ def get_model(name: str, *, embedding_dim: int, num_classes: int,
   head = EmbeddingHead(embedding_dim=embedding_dim, num_classes=num_classes,
                        class_params=class_param_shapes(class_params),
                        batch_norm=head_batch_norm, l2_normalize=l2_normalize,
+                       anchor_init=anchor_init,
                        anchor_init_scale=anchor_init_scale, dtype=dtype,
                        param_dtype=param_dtype)
   return RetrievalModel(backbone=backbone, head=head)

@@ -85,17 +85,20 @@ def evaluate(model, state, source: data.DatasetSource, augment,
 
 def final_results(exp, state, step: int,
                   apply: Optional[Callable] = None) -> dict[str, Any]:
-  """What results.json (and evaluation/step_N.json) hold: the dataset, the
-  step and `evaluate`'s metrics."""
-  return {"dataset": exp.source.describe(), "steps": step,
+  """What results.json (and evaluation/step_N.json) hold: the dataset (its
+  query and database splits), the geometry, the step and `evaluate`'s
+  metrics."""
+  return {"dataset": exp.source.describe(), "geometry": exp.geometry,
+          "steps": step,
           **evaluate(exp.model, state, exp.source, exp.augment,
                      exp.config.eval, exp.loss, apply=apply)}
 
 
 class SubsetEvaluator:
-  """mAP@100 (and nearest-anchor accuracy) of `num_queries` evenly spaced
-  queries against `num_database` evenly spaced database items: the cheap
-  evaluation run every `eval.every` steps during training."""
+  """mAP@100, full mAP (and nearest-anchor accuracy) of `num_queries`
+  evenly spaced queries against `num_database` evenly spaced database
+  items: the cheap evaluation run every `eval.every` steps during
+  training."""
 
   def __init__(self, model, source: data.DatasetSource, augment,
                eval_config, loss: losses.LossSpec):
@@ -120,7 +123,7 @@ class SubsetEvaluator:
     metrics = retrieval.evaluate_retrieval(
         query, query_labels, db, db_labels, ks=(k,),
         exclude_self=self.exclude_self)
-    out = {f"eval/map@{k}": metrics[f"map@{k}"]}
+    out = {f"eval/map@{k}": metrics[f"map@{k}"], "eval/map": metrics["map"]}
     anchors = anchors_of(state, self.loss)
     if anchors is not None:
       out["eval/nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(

@@ -5,6 +5,7 @@ agree on what a work dir holds.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -38,6 +39,9 @@ class Experiment:
   tx: optax.GradientTransformation
   mesh: Mesh
   loss: losses.LossSpec
+  # "l2" or "sphere": the space embeddings are trained, evaluated and
+  # searched in (the head projects onto the sphere for "sphere").
+  geometry: str
 
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters (with the pretrained backbone if configured),
@@ -101,10 +105,13 @@ _BOUNDS = (
     ("optim", "learning_rate", 0, False), ("optim", "warmup_steps", 0, True),
     ("optim", "weight_decay", 0, True), ("optim", "anchor_lr_mult", 0, True),
     ("optim", "grad_clip", 0, True), ("model", "embedding_dim", 1, True),
-    ("model", "width", 0, True), ("dataset", "image_size", 1, True),
+    ("model", "width", 0, True), ("model", "anchor_init_scale", 0, False),
+    ("dataset", "image_size", 1, True),
     ("dataset", "shot", 0, True), ("dataset", "images_per_class", 0, True),
     ("dataset", "train_examples", 0, True),
+    ("dataset", "validation_examples", 0, True),
     ("train", "prefetch_batches", 0, True), ("eval", "batch_size", 1, True),
+    ("train", "loss_warmup_steps", 0, True),
     ("eval", "every", 0, True),
 )
 
@@ -128,6 +135,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if bad_ks:
     raise ValueError(f"eval.ks {tuple(config.eval.ks)}: cut-offs must be"
                      " integers >= 1")
+  if config.model.get("anchor_init", "normal") not in ("normal",
+                                                       "orthogonal"):
+    raise ValueError(f"model.anchor_init={config.model.anchor_init!r}: one"
+                     " of normal, orthogonal")
   if config.model.dtype not in ("float32", "bfloat16", "float16"):
     raise ValueError(f"model.dtype={config.model.dtype!r}: one of float32,"
                      " bfloat16, float16")
@@ -137,6 +148,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Everything but the state. Writes only few_shot_indices.json (once)."""
   validate_config(config)
   loss = objective.spec_of(config.loss)
+  geometry = objective.geometry_of(config.loss)
+  objective.loss_fn(config.loss, config.train.get("loss_warmup_steps", 0))
   source = _source(config)
   objective.check_values(loss, config.loss, source.num_classes,
                          config.model.embedding_dim)
@@ -155,7 +168,10 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   model = models.get_model(
       config.model.name, embedding_dim=config.model.embedding_dim,
       num_classes=source.num_classes, class_params=loss.class_params,
-      l2_normalize=loss.geometry == "sphere",
+      l2_normalize=geometry == "sphere",
+      head_batch_norm=config.model.get("head_batch_norm", False),
+      anchor_init=config.model.get("anchor_init", "normal"),
+      anchor_init_scale=config.model.get("anchor_init_scale", 1.0),
       dtype=getattr(jnp, config.model.dtype), **_backbone_kwargs(config))
   image_shape = (config.dataset.image_size, config.dataset.image_size,
                  source.image_shape[-1] if source.image_shape else 3)
@@ -165,7 +181,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   return Experiment(config=config, workdir=workdir, source=source,
                     train_split=train_split, train_labels=labels, model=model,
                     image_shape=image_shape, total_steps=total_steps, tx=tx,
-                    mesh=step_lib.data_mesh(), loss=loss)
+                    mesh=step_lib.data_mesh(), loss=loss,
+                    geometry=geometry)
 
 
 def _training_examples(config, source: data.DatasetSource, workdir: str):
@@ -213,8 +230,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"work dir {workdir}: {existing} is not writable")
   if not files.exists(files.join(workdir, "config.json")):
     return
-  saved = load_config_json(workdir)
-  current = json.loads(config.to_json_best_effort())
+  saved = _identity(load_config_json(workdir))
+  current = _identity(json.loads(config.to_json_best_effort()))
   differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
   if differ:
     raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
@@ -235,6 +252,41 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict, *,
     files.write_text(path, config.to_json_best_effort(indent=1))
 
 
+# Fields added after runs were saved without them, with the value those
+# runs had; and dataset fields that do not change what a run computes.
+_ADDED_FIELDS = {
+    "dataset": {"validation_examples": 0, "validation_seed": 0},
+    "model": {"head_batch_norm": False, "anchor_init": "normal",
+              "anchor_init_scale": 1.0},
+}
+_NOT_IDENTITY = {"dataset": ("in_memory",)}
+
+
+def _identity(config: dict) -> dict:
+  """The parts of a config that make its checkpoints what they are."""
+  config = _upgraded(config)
+  for section, fields in _NOT_IDENTITY.items():
+    for field in fields:
+      config.get(section, {}).pop(field, None)
+  return config
+
+
+def _upgraded(saved: dict) -> dict:
+  """A saved config with the fields added since filled in as the run had
+  them. Runs saved before `loss.geometry` existed trained pair and triplet
+  losses on raw embeddings: they get "l2" (the others their only one)."""
+  saved = json.loads(json.dumps(saved))
+  for section, fields in _ADDED_FIELDS.items():
+    for field, value in fields.items():
+      saved.get(section, {}).setdefault(field, value)
+  loss = saved.get("loss", {})
+  if "geometry" not in loss and loss.get("name") in losses.LOSSES:
+    spec = losses.get_loss(loss["name"])
+    loss["geometry"] = "l2" if "l2" in (spec.geometries or
+                                       (spec.geometry,)) else spec.geometry
+  return saved
+
+
 def load_config_json(workdir: str) -> dict:
   path = files.join(workdir, "config.json")
   if not files.exists(path):
@@ -243,8 +295,9 @@ def load_config_json(workdir: str) -> dict:
 
 
 def config_of(workdir: str) -> ml_collections.ConfigDict:
-  """The config a work dir was trained with (its config.json)."""
-  return ml_collections.ConfigDict(load_config_json(workdir))
+  """The config a work dir was trained with (its config.json), with the
+  fields added since filled in as the run had them."""
+  return ml_collections.ConfigDict(_upgraded(load_config_json(workdir)))
 
 
 def _backbone_kwargs(config) -> dict:
@@ -260,19 +313,41 @@ def _backbone_kwargs(config) -> dict:
 
 
 def _source(config) -> data.DatasetSource:
+  """The run's dataset: loaded (and decoded into memory, `dataset.in_memory`)
+  once per process, with its query/database protocol or its validation
+  hold-out (`dataset.validation_examples`)."""
+  ds = config.dataset
+  source = _loaded_source(ds.name, ds.data_dir, ds.manual_dir,
+                          ds.get("builder", "auto"),
+                          ds.get("in_memory", "auto"))
+  count = ds.get("validation_examples", 0)
+  if count:
+    if ds.query_split or ds.database_split:
+      raise ValueError("dataset.validation_examples replaces the query and"
+                       " database splits; leave dataset.query_split and"
+                       " dataset.database_split empty")
+    return data.with_validation(source, count, ds.get("validation_seed", 0))
+  return source.with_protocol(query_split=ds.query_split or None,
+                              database_split=ds.database_split or None)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_source(name: str, data_dir: str, manual_dir: str, builder: str,
+                   in_memory: str) -> data.DatasetSource:
   kwargs = {}
-  if config.dataset.name not in ("digits",):
-    if config.dataset.data_dir:
-      kwargs["data_dir"] = config.dataset.data_dir
-    if config.dataset.manual_dir:
-      kwargs["manual_dir"] = config.dataset.manual_dir
-    builder = config.dataset.get("builder", "auto")
+  if name not in ("digits",):
+    if data_dir:
+      kwargs["data_dir"] = data_dir
+    if manual_dir:
+      kwargs["manual_dir"] = manual_dir
     if builder not in ("auto", "catalogue", "own"):
       raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
                        f" {builder!r}")
     if builder != "auto":
       kwargs["own_builder"] = builder == "own"
-  source = data.get_source(config.dataset.name, **kwargs)
-  return source.with_protocol(
-      query_split=config.dataset.query_split or None,
-      database_split=config.dataset.database_split or None)
+  try:
+    return data.in_memory(data.get_source(name, **kwargs), in_memory)
+  except ValueError as error:
+    if "in-memory mode" in str(error):
+      raise ValueError(f"dataset.in_memory: {error}") from error
+    raise

@@ -118,8 +118,8 @@ def export_run(workdir: str, out: str, *,
           "output": {"dtype": "float32",
                      "shape": ["batch", int(index.embeddings.shape[1])]}},
       "preprocessing": preprocessing(exp.augment, exp.image_shape[-1]),
-      "output": {"geometry": exp.loss.geometry,
-                 "distance": "euclidean" if exp.loss.geometry == "l2" else
+      "output": {"geometry": exp.geometry,
+                 "distance": "euclidean" if exp.geometry == "l2" else
                  "euclidean between unit vectors (ranks as cosine)"},
       "database": {"file": DATABASE, "count": len(index),
                    "split": run.source.database_split,

@@ -10,9 +10,10 @@ In a multi-process job, call `runtime.initialize(config.distributed)` first
 (`python -m ra_jax.train` does).
 """
 
+import dataclasses
 import math
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -29,16 +30,48 @@ class NonFiniteLossError(RuntimeError):
   pass
 
 
+@dataclasses.dataclass
+class Trained:
+  """What `train` leaves: the run's parts, its final state, where it
+  started (0 or the resumed step), its training images/s (None when no
+  step was timed) and the subset evaluator's jitted apply (or None)."""
+  exp: experiment.Experiment
+  state: step_lib.TrainState
+  start_step: int
+  images_per_second: Optional[float]
+  apply: Optional[Callable]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains, checkpoints, resumes, evaluates; returns the results dict."""
-  runtime.log_start()
   wall_start = time.time()
+  trained = train(config, workdir)
+  exp = trained.exp
+  results = evaluation.final_results(exp, trained.state, exp.total_steps,
+                                     apply=trained.apply)
+  if trained.images_per_second is not None:
+    results["train_images_per_second"] = trained.images_per_second
+  results["run"] = {"seed": config.train.seed,
+                    "resumed_from": trained.start_step,
+                    "wall_seconds": time.time() - wall_start,
+                    **runtime.environment()}
+  if runtime.is_writer():
+    files.write_json(files.join(workdir, "results.json"), results)
+  return results
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
+  """Trains to `exp.total_steps` (resuming from the newest checkpoint),
+  logging metrics and subset evaluations and saving checkpoints; no final
+  evaluation."""
+  runtime.log_start()
   experiment.check_workdir(workdir, config)
   exp = experiment.build(config, workdir)  # fails early on a missing dataset
   experiment.claim_workdir(workdir, config, update=True)
   train_step = step_lib.shard_step(step_lib.make_train_step(
-      exp.model, exp.tx, objective.loss_fn(dict(config.loss))), exp.mesh)
+      exp.model, exp.tx, objective.loss_fn(
+          dict(config.loss), config.train.get("loss_warmup_steps", 0))), exp.mesh)
   evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,
                                           config.eval, exp.loss)
                if config.eval.get("every", 0) else None)
@@ -88,18 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   rate = clock.images_per_second(exp.total_steps)
   mngr.wait_until_finished()
   bar.close()
-
-  results = evaluation.final_results(
-      exp, state, exp.total_steps, apply=evaluator and evaluator.apply)
-  if rate is not None:
-    results["train_images_per_second"] = rate
-  results["run"] = {"seed": config.train.seed, "resumed_from": start_step,
-                    "wall_seconds": time.time() - wall_start,
-                    **runtime.environment()}
   writer.close()
-  if runtime.is_writer():
-    files.write_json(files.join(workdir, "results.json"), results)
-  return results
+  return Trained(exp, state, start_step, rate,
+                 evaluator.apply if evaluator is not None else None)
 
 
 def _check_labels(labels, num_classes: int, step: int) -> None:

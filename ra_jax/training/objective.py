@@ -1,5 +1,6 @@
-"""The loss a run trains with, read from its config section (`loss.name`
-plus that loss's hyperparameters) through the registry `ra_jax.losses.LOSSES`.
+"""The loss a run trains with, read from its config section (`loss.name`,
+`loss.geometry` and that loss's hyperparameters) through the registry
+`ra_jax.losses.LOSSES`.
 
 `loss_fn(config)` gives a function of (embeddings, labels, class_params,
 where) -> (per-example loss (B,), logged scalars), so the train step treats
@@ -41,17 +42,38 @@ def check_values(spec: losses.LossSpec, config: Mapping[str, Any],
     raise ValueError(f"loss {spec.name!r}: {error}") from error
 
 
+def geometry_of(config: Mapping[str, Any]) -> str:
+  """The run's geometry: `loss.geometry` if set (checked against what the
+  loss allows), else the loss's default."""
+  return spec_of(config).resolve_geometry(config.get("geometry") or None)
+
+
 def _hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in config.items() if k != "name"}
+  return {k: v for k, v in config.items() if k not in ("name", "geometry")}
 
 
-def loss_fn(config: Mapping[str, Any]) -> Callable:
-  """(embeddings, labels, class_params, where) -> (loss (B,), terms)."""
+def loss_fn(config: Mapping[str, Any], warmup_steps: int = 0) -> Callable:
+  """(embeddings, labels, class_params, where, step) -> (loss (B,), terms).
+
+  With `warmup_steps` > 0 the loss's warm-up weights (`LossSpec.warmup`,
+  e.g. the class anchor margin loss's attractor) grow linearly from
+  1 / warmup_steps of their value at step 0 to their value at step
+  warmup_steps - 1; a loss without any is an error."""
   spec = spec_of(config)
   hyperparameters = _hyperparameters(config)
+  if warmup_steps < 0:
+    raise ValueError(f"loss warm-up steps must be >= 0, got {warmup_steps}")
+  if warmup_steps and not spec.warmup:
+    raise ValueError(f"loss {spec.name!r} has no terms to warm up"
+                     " (train.loss_warmup_steps must be 0 for it)")
 
-  def compute(embeddings, labels, class_params, where):
-    loss = spec(embeddings, labels, class_params, where, **hyperparameters)
+  def compute(embeddings, labels, class_params, where, step):
+    values = dict(hyperparameters)
+    if warmup_steps:
+      ramp = jnp.minimum(1.0, (step + 1.0) / warmup_steps)
+      for name in spec.warmup:
+        values[name] = ramp * values.get(name, spec.hyperparameters[name])
+    loss = spec(embeddings, labels, class_params, where, **values)
     terms = spec.logged_terms(embeddings, labels, class_params, where,
                               **hyperparameters)
     return loss, terms

@@ -50,7 +50,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
                                         mutable=["batch_stats"])
       per_example, terms = loss(embeddings.astype(jnp.float32),
                                 batch["label"], class_parameters(params),
-                                where)
+                                where, state.step)
       return objective.mean_over_valid(per_example, where), (
           updates.get("batch_stats", {}), terms)
 

@@ -29,6 +29,23 @@ def test_every_entry_names_its_functions_class_parameters_in_order():
     losses.LossSpec("bad", "bad", losses.center_loss, {"kernel": "matrix"})
   with pytest.raises(ValueError, match="geometry must be one of"):
     losses.LossSpec("bad", "bad", losses.contrastive_loss, geometry="cos")
+  with pytest.raises(ValueError, match="default geometry 'l2' is not one"):
+    losses.LossSpec("bad", "bad", losses.contrastive_loss,
+                    geometries=("sphere",))
+
+
+def test_geometry_choices():
+  """Pair and triplet losses default to the sphere and allow raw L2; the
+  others have one geometry."""
+  for name in ("triplet", "contrastive"):
+    spec = losses.get_loss(name)
+    assert spec.resolve_geometry() == "sphere"
+    assert spec.resolve_geometry("l2") == "l2"
+  assert losses.get_loss("arcface").resolve_geometry() == "sphere"
+  assert losses.get_loss("cam").resolve_geometry("l2") == "l2"
+  with pytest.raises(ValueError, match="geometry 'sphere' is not one it"
+                     r" allows \(l2\)"):
+    losses.get_loss("cam").resolve_geometry("sphere")
   with pytest.raises(ValueError, match="anchors 'centers' is not"):
     losses.LossSpec("bad", "bad", losses.proxy_anchor_loss,
                     {"proxies": "matrix"}, anchors="centers")

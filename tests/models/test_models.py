@@ -178,3 +178,33 @@ def test_unknown_names_list_the_known_ones():
   with pytest.raises(ValueError, match="per-class parameter 'centres'"):
     models.get_model("resnet18_cifar", width=8, embedding_dim=4, num_classes=2,
                      class_params={"centres": "tensor"})
+
+
+def test_orthogonal_anchors_start_exactly_separated():
+  """anchor_init="orthogonal": every class matrix has orthogonal rows of
+  norm scale*sqrt(D), so anchors are exactly scale*sqrt(2D) apart."""
+  model = models.get_model("mlp", width=8, embedding_dim=16, num_classes=5,
+                           class_params=("anchors",), anchor_init="orthogonal",
+                           anchor_init_scale=0.5)
+  anchors = np.asarray(model.init(jax.random.PRNGKey(3), jnp.zeros(
+      (1, 4, 4, 1)))["params"]["head"]["anchors"], np.float64)
+  np.testing.assert_allclose(np.linalg.norm(anchors, axis=1), 0.5 * 4.0,
+                             rtol=1e-5)
+  gram = anchors @ anchors.T
+  np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-5)
+  normal = models.get_model("mlp", width=8, embedding_dim=16, num_classes=5,
+                            class_params=("anchors",))
+  drawn = np.asarray(normal.init(jax.random.PRNGKey(3), jnp.zeros(
+      (1, 4, 4, 1)))["params"]["head"]["anchors"])
+  assert not np.allclose(np.linalg.norm(drawn, axis=1), 4.0, rtol=1e-3)
+  too_many = models.get_model("mlp", width=8, embedding_dim=4, num_classes=5,
+                              class_params=("anchors",),
+                              anchor_init="orthogonal")
+  with pytest.raises(ValueError, match=r"at most as many classes \(5\) as"
+                     r" embedding dimensions \(4\)"):
+    too_many.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="anchor_init must be 'normal' or"
+                     " 'orthogonal', got 'simplex'"):
+    models.get_model("mlp", width=8, embedding_dim=16, num_classes=5,
+                     anchor_init="simplex").init(jax.random.PRNGKey(0),
+                                                 jnp.zeros((1, 4, 4, 1)))

@@ -59,8 +59,8 @@ def test_digits_tiny_run_writes_results(shared_digits_run):
   # TensorBoard tags cannot hold "@"; tensorboardX writes "_".
   assert {"train/loss", "train/attract", "eval/map_100"} <= tags
   config = json.load(open(os.path.join(workdir, "config.json")))
-  assert config["loss"] == {"name": "cam", **losses.get_loss(
-      "cam").hyperparameters}
+  assert config["loss"] == {"name": "cam", "geometry": "l2",
+                            **losses.get_loss("cam").hyperparameters}
 
 
 def test_workdir_of_another_configuration_is_refused(digits_run):
@@ -194,12 +194,83 @@ def test_training_subset_is_stratified_and_excludes_few_shot(tmp_path):
     experiment.build(config, str(tmp_path))
 
 
+def test_validation_runs_hold_out_queries_from_the_training_split(tmp_path):
+  """Model selection never sees the test split: the queries are a stratified
+  hold-out of the training split, the database and the training data the
+  rest; few-shot selections come from the rest; the hold-out does not
+  depend on the training seed."""
+  config = runs.tiny_config()
+  config.train.steps, config.eval.every = 2, 0
+  config.dataset.validation_examples = 200
+  exp = experiment.build(config, str(tmp_path / "a"))
+  source = exp.source
+  assert (source.query_split, source.database_split) == ("validation",
+                                                         "train")
+  held = source.splits["validation"].indices
+  rest = source.splits["train"].indices
+  assert len(held) == 200 and len(rest) == len(exp.train_split) == 1147
+  assert not set(held) & set(rest) and len(set(held) | set(rest)) == 1347
+  assert np.bincount(source.splits["validation"].labels).min() >= 19
+  config.train.seed = 5
+  again = experiment.build(config, str(tmp_path / "b")).source
+  np.testing.assert_array_equal(again.splits["validation"].indices, held)
+  config.dataset.shot = 2
+  few = experiment.build(config, str(tmp_path / "c"))
+  chosen = json.load(open(tmp_path / "c" / "few_shot_indices.json"))
+  original = few.train_split.split.indices[few.train_split.indices]
+  assert len(original) == 20 and not set(original) & set(held)
+  np.testing.assert_array_equal(few.train_split.indices, chosen["indices"])
+  config.dataset.shot, config.train.seed = 0, 0
+  results = loop.train_and_evaluate(config, str(tmp_path / "a"))
+  assert results["dataset"]["query_split"] == "validation"
+  assert results["exact"]["num_queries"] == 200
+  assert results["dataset"]["split_sizes"]["train"] == 1147
+  config.dataset.query_split = "test"
+  with pytest.raises(ValueError, match="validation_examples replaces the"
+                     " query and database splits"):
+    experiment.build(config, str(tmp_path / "d"))
+
+
 def test_losses_on_the_sphere_embed_on_the_sphere(tmp_path):
   for name, spec in losses.LOSSES.items():
     exp = experiment.build(digits.get_config(f"size=tiny,loss={name}"),
                            str(tmp_path))
     assert exp.loss is spec
+    assert exp.geometry == spec.geometry
     assert exp.model.head.l2_normalize == (spec.geometry == "sphere")
+  assert losses.get_loss("triplet").geometry == "sphere"
+  raw = digits.get_config("size=tiny,loss=triplet")
+  raw.loss.geometry = "l2"
+  exp = experiment.build(raw, str(tmp_path))
+  assert exp.geometry == "l2" and not exp.model.head.l2_normalize
+  wrong = digits.get_config("size=tiny,loss=cam")
+  wrong.loss.geometry = "sphere"
+  with pytest.raises(ValueError, match="loss 'cam': geometry 'sphere' is not"
+                     r" one it allows \(l2\)"):
+    experiment.build(wrong, str(tmp_path))
+
+
+def test_runs_saved_before_geometry_existed_keep_their_geometry(tmp_path):
+  """A triplet run saved without loss.geometry trained on raw embeddings:
+  it is evaluated there, and resuming it is not refused as another
+  configuration."""
+  config = digits.get_config("size=tiny,loss=triplet")
+  config.loss.geometry = "l2"
+  saved = json.loads(config.to_json_best_effort())
+  del saved["loss"]["geometry"]
+  for field in ("validation_examples", "validation_seed", "in_memory"):
+    del saved["dataset"][field]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert experiment.config_of(str(tmp_path)).loss.geometry == "l2"
+  experiment.check_workdir(str(tmp_path), config)
+  config.loss.geometry = "sphere"
+  with pytest.raises(ValueError, match="another loss configuration"):
+    experiment.check_workdir(str(tmp_path), config)
+  arcface = json.loads(digits.get_config(
+      "size=tiny,loss=arcface").to_json_best_effort())
+  del arcface["loss"]["geometry"]
+  (tmp_path / "config.json").write_text(json.dumps(arcface))
+  assert experiment.config_of(str(tmp_path)).loss.geometry == "sphere"
 
 
 def test_two_stage_list_counts_are_checked_before_training(tmp_path):

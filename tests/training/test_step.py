@@ -131,7 +131,8 @@ def test_loss_config_sections_come_from_the_registry():
   from configs import common
   for name, spec in losses.LOSSES.items():
     section = common.loss_config(name)
-    assert section.to_dict() == {"name": name, **spec.hyperparameters}
+    assert section.to_dict() == {"name": name, "geometry": spec.geometry,
+                                 **spec.hyperparameters}
     objective.spec_of(section)  # every default is accepted
   assert tuple(common.ARG_KEYS["loss"]) == tuple(losses.LOSSES)
 
@@ -163,3 +164,28 @@ def test_8_devices_take_the_same_step_as_1(name):
   for a, b in zip(jax.tree.leaves(results[0][1].batch_stats),
                   jax.tree.leaves(results[1][1].batch_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_attractor_warm_up_ramps_only_the_attractor():
+  """train.loss_warmup_steps=W: at step s the class anchor margin loss's
+  attractor weighs min(1, (s+1)/W); repeller and norm terms are unchanged;
+  losses without warm-up terms refuse it."""
+  rng = np.random.default_rng(0)
+  e = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+  y = jnp.asarray([0, 1, 2, 0, 1, 2])
+  anchors = {"anchors": jnp.asarray(rng.normal(size=(3, 4)) * 0.3,
+                                    jnp.float32)}
+  where = jnp.ones(6, bool)
+  config = {"name": "cam", "margin": 2.0, "min_norm": 3.0}
+  plain, terms = objective.loss_fn(config)(e, y, anchors, where, 0)
+  assert terms["repel"] > 0 and terms["norm"] > 0  # all three terms act
+  attract = losses.class_anchor_margin_loss(e, y, anchors["anchors"],
+                                            margin=2.0, min_norm=3.0,
+                                            attract_weight=0.0)
+  warm = jax.jit(objective.loss_fn(config, warmup_steps=4))
+  for step, weight in ((0, 0.25), (2, 0.75), (3, 1.0), (100, 1.0)):
+    value, _ = warm(e, y, anchors, where, jnp.int32(step))
+    np.testing.assert_allclose(
+        value, attract + weight * (plain - attract), rtol=1e-5)
+  with pytest.raises(ValueError, match="loss 'ce' has no terms to warm up"):
+    objective.loss_fn({"name": "ce"}, warmup_steps=4)
