@@ -113,13 +113,14 @@ class Run:
 
 
 def tuning_runs() -> list[Run]:
-  runs = []
-  for loss in search_spaces.LOSS_SPACES:
-    for k, trial in enumerate(search_spaces.loss_trials(loss)):
-      runs.append(Run(f"tuning/{loss}/trial{k}", "tuning", loss,
-                      {**VALIDATION, "train.epochs": TUNING_EPOCHS,
-                       "eval.every": 0, **trial}))
-  return runs
+  """Trial 0 of every loss, then trial 1 of every loss, ...: an interrupted
+  search has given every loss the same number of trials, give or take one."""
+  trials = {loss: search_spaces.loss_trials(loss)
+            for loss in search_spaces.LOSS_SPACES}
+  return [Run(f"tuning/{loss}/trial{k}", "tuning", loss,
+              {**VALIDATION, "train.epochs": TUNING_EPOCHS, "eval.every": 0,
+               **trials[loss][k]})
+          for k in range(search_spaces.TRIALS) for loss in trials]
 
 
 STAGES = {"tuning": tuning_runs}
