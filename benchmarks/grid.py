@@ -1,8 +1,12 @@
 """The experiments behind docs/RESULTS.md (issue 14), resumable across
 interruptions and machines:
 
-  python -m benchmarks.grid --stage tuning [--only cam/] [--dry-run]
+  python -m benchmarks.grid --stage STAGE [--only cam/] [--dry-run]
   python -m ra_jax.report --workdir results/grid --output docs/RESULTS.md
+
+STAGE, in order (each reads what the ones before selected, from the
+committed results, and says what is missing if they have not finished):
+tuning, variants, length, final, ablation.
 
 Protocol (Fashion-MNIST; written to results/grid/protocol.json):
 - Every loss trains with the same RECIPE: ResNet-18 (CIFAR stem) at width
@@ -17,6 +21,17 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
   trials per loss from `search_spaces` (the same optimizers and learning
   rates for every loss); the trial with the best validation mAP is the
   loss's tuned setting.
+- "variants": the class anchor margin loss's variants (VARIANT_TEXT) under
+  the same budget, seeds 0 and 1; one is adopted only if it beats the tuned
+  setting on both seeds.
+- "length": the best baseline and the class anchor margin loss at
+  LENGTH_EPOCHS, evaluated on the whole validation split every epoch; the
+  final length is the shortest at which the baseline's validation mAP
+  gains less than CONVERGED over the last quarter of training.
+- "final": every loss, selected settings, final length, test protocol
+  (queries = test split, database = training split), seeds 0-2, full
+  training set and 10-shot; per-query APs kept for paired tests.
+- "ablation": the class anchor margin loss's terms switched off (seed 0).
 
 A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
@@ -29,10 +44,11 @@ import ast
 import dataclasses
 import importlib
 import json
+import math
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from benchmarks import search_spaces
 from ra_jax import files
@@ -123,12 +139,251 @@ def tuning_runs() -> list[Run]:
           for k in range(search_spaces.TRIALS) for loss in trials]
 
 
-STAGES = {"tuning": tuning_runs}
+def _results(results_dir: str, path: str) -> Optional[dict]:
+  target = files.join(results_dir, path, "results.json")
+  return files.read_json(target) if files.exists(target) else None
+
+
+def best_trial(results_dir: str, loss: str) -> tuple[int, dict[str, Any]]:
+  """(trial number, settings) of `loss`'s tuning trial with the best
+  validation mAP; an error naming what is missing until all have run."""
+  trials = search_spaces.loss_trials(loss)
+  scores = [_results(results_dir, f"tuning/{loss}/trial{k}")
+            for k in range(len(trials))]
+  missing = [k for k, r in enumerate(scores) if r is None]
+  if missing:
+    raise ValueError(f"the tuning of {loss!r} has not finished: trials"
+                     f" {missing} have no results.json under"
+                     f" {results_dir}/tuning/{loss}")
+  best = max(range(len(trials)), key=lambda k: scores[k]["exact"]["map"])
+  return best, trials[best]
+
+
+# Variants of the class anchor margin loss (issue 14, item 6), each a
+# function of its tuned settings and the embedding size D, tried under the
+# tuning budget on seeds 0 and 1 against the tuned setting itself.
+def _variants(tuned: dict[str, Any], dim: int) -> dict[str, dict[str, Any]]:
+  margin = tuned.get("loss.margin", 1.0)
+  return {
+      # anchors start exactly 2 * margin apart (the repeller satisfied at
+      # its boundary) with norm margin * sqrt(2)
+      "orthogonal_init": {"model.anchor_init": "orthogonal",
+                          "model.anchor_init_scale": margin * math.sqrt(
+                              2.0 / dim)},
+      # margin and minimum norm at the scale of the default N(0, 1)
+      # anchors: 2m = sqrt(2D) (their typical distance), p = sqrt(D)
+      # (their typical norm), so both terms act from the first step
+      "margins_at_init_scale": {"loss.margin": math.sqrt(dim / 2.0),
+                                "loss.min_norm": math.sqrt(dim)},
+      # the attractor grows from 0 over the learning-rate warm-up, so the
+      # anchors arrange themselves before embeddings are pulled onto them
+      "attract_warmup": {"train.loss_warmup_steps":
+                             RECIPE["optim.warmup_steps"]},
+  }
+
+
+VARIANT_SEEDS = (0, 1)
+
+
+def variant_runs(results_dir: str) -> list[Run]:
+  """The tuned class anchor margin loss again on seed 1 (seed 0 is its
+  tuning trial), and each variant on seeds 0 and 1, on validation."""
+  best, tuned = best_trial(results_dir, "cam")
+  base = {**VALIDATION, "train.epochs": TUNING_EPOCHS, "eval.every": 0,
+          **tuned}
+  runs = [Run(f"variants/cam/tuned/seed{seed}", "variants", "cam", base,
+              seed) for seed in VARIANT_SEEDS if seed != 0]
+  for name, change in _variants(tuned,
+                                RECIPE["model.embedding_dim"]).items():
+    runs += [Run(f"variants/cam/{name}/seed{seed}", "variants", "cam",
+                 {**base, **change}, seed) for seed in VARIANT_SEEDS]
+  return runs
+
+
+def variant_scores(results_dir: str) -> dict[str, list[Optional[float]]]:
+  """Validation mAP per seed of the tuned setting and of each variant."""
+  best, tuned = best_trial(results_dir, "cam")
+  scores = {}
+  for name in ("tuned", *_variants(tuned, RECIPE["model.embedding_dim"])):
+    row = []
+    for seed in VARIANT_SEEDS:
+      path = (f"tuning/cam/trial{best}" if (name, seed) == ("tuned", 0) else
+              f"variants/cam/{name}/seed{seed}")
+      result = _results(results_dir, path)
+      row.append(result["exact"]["map"] if result else None)
+    scores[name] = row
+  return scores
+
+
+def adopted_variant(results_dir: str) -> Optional[str]:
+  """The variant that beats the tuned setting on every seed, the best of
+  them by mean if several; None if none does. An error until all ran."""
+  scores = variant_scores(results_dir)
+  if any(v is None for row in scores.values() for v in row):
+    raise ValueError("the variants of the class anchor margin loss have not"
+                     f" all run (--stage variants): {scores}")
+  tuned = scores.pop("tuned")
+  winners = {name: sum(row) for name, row in scores.items()
+             if all(v > t for v, t in zip(row, tuned))}
+  return max(winners, key=winners.get) if winners else None
+
+
+def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
+  """A loss's selected settings: its best trial, and for the class anchor
+  margin loss the adopted variant."""
+  _, settings = best_trial(results_dir, loss)
+  if loss == "cam":
+    variant = adopted_variant(results_dir)
+    if variant:
+      settings = {**settings, **_variants(
+          settings, RECIPE["model.embedding_dim"])[variant]}
+  return settings
+
+
+# Stage "length": the training lengths tried, shortest first, until the
+# best baseline's validation mAP gains less than CONVERGED over the last
+# quarter of training.
+LENGTH_EPOCHS = (12, 24)
+CONVERGED = 0.01
+# Final runs: seeds, and the 10-shot setting (100 training images: batches
+# of 10 images of each class, a fixed number of steps).
+FINAL_SEEDS = (0, 1, 2)
+FEW_SHOT = {"dataset.shot": 10, "train.epochs": 0, "train.steps": 300,
+            "train.global_batch_size": 100, "dataset.images_per_class": 10,
+            "optim.warmup_steps": 30, "train.checkpoint_every": 100,
+            "eval.every": 100}
+ABLATIONS = {"no_repel": {"loss.repel_weight": 0.0},
+             "no_norm": {"loss.norm_weight": 0.0},
+             "attract_only": {"loss.repel_weight": 0.0,
+                              "loss.norm_weight": 0.0}}
+
+
+def _steps_per_epoch(examples: int) -> int:
+  return examples // RECIPE["train.global_batch_size"]
+
+
+def best_baseline(results_dir: str) -> str:
+  """The loss other than the class anchor margin loss with the best tuned
+  validation mAP."""
+  scores = {}
+  for loss in search_spaces.LOSS_SPACES:
+    if loss != "cam":
+      best, _ = best_trial(results_dir, loss)
+      scores[loss] = _results(results_dir,
+                              f"tuning/{loss}/trial{best}")["exact"]["map"]
+  return max(scores, key=scores.get)
+
+
+def validation_curve(results_dir: str, path: str) -> list[tuple[int, float]]:
+  """(step, full validation mAP) of a length run, from its metrics.jsonl."""
+  metrics = files.join(results_dir, path, "metrics.jsonl")
+  if not files.exists(metrics):
+    return []
+  rows = [json.loads(line) for line in files.read_text(metrics).splitlines()
+          if line.strip()]
+  return [(r["step"], r["eval/map"]) for r in rows if "eval/map" in r]
+
+
+def last_quarter_gain(curve: list[tuple[int, float]]) -> float:
+  """mAP at the last step minus mAP at the evaluation nearest 3/4 of it."""
+  if len(curve) < 2:
+    raise ValueError("a curve needs at least two evaluations")
+  last_step, last = curve[-1]
+  _, at_three_quarters = min(curve, key=lambda p: abs(p[0] - 0.75 *
+                                                      last_step))
+  return last - at_three_quarters
+
+
+def _length_path(loss: str, epochs: int) -> str:
+  return f"length/{loss}/epochs{epochs}"
+
+
+def length_runs(results_dir: str) -> list[Run]:
+  """The best baseline and the class anchor margin loss, selected settings,
+  on validation with a full validation evaluation every epoch, at each
+  length of LENGTH_EPOCHS up to the first where the baseline converged."""
+  leader = best_baseline(results_dir)
+  runs = []
+  for epochs in LENGTH_EPOCHS:
+    for loss in (leader, "cam"):
+      runs.append(Run(_length_path(loss, epochs), "length", loss, {
+          **VALIDATION, **final_settings(results_dir, loss),
+          "train.epochs": epochs,
+          "eval.every": _steps_per_epoch(50000),
+          "eval.subset_queries": 0, "eval.subset_database": 0}))
+    curve = validation_curve(results_dir, _length_path(leader, epochs))
+    if curve and _results(results_dir, _length_path(leader, epochs)) and (
+        last_quarter_gain(curve) < CONVERGED):
+      break
+  return runs
+
+
+def final_epochs(results_dir: str) -> int:
+  """The shortest length of LENGTH_EPOCHS at which the best baseline
+  converged on validation; an error until one has."""
+  leader = best_baseline(results_dir)
+  for epochs in LENGTH_EPOCHS:
+    path = _length_path(leader, epochs)
+    curve = validation_curve(results_dir, path)
+    if _results(results_dir, path) and last_quarter_gain(curve) < CONVERGED:
+      return epochs
+  raise ValueError(f"no length of {LENGTH_EPOCHS} epochs has converged for"
+                   f" {leader!r} yet (--stage length)")
+
+
+def _final(results_dir: str, loss: str, epochs: int) -> dict[str, Any]:
+  return {**final_settings(results_dir, loss), "train.epochs": epochs,
+          "eval.every": _steps_per_epoch(60000), "eval.per_query": True,
+          "eval.list_sources": ("labels", "anchors")}
+
+
+def final_runs(results_dir: str) -> list[Run]:
+  """Every loss with its selected settings on the test protocol, seeds
+  FINAL_SEEDS, full training set and 10-shot (selection seed = seed)."""
+  epochs = final_epochs(results_dir)
+  runs = []
+  for seed in FINAL_SEEDS:
+    for loss in search_spaces.LOSS_SPACES:
+      settings = _final(results_dir, loss, epochs)
+      runs.append(Run(f"final/full/{loss}/seed{seed}", "final", loss,
+                      settings, seed))
+      runs.append(Run(f"final/10-shot/{loss}/seed{seed}", "final", loss,
+                      {**settings, **FEW_SHOT, "dataset.shot_seed": seed},
+                      seed))
+  return runs
+
+
+def ablation_runs(results_dir: str) -> list[Run]:
+  """The class anchor margin loss's terms switched off, final recipe,
+  seed 0 (the full loss is final/full/cam/seed0)."""
+  settings = _final(results_dir, "cam", final_epochs(results_dir))
+  return [Run(f"ablation/cam/{name}/seed0", "ablation", "cam",
+              {**settings, **change}) for name, change in ABLATIONS.items()]
+
+
+STAGES = {"tuning": lambda results_dir: tuning_runs(),
+          "variants": variant_runs, "length": length_runs,
+          "final": final_runs, "ablation": ablation_runs}
+
+
+VARIANT_TEXT = {
+    "orthogonal_init": "anchors start as orthogonal rows exactly 2 * margin"
+                       " apart (norm margin * sqrt(2))",
+    "margins_at_init_scale": "margin = sqrt(D/2) and min_norm = sqrt(D), the"
+                             " typical half-distance and norm of N(0, 1)"
+                             " anchors, so all three terms act at once",
+    "attract_warmup": "the attractor's weight grows linearly from 0 over"
+                      " the learning-rate warm-up",
+}
 
 
 def protocol() -> dict[str, Any]:
   return {"recipe": RECIPE, "validation": VALIDATION,
-          "tuning_epochs": TUNING_EPOCHS, "search": search_spaces.describe()}
+          "tuning_epochs": TUNING_EPOCHS, "search": search_spaces.describe(),
+          "variant_seeds": list(VARIANT_SEEDS), "variants": VARIANT_TEXT,
+          "length_epochs": list(LENGTH_EPOCHS), "converged_gain": CONVERGED,
+          "final_seeds": list(FINAL_SEEDS), "few_shot": FEW_SHOT,
+          "ablations": ABLATIONS}
 
 
 def done(results_dir: str, run: Run) -> bool:
@@ -155,7 +410,8 @@ def main() -> int:
   parser.add_argument("--only", default="", help="run paths containing this")
   parser.add_argument("--dry-run", action="store_true")
   args = parser.parse_args()
-  runs = [r for r in STAGES[args.stage]() if args.only in r.path]
+  runs = [r for r in STAGES[args.stage](args.results)
+          if args.only in r.path]
   if args.dry_run:
     for run in runs:
       print(run.path, "done" if done(args.results, run) else "to run",

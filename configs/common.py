@@ -111,6 +111,13 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   })
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,
+      # Two-stage lists: "labels" (database items by class) and/or
+      # "anchors" (by nearest anchor), reported as two_stage_<n> and
+      # two_stage_anchors_<n>.
+      "list_sources": ("labels",),
+      # Also write each query's AP to results.json (per_query_ap), for
+      # paired significance tests between runs on the same queries.
+      "per_query": False,
       # During training: mAP@100 of evenly spaced subsets; 0 = off.
       "every": eval_every, "subset_queries": 1000, "subset_database": 10000,
   })

@@ -105,3 +105,92 @@ def test_the_protocol_states_the_search_spaces():
   assert set(described["search"]["losses"]) == set(losses.LOSSES)
   assert described["search"]["losses"]["cam"]["loss.margin"] == (
       "log-uniform [0.5, 8]")
+
+
+def _fake(results, path, value, curve=()):
+  """A finished run under `results` with mAP `value` (and an eval/map
+  curve of (step, mAP) pairs)."""
+  run_dir = results / path
+  run_dir.mkdir(parents=True, exist_ok=True)
+  (run_dir / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": s, "eval/map": v}) + "\n" for s, v in curve))
+  (run_dir / "results.json").write_text(json.dumps({"exact": {"map": value}}))
+
+
+def _tuned(results, scores):
+  """Every loss's 8 trials; trial k of loss L scores scores.get(L, 0.5) +
+  k / 1000 unless given."""
+  for loss in search_spaces.LOSS_SPACES:
+    for k in range(search_spaces.TRIALS):
+      value = scores.get((loss, k), 0.5 + k / 1000)
+      _fake(results, f"tuning/{loss}/trial{k}", value)
+
+
+def test_later_stages_wait_for_the_ones_before(tmp_path):
+  results = str(tmp_path)
+  for stage in ("variants", "length", "final", "ablation"):
+    with pytest.raises(ValueError, match="has not finished"):
+      grid.STAGES[stage](results)
+  _tuned(tmp_path, {})
+  (tmp_path / "tuning/ce/trial3/results.json").unlink()
+  with pytest.raises(ValueError, match=r"the tuning of 'ce' has not finished:"
+                     r" trials \[3\]"):
+    grid.best_trial(results, "ce")
+
+
+def test_selection_variants_length_and_final_runs(tmp_path):
+  results = str(tmp_path)
+  _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8,
+                    ("ce", 1): 0.7})
+  assert grid.best_trial(results, "cam") == (
+      2, search_spaces.loss_trials("cam")[2])
+  assert grid.best_baseline(results) == "triplet"
+  variants = grid.variant_runs(results)
+  assert [r.path for r in variants][:1] == ["variants/cam/tuned/seed1"]
+  assert len(variants) == 1 + 2 * len(grid.VARIANT_TEXT)
+  margin = search_spaces.loss_trials("cam")[2]["loss.margin"]
+  ortho = next(r for r in variants if "orthogonal_init" in r.path)
+  assert ortho.settings["model.anchor_init"] == "orthogonal"
+  # rows of norm scale * sqrt(D): pairwise distance exactly 2 * margin
+  assert ortho.settings["model.anchor_init_scale"] * math.sqrt(
+      2 * 128) == pytest.approx(2 * margin)
+  with pytest.raises(ValueError, match="have not all run"):
+    grid.adopted_variant(results)
+  _fake(tmp_path, "variants/cam/tuned/seed1", 0.88)
+  for name in grid.VARIANT_TEXT:  # warm-up wins on both seeds, the others
+    for seed, value in ((0, 0.91), (1, 0.89)):  # on one only
+      _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
+            value if name == "attract_warmup" else (0.95, 0.85)[seed])
+  assert grid.adopted_variant(results) == "attract_warmup"
+  assert grid.final_settings(results, "cam")["train.loss_warmup_steps"] == (
+      grid.RECIPE["optim.warmup_steps"])
+  lengths = grid.length_runs(results)
+  assert [r.path for r in lengths][:2] == ["length/triplet/epochs12",
+                                           "length/cam/epochs12"]
+  assert len(lengths) == 4  # the first length has not shown convergence
+  assert lengths[0].config().eval.every == 200
+  with pytest.raises(ValueError, match="no length"):
+    grid.final_epochs(results)
+  rising = [(s, 0.7 + s / 24000) for s in range(200, 2401, 200)]
+  _fake(tmp_path, "length/triplet/epochs12", rising[-1][1], rising)
+  assert grid.last_quarter_gain(rising) == pytest.approx(0.025)
+  with pytest.raises(ValueError, match="no length"):
+    grid.final_epochs(results)
+  flat = [(s, 0.8 + min(s, 3000) / 1e6) for s in range(200, 4801, 200)]
+  _fake(tmp_path, "length/triplet/epochs24", flat[-1][1], flat)
+  assert grid.final_epochs(results) == 24
+  final = grid.final_runs(results)
+  assert len(final) == len(search_spaces.LOSS_SPACES) * 3 * 2
+  cam = next(r for r in final if r.path == "final/full/cam/seed2").config()
+  assert (cam.train.epochs, cam.train.seed, cam.eval.per_query) == (
+      24, 2, True)
+  assert cam.train.loss_warmup_steps == 100
+  assert cam.dataset.validation_examples == 0  # the test protocol
+  few = next(r for r in final if r.path == "final/10-shot/ce/seed1").config()
+  assert (few.dataset.shot, few.dataset.shot_seed, few.train.steps) == (
+      10, 1, 300)
+  assert few.optim.anchor_lr_mult == search_spaces.loss_trials(
+      "ce")[1]["optim.anchor_lr_mult"]
+  ablation = grid.ablation_runs(results)
+  assert {r.path.split("/")[2] for r in ablation} == set(grid.ABLATIONS)
+  assert all(r.config().train.epochs == 24 for r in ablation)

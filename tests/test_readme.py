@@ -81,6 +81,6 @@ def test_main_command_trains_and_prints_results(tmp_path):
       [sys.executable, *args, "--config.train.epochs=1"], capture_output=True,
       text=True, cwd=README.parent, timeout=600, env=runs.cli_env(1))
   assert result.returncode == 0, result.stderr[-2000:]
-  assert "two-stage, 1 list(s)" in result.stdout
+  assert "two-stage, 1 label list(s)" in result.stdout
   assert "nearest-anchor accuracy" in result.stdout
   assert (tmp_path / "run" / "results.json").exists()

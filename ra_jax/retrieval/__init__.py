@@ -10,8 +10,10 @@ from ra_jax.retrieval.metrics import nearest_anchor_accuracy
 from ra_jax.retrieval.metrics import precision_recall
 from ra_jax.retrieval.metrics import RECALL_LEVELS
 from ra_jax.retrieval.metrics import retrieval_per_query
+from ra_jax.retrieval.metrics import summarize
 from ra_jax.retrieval.ranking import RelevantRanks
 from ra_jax.retrieval.search_evaluation import compare_searches
+from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
 from ra_jax.retrieval.two_stage import build_lists
 from ra_jax.retrieval.two_stage import list_table
 from ra_jax.retrieval.two_stage import Lists
@@ -21,4 +23,5 @@ __all__ = ["Index", "Lists", "RECALL_LEVELS", "RelevantRanks",
            "build_lists", "compare_searches", "evaluate_ranking",
            "evaluate_retrieval", "exact_search", "list_table",
            "nearest_anchor_accuracy", "precision_recall",
-           "retrieval_per_query", "two_stage_search"]
+           "retrieval_per_query", "summarize", "two_stage_full_ranking",
+           "two_stage_search"]

@@ -114,8 +114,8 @@ def summarize(values: dict[str, np.ndarray], query_labels: np.ndarray, *,
 
 def retrieval_per_query(query_emb, query_labels, db_emb, db_labels, *,
                         ks: Sequence[int] = (1, 10, 100),
-                        exclude_self: bool = False, chunk_size: int = 256
-                        ) -> dict[str, np.ndarray]:
+                        exclude_self: bool = False, chunk_size: int = 256,
+                        kept_lists=None) -> dict[str, np.ndarray]:
   """`per_query` metrics (Q,) of the full L2 ranking of the database for
   every query; the arguments are those of `evaluate_retrieval`."""
   ranking.check_pair("query", query_emb, query_labels)
@@ -130,7 +130,7 @@ def retrieval_per_query(query_emb, query_labels, db_emb, db_labels, *,
                      " database items")
   blocks = [per_query(block, ks) for _, block in ranking.full_ranking(
       query_emb, query_labels, db_emb, db_labels, exclude_self=exclude_self,
-      chunk_size=chunk_size)]
+      chunk_size=chunk_size, kept_lists=kept_lists)]
   if not blocks:
     return {}
   return {name: np.concatenate([b[name] for b in blocks])
@@ -140,7 +140,8 @@ def retrieval_per_query(query_emb, query_labels, db_emb, db_labels, *,
 def evaluate_retrieval(query_emb, query_labels, db_emb, db_labels, *,
                        ks: Sequence[int] = (1, 10, 100),
                        exclude_self: bool = False, per_class: bool = False,
-                       chunk_size: int = 256) -> dict[str, float]:
+                       chunk_size: int = 256,
+                       kept_lists=None) -> dict[str, float]:
   """Retrieval metrics of the full L2 ranking (see the module docstring).
 
   Args:
@@ -152,6 +153,9 @@ def evaluate_retrieval(query_emb, query_labels, db_emb, db_labels, *,
     per_class: macro average over query classes instead of over queries.
     chunk_size: queries whose distances are computed together; memory is
       O(chunk_size * N).
+    kept_lists: (db_lists (N,), query_lists (Q, L)) ints: rank a two-stage
+      search's full ranking instead, the items of the query's kept lists
+      first (see `ranking.full_ranking`; `two_stage_full_ranking`).
 
   Returns:
     {metric: value} plus "num_queries" (evaluated) and
@@ -159,7 +163,7 @@ def evaluate_retrieval(query_emb, query_labels, db_emb, db_labels, *,
   """
   values = retrieval_per_query(query_emb, query_labels, db_emb, db_labels,
                                ks=ks, exclude_self=exclude_self,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, kept_lists=kept_lists)
   return summarize(values, query_labels, per_class=per_class)
 
 

@@ -99,13 +99,18 @@ def ranks_from_rankings(indices: np.ndarray, query_labels: np.ndarray,
 
 
 def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
-                 exclude_self: bool = False, chunk_size: int = 256
+                 exclude_self: bool = False, chunk_size: int = 256,
+                 kept_lists: Optional[tuple[np.ndarray, np.ndarray]] = None
                  ) -> Iterator[tuple[slice, RelevantRanks]]:
   """(queries, their ranks) block by block: every query against the whole
   database by squared L2 distance (computed on device, one matrix product
   per block; ranked on the host). `exclude_self`: the queries are the
   database, in the same order, and each query's own entry is removed from
-  its ranking. Memory O(chunk_size * N)."""
+  its ranking. Memory O(chunk_size * N).
+
+  `kept_lists` = (db_lists (N,), query_lists (Q, L)): the ranking of a
+  two-stage search that keeps lists `query_lists[q]` for query q: the items
+  of those lists by distance, then every other item by distance."""
   query_labels = np.asarray(query_labels)
   db_labels = np.asarray(db_labels)
   db = jnp.asarray(db_emb, jnp.float32)
@@ -113,6 +118,9 @@ def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
     stop = min(start + chunk_size, len(query_labels))
     distances = np.array(pairwise_squared_distances(  # a writable copy
         jnp.asarray(query_emb[start:stop], jnp.float32), db))
+    if kept_lists is not None:
+      distances = _kept_first(distances, kept_lists[0],
+                              kept_lists[1][start:stop])
     relevant = db_labels[None, :] == query_labels[start:stop, None]
     if exclude_self:
       rows = np.arange(stop - start)
@@ -122,6 +130,19 @@ def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
     if exclude_self:  # one fewer item in each ranking
       block = dataclasses.replace(block, length=block.length - 1)
     yield slice(start, stop), block
+
+
+def _kept_first(distances: np.ndarray, db_lists: np.ndarray,
+                query_lists: np.ndarray) -> np.ndarray:
+  """Distances (q, N) moved up, for items outside each row's kept lists,
+  by more than the row's largest distance: those rank after every kept
+  item and keep their order among themselves."""
+  distances = distances.astype(np.float64)
+  outside = ~np.any(db_lists[None, :, None] == query_lists[:, None, :],
+                    axis=-1)
+  finite = np.where(np.isfinite(distances), distances, 0.0)
+  shift = finite.max(axis=1, keepdims=True) + 1.0
+  return distances + np.where(outside, shift, 0.0)
 
 
 def check_pair(name: str, embeddings, labels: Optional[np.ndarray]) -> None:

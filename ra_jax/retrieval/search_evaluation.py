@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ra_jax.distances import nearest
 from ra_jax.retrieval import metrics
 from ra_jax.retrieval.index import Index
 from ra_jax.retrieval.index import ListSource
@@ -68,3 +69,48 @@ def compare_searches(query: np.ndarray, query_labels: np.ndarray,
                    **metrics.evaluate_ranking(ids, query_labels, db_labels,
                                               ks)})
   return rows
+
+
+def two_stage_full_ranking(query: np.ndarray, query_labels: np.ndarray,
+                           db: np.ndarray, db_labels: np.ndarray,
+                           anchors: np.ndarray, *, num_lists: int,
+                           ks: Sequence[int] = (1, 10, 100),
+                           list_source: ListSource = "labels") -> dict:
+  """Metrics of the full ranking a two-stage search implies (the paper's
+  protocol): stage 1 keeps the `num_lists` lists of the anchors nearest the
+  query; the kept lists' items come first, by distance, then every other
+  database item, by distance. So mAP covers the whole database, and equals
+  exact search's when stage 1 keeps every list.
+
+  Returns `metrics.evaluate_retrieval`'s metrics plus
+  "distance_computations", the mean number of distances a query costs
+  (C anchors + the kept lists' items; exact search costs N), and
+  "distance_fraction", that number over N.
+
+  `list_source`: "labels" (an item is in its class's list; labels must be
+  anchor indices) or "anchors" (in its nearest anchor's list).
+  """
+  anchors = np.asarray(anchors, np.float32)
+  db_labels = np.asarray(db_labels)
+  if not 1 <= num_lists <= len(anchors):
+    raise ValueError(f"num_lists {num_lists}: must be in [1, {len(anchors)}]"
+                     " (the number of anchors)")
+  if list_source == "labels":
+    if db_labels.size and (db_labels.min() < 0 or
+                           db_labels.max() >= len(anchors)):
+      raise ValueError(f"label lists need database labels in [0,"
+                       f" {len(anchors)}) (one anchor per class), got"
+                       f" [{db_labels.min()}, {db_labels.max()}]")
+    db_lists = db_labels
+  elif list_source == "anchors":
+    db_lists = np.asarray(nearest(db, anchors)[1][:, 0])
+  else:
+    raise ValueError(f"list_source must be 'labels' or 'anchors', got"
+                     f" {list_source!r}")
+  kept = np.asarray(nearest(query, anchors, num_lists)[1])
+  sizes = np.bincount(db_lists, minlength=len(anchors))
+  computations = float(np.mean(len(anchors) + sizes[kept].sum(axis=1)))
+  out = metrics.evaluate_retrieval(query, query_labels, db, db_labels, ks=ks,
+                                   kept_lists=(db_lists, kept))
+  return {**out, "distance_computations": computations,
+          "distance_fraction": computations / len(db_labels)}

@@ -9,6 +9,7 @@ query subset against a fixed database subset, and nearest-anchor accuracy. Every
 the same numbers on its own copy of the data (evaluation is not sharded).
 """
 
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -65,21 +66,31 @@ def evaluate(model, state, source: data.DatasetSource, augment,
                         eval_config.batch_size)
   ks = tuple(k for k in eval_config.ks if k <= len(db))
   exclude_self = source.query_split == source.database_split
-  results = {"exact": retrieval.evaluate_retrieval(
-      query, query_labels, db, db_labels, ks=ks, exclude_self=exclude_self)}
+  per_query = retrieval.retrieval_per_query(
+      query, query_labels, db, db_labels, ks=ks, exclude_self=exclude_self)
+  results = {"exact": retrieval.summarize(per_query, query_labels)}
+  if eval_config.get("per_query", False):  # for paired significance tests
+    results["per_query_ap"] = [None if math.isnan(v) else round(float(v), 5)
+                               for v in per_query["map"]]
   anchors = anchors_of(state, loss)
   if anchors is None:
     return results
   results["nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(
       query, query_labels, anchors)
+  sources = tuple(eval_config.get("list_sources", ("labels",)))
   rows = retrieval.compare_searches(
       query, query_labels, db, db_labels, anchors, k=max(ks), ks=ks,
-      num_lists=tuple(eval_config.two_stage_lists))
+      num_lists=tuple(eval_config.two_stage_lists), list_sources=sources)
   results["exact_search_seconds"] = rows[0]["seconds"]
-  for row in rows[1:]:
-    results[f"two_stage_{row['lists']}"] = {
-        k: v for k, v in row.items()
-        if k not in ("search", "lists", "list_source")}
+  for row in rows[1:]:  # top-k timings and metrics, then the full ranking's
+    key = ("two_stage_" + ("" if row["list_source"] == "labels" else
+                           f"{row['list_source']}_") + str(row["lists"]))
+    results[key] = {
+        **{k: v for k, v in row.items()
+           if k not in ("search", "lists", "list_source")},
+        **retrieval.two_stage_full_ranking(
+            query, query_labels, db, db_labels, anchors,
+            num_lists=row["lists"], ks=ks, list_source=row["list_source"])}
   return results
 
 
@@ -139,8 +150,9 @@ def _spread(split, count: int):
 
 
 def format_table(results: dict) -> str:
-  """The results table the CLIs print: exact and two-stage rows (with the
-  top-k search time when measured), then nearest-anchor accuracy and
+  """The results table the CLIs print: exact and two-stage rows (mAP over
+  the full ranking, the two-stage one with the lists not kept appended;
+  the top-k search time when measured), then nearest-anchor accuracy and
   training speed when present."""
   exact = results["exact"]
   ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
@@ -153,7 +165,10 @@ def format_table(results: dict) -> str:
           ([f"{results['exact_search_seconds']:.3f}"] if timed else [])]
   for name, value in results.items():
     if name.startswith("two_stage_"):
-      rows.append([f"two-stage, {name.split('_')[-1]} list(s)", "-"] +
+      source = "anchor" if name.startswith("two_stage_anchors_") else "label"
+      full = f"{value['map']:.4f}" if "map" in value else "-"
+      rows.append([f"two-stage, {name.split('_')[-1]} {source} list(s)",
+                   full] +
                   [f"{value[f'map@{k}']:.4f}" for k in ks] +
                   [f"{value[f'precision@{k}']:.4f}" for k in ks] +
                   ([f"{value['seconds']:.3f}"] if timed else []))

@@ -39,9 +39,11 @@ def test_digits_tiny_run_writes_results(shared_digits_run):
   for key in ("map", "map@10", "precision@10", "mrr"):
     assert 0.0 <= saved["exact"][key] <= 1.0
   assert saved["exact"]["num_queries"] == 450
-  for lists in (1, 2):
+  for lists in (1, 2):  # top-k timings and the full ranking's metrics
     assert set(saved[f"two_stage_{lists}"]) >= {
-        "precision@10", "map@100", "seconds"}
+        "precision@10", "map@100", "seconds", "map", "distance_fraction"}
+  assert (saved["two_stage_1"]["distance_fraction"] <
+          saved["two_stage_2"]["distance_fraction"] < 1.0)
   assert saved["exact_search_seconds"] > 0
   assert 0.0 <= saved["nearest_anchor_accuracy"] <= 1.0
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]

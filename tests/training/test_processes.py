@@ -110,7 +110,7 @@ def test_evaluate_cli_reproduces_the_final_evaluation(digits_run):
   evaluated = json.load(open(os.path.join(
       digits_run, "evaluation", f"step_{runs.SHARED_STEPS}.json")))
   assert evaluated["exact"] == trained_results["exact"]
-  assert "two-stage, 2 list(s)" in out.stdout
+  assert "two-stage, 2 label list(s)" in out.stdout
 
 
 def test_evaluating_a_directory_without_a_run_is_a_clear_error(tmp_path):
