@@ -65,6 +65,10 @@ RECIPE = {
 VALIDATION = {"dataset.validation_examples": 10000,
               "dataset.validation_seed": 0}
 TUNING_EPOCHS = 2
+# Tuning and variant runs are selected on exact-search validation mAP only:
+# no evaluation during training, no two-stage search at the end.
+TUNING_EVAL = {"train.epochs": TUNING_EPOCHS, "eval.every": 0,
+               "eval.two_stage_lists": ()}
 # The files of a finished run that are committed under --results.
 KEPT_FILES = ("results.json", "config.json", "metrics.jsonl", "grid.json")
 
@@ -123,9 +127,12 @@ class Run:
 
   def record(self) -> dict[str, Any]:
     """grid.json: what the report needs to place the run."""
+    parts = self.path.split("/")
+    variant = parts[-1] if self.stage in ("tuning", "length") else (
+        parts[-2] if self.stage in ("variants", "ablation") else None)
     return {"path": self.path, "stage": self.stage, "loss": self.loss,
             "seed": self.seed, "settings": self.settings,
-            "variant": self.path.split("/")[-1]}
+            "variant": variant}
 
 
 def tuning_runs() -> list[Run]:
@@ -134,8 +141,7 @@ def tuning_runs() -> list[Run]:
   trials = {loss: search_spaces.loss_trials(loss)
             for loss in search_spaces.LOSS_SPACES}
   return [Run(f"tuning/{loss}/trial{k}", "tuning", loss,
-              {**VALIDATION, "train.epochs": TUNING_EPOCHS, "eval.every": 0,
-               **trials[loss][k]})
+              {**VALIDATION, **TUNING_EVAL, **trials[loss][k]})
           for k in range(search_spaces.TRIALS) for loss in trials]
 
 
@@ -189,8 +195,7 @@ def variant_runs(results_dir: str) -> list[Run]:
   """The tuned class anchor margin loss again on seed 1 (seed 0 is its
   tuning trial), and each variant on seeds 0 and 1, on validation."""
   best, tuned = best_trial(results_dir, "cam")
-  base = {**VALIDATION, "train.epochs": TUNING_EPOCHS, "eval.every": 0,
-          **tuned}
+  base = {**VALIDATION, **TUNING_EVAL, **tuned}
   runs = [Run(f"variants/cam/tuned/seed{seed}", "variants", "cam", base,
               seed) for seed in VARIANT_SEEDS if seed != 0]
   for name, change in _variants(tuned,

@@ -156,7 +156,8 @@ class LossSpec:
     (and those in `shown`) and a geometry other than the default:
     "triplet (mining=hard, geometry=l2)"."""
     defaults = self.hyperparameters
-    named = [f"{k}={v}" for k, v in hyperparameters.items()
+    named = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in hyperparameters.items()
              if k in defaults and (k in self.shown or v != defaults[k])]
     geometry = hyperparameters.get("geometry")
     if geometry and geometry != self.geometry:

@@ -42,6 +42,21 @@ def training_curves(path: str, runs: Sequence[runs_lib.RunRecord],
   _save(fig, path)
 
 
+def validation_curves(path: str,
+                      curves: dict[str, Sequence[tuple[int, float]]]) -> None:
+  """Full validation mAP against training step, one line per run."""
+  plt = _pyplot()
+  fig, axis = plt.subplots(figsize=(6.5, 4.5))
+  for label, curve in curves.items():
+    if curve:
+      axis.plot(*zip(*curve), marker=".", label=label)
+  axis.set(xlabel="step", ylabel="validation mAP (full ranking)",
+           title="training length")
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=8)
+  _save(fig, path)
+
+
 def precision_recall(path: str, curves: dict[str, Sequence[float]]) -> None:
   plt = _pyplot()
   fig, axis = plt.subplots(figsize=(5.5, 4.5))

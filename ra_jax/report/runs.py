@@ -1,7 +1,8 @@
 """Finding finished runs under a directory and summarising them by group.
 
 A run is a work dir with results.json and config.json. Its group comes from
-`grid.json` (written by benchmarks/grid.py: the path <group...>/<label>/seed<k>),
+`grid.json` (written by benchmarks/grid.py: the path <group...>/<label>/<run>,
+and the stage the run belongs to),
 else from its config: "<dataset>/full" or "<dataset>/<shot>-shot". Its label
 is the loss's full name from the loss registry, with the hyperparameters
 that differ from the defaults ("triplet (mining=hard)"), plus the grid's
@@ -34,6 +35,8 @@ class RunRecord:
   loss: str = ""
   name: str = ""
   variant: Optional[str] = None
+  stage: Optional[str] = None  # benchmarks/grid.py's stage, if any
+  grid: dict = dataclasses.field(default_factory=dict)  # its grid.json
 
   @property
   def wall_seconds(self) -> float:
@@ -71,7 +74,8 @@ def find_runs(root: str) -> list[RunRecord]:
       seed, variant = config["train"]["seed"], None
     label = name + (f" [{variant}]" if variant else "")
     runs.append(RunRecord(directory, group, label, int(seed), config, results,
-                          loss=loss, name=name, variant=variant))
+                          loss=loss, name=name, variant=variant,
+                          stage=(grid or {}).get("stage"), grid=grid or {}))
   _name_models(runs)
   return sorted(runs, key=lambda r: (r.group, r.label, r.seed))
 

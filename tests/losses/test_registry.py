@@ -87,7 +87,12 @@ def test_labels_name_losses_in_full_with_their_non_defaults():
   cam = losses.get_loss("cam")
   assert cam.describe(cam.hyperparameters) == "class anchor margin"
   assert cam.describe({**cam.hyperparameters, "margin": 2.0}) == (
-      "class anchor margin (margin=2.0)")
+      "class anchor margin (margin=2)")
+  assert cam.describe({"margin": 2.7182818, "geometry": "l2"}) == (
+      "class anchor margin (margin=2.72)")  # 3 significant digits
+  assert losses.get_loss("triplet").describe(
+      {"mining": "hard", "geometry": "l2"}) == (
+          "triplet (mining=hard, geometry=l2)")
   triplet = losses.get_loss("triplet")
   assert triplet.describe({"margin": 0.2, "mining": "hard"}) == (
       "triplet (mining=hard)")

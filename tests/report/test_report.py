@@ -63,30 +63,6 @@ def test_summary_and_verdict_say_who_wins():
               runs_lib.verdict(rows["g/full"]))
 
 
-def test_tuning_table_compares_each_loss_at_its_best_setting():
-  runs = [_record("cam", 0, 0.50, "f/full"), _record("ce", 0, 0.55, "f/full"),
-          _record("cam", 0, 0.62, "f/tuning", "lr=0.1"),
-          _record("ce", 0, 0.58, "f/tuning", "lr=0.1")]
-  lines = build._tuning_table(runs, runs_lib.summarise(runs))
-  text = "\n".join(lines)
-  assert "| class anchor margin | 0.5000 | 0.6200 | 0.6200 (lr=0.1) |" in text
-  assert "| cross-entropy | 0.5500 | 0.5800 | 0.5800 (lr=0.1) |" in text
-  assert ("the class anchor margin loss is best: 0.6200 (lr=0.1), +0.0400"
-          " over cross-entropy (0.5800)") in text
-  runs.append(_record("ce", 0, 0.70, "f/tuning", "emb=128"))
-  text = "\n".join(build._tuning_table(runs, runs_lib.summarise(runs)))
-  assert "does not win: cross-entropy is best with 0.7000 (emb=128)" in text
-  assert "ranked 2 of 2 with 0.6200 (lr=0.1, -0.0800)" in text
-  assert ("Not every loss has every setting yet: class anchor margin 2,"
-          " cross-entropy 3 runs.") in text
-  runs.append(_record("cam", 0, 0.66, "f/knobs", "margin=2"))
-  text = "\n".join(build._knob_table(runs, runs_lib.summarise(runs)))
-  assert "| defaults (class anchor margin) | 0.5000 |" in text
-  assert ("The best setting, margin=2 (0.6600), does not reach the best"
-          " baseline run with any setting, cross-entropy [emb=128] (0.7000,"
-          " -0.0400). The 1 knob run(s)") in text
-
-
 @pytest.mark.slow
 def test_report_of_two_digits_runs(digits_run, tmp_path):
   runs_dir = tmp_path / "runs"

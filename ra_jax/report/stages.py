@@ -1,0 +1,306 @@
+"""The report's sections for a staged results grid (benchmarks/grid.py: runs
+whose grid.json names a stage): the protocol and search spaces, the tuning
+on the validation split, the class anchor margin loss's variants, the
+training length, the final test runs with significance, and the ablation.
+
+Everything is read from the run files and `protocol.json` at the root; a
+stage that has not run yet is reported as missing, not skipped silently.
+"""
+
+import math
+import statistics
+import warnings
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ra_jax import files
+from ra_jax.report import runs as runs_lib
+from ra_jax.report import significance
+
+OURS = "cam"
+STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation")
+
+
+def read_protocol(root: str) -> Optional[dict]:
+  path = files.join(root, "protocol.json")
+  return files.read_json(path) if files.exists(path) else None
+
+
+def _map(run: runs_lib.RunRecord, key: str = "map") -> float:
+  return float(run.results["exact"][key])
+
+
+def _title(loss: str) -> str:
+  return runs_lib.loss_name({"name": loss})
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+  """The trial's own settings, short: "adamw lr 0.0012, margin 2.93"."""
+  parts = [str(settings.get("optim.name", ""))]
+  for field, value in settings.items():
+    if field in ("optim.name", "optim.momentum", "optim.nesterov",
+                 "optim.weight_decay") or field.startswith(("dataset.",
+                                                            "train.",
+                                                            "eval.")):
+      continue
+    name = {"optim.learning_rate": "lr",
+            "optim.anchor_lr_mult": "class-param lr x"}.get(
+                field, field.split(".")[-1])
+    parts.append(f"{name} {value:.3g}" if isinstance(value, float) else
+                 f"{name} {value}")
+  return ", ".join(p for p in parts if p)
+
+
+def protocol_section(protocol: Optional[dict]) -> list[str]:
+  if protocol is None:
+    return []
+  recipe = protocol["recipe"]
+  search = protocol["search"]
+  lines = [
+      "## Protocol", "",
+      "- Recipe shared by every loss: " + ", ".join(
+          f"{k} {v}" for k, v in recipe.items()) + ".",
+      "- Model selection on validation:"
+      f" {protocol['validation'].get('dataset.validation_examples')}"
+      " training images held out (stratified, seed"
+      f" {protocol['validation'].get('dataset.validation_seed')}) as the"
+      " queries, the rest as training data and database; the test split is"
+      " used by the final runs only.",
+      f"- Tuning: {search['trials_per_loss']} trials per loss,"
+      f" {protocol['tuning_epochs']} epochs each; {search['design']}.",
+      "", "Search spaces (the same trial budget for every loss):", "",
+      "| loss | its own hyperparameters |", "|---|---|"]
+  optimizers = "; ".join(
+      f"{name}: learning rate {spec['learning_rate']}, " + ", ".join(
+          f"{k.split('.')[-1]} {v}" for k, v in spec["settings"].items()
+          if k != "optim.name")
+      for name, spec in search["optimizers"].items())
+  for loss, space in search["losses"].items():
+    lines.append(f"| {_title(loss)} | " + "; ".join(
+        f"{k} {v}" for k, v in space.items()) + " |")
+  lines += ["", f"Optimizers, shared by every loss: {optimizers}.", ""]
+  return lines
+
+
+def tuning_section(runs: Sequence[runs_lib.RunRecord],
+                   protocol: Optional[dict]) -> list[str]:
+  tuning = [r for r in runs if r.stage == "tuning"]
+  if not tuning:
+    return []
+  budget = protocol["search"]["trials_per_loss"] if protocol else None
+  by_loss: dict[str, list] = {}
+  for run in tuning:
+    by_loss.setdefault(run.loss, []).append(run)
+  lines = ["## Tuning on the validation split", "",
+           "Validation mAP (10,000 held-out training images against the"
+           " other 50,000, full ranking) of every trial; each loss in its"
+           " declared geometry.", "",
+           "| loss | geometry | trials | best mAP | its P@10 | median mAP |"
+           " worst mAP | best trial's settings |",
+           "|---|---|---|---|---|---|---|---|"]
+  best = {}
+  for loss, members in sorted(by_loss.items(),
+                              key=lambda kv: -max(map(_map, kv[1]))):
+    top = max(members, key=_map)
+    best[loss] = top
+    values = [_map(r) for r in members]
+    lines.append(
+        f"| {_title(loss)} | {top.config['loss'].get('geometry', '?')} |"
+        f" {len(members)}{f' of {budget}' if budget else ''} |"
+        f" {_map(top):.4f} | {_map(top, 'precision@10'):.4f} |"
+        f" {statistics.median(values):.4f} | {min(values):.4f} |"
+        f" {top.variant}: {_settings_text(top.grid.get('settings', {}))} |")
+  lines.append("")
+  counts = {len(m) for m in by_loss.values()}
+  if budget and (counts != {budget} or len(by_loss) < len(
+      protocol["search"]["losses"])):
+    lines += [f"The search is not finished: {sum(map(len, by_loss.values()))}"
+              f" of {budget * len(protocol['search']['losses'])} trials"
+              " have run; the ranking below is provisional.", ""]
+  ranked = sorted(best, key=lambda loss: -_map(best[loss]))
+  if OURS in best and len(ranked) > 1:
+    rank = ranked.index(OURS) + 1
+    leader = ranked[0] if ranked[0] != OURS else ranked[1]
+    gap = _map(best[OURS]) - _map(best[leader])
+    lines += [f"At its best trial the class anchor margin loss ranks {rank}"
+              f" of {len(ranked)} on validation ({_map(best[OURS]):.4f},"
+              f" {gap:+.4f} against {_title(leader)},"
+              f" {_map(best[leader]):.4f}).", ""]
+  return lines
+
+
+def variants_section(runs, protocol) -> list[str]:
+  variants = [r for r in runs if r.stage == "variants"]
+  if not variants:
+    return []
+  tuned = max((r for r in runs if r.stage == "tuning" and r.loss == OURS),
+              key=_map, default=None)
+  table: dict[str, dict[int, float]] = {}
+  if tuned is not None:
+    table["tuned"] = {0: _map(tuned)}
+  for run in variants:
+    table.setdefault(run.variant, {})[run.seed] = _map(run)
+  seeds = sorted({s for row in table.values() for s in row})
+  text = (protocol or {}).get("variants", {})
+  lines = ["## The class anchor margin loss's variants (validation)", "",
+           "| setting | " + " | ".join(f"seed {s}" for s in seeds) +
+           " | mean | what it changes |", "|---|" + "---|" * (len(seeds) + 2)]
+  base = table.get("tuned", {})
+  for name, row in table.items():
+    cells = [f"{row[s]:.4f}" if s in row else "-" for s in seeds]
+    mean = statistics.fmean(row.values())
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.4f} |"
+                 f" {text.get(name, 'the best tuning trial') if name != 'tuned' else 'the best tuning trial (seed 0 is that trial)'} |")
+  winners = [name for name, row in table.items() if name != "tuned" and
+             set(row) == set(base) == set(seeds) and
+             all(row[s] > base[s] for s in seeds)]
+  complete = all(set(row) == set(seeds) for row in table.values())
+  if not complete:
+    lines += ["", "Not every setting has every seed yet."]
+  elif winners:
+    best = max(winners, key=lambda n: statistics.fmean(table[n].values()))
+    lines += ["", f"Adopted: {best} (better than the tuned setting on every"
+              " seed)."]
+  else:
+    lines += ["", "No variant beats the tuned setting on every seed; none is"
+              " adopted."]
+  return lines + [""]
+
+
+def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
+  length = [r for r in runs if r.stage == "length"]
+  if not length:
+    return []
+  from ra_jax.report import figures
+  from ra_jax.training import writers
+  curves = {}
+  lines = ["## Training length (validation)", "",
+           "| loss | epochs | final validation mAP | gain over the last"
+           " quarter |", "|---|---|---|---|"]
+  threshold = (protocol or {}).get("converged_gain", 0.01)
+  for run in sorted(length, key=lambda r: (r.loss, r.variant)):
+    rows = writers.read_metrics(run.workdir)
+    curve = [(r["step"], r["eval/map"]) for r in rows if "eval/map" in r]
+    curves[f"{_title(run.loss)}, {run.variant}"] = curve
+    gain = _last_quarter_gain(curve)
+    lines.append(f"| {_title(run.loss)} | {run.variant} | {_map(run):.4f} |"
+                 + (f" {gain:+.4f} ({'converged' if gain < threshold else 'still rising'}) |"
+                    if gain is not None else " - |"))
+  figures.validation_curves(files.join(figure_dir, "length_curves.png"),
+                            curves)
+  lines += ["", f"Converged = the gain over the last quarter is below"
+            f" {threshold}.", "",
+            f"![validation mAP during training]({rel}/length_curves.png)", ""]
+  return lines
+
+
+def _last_quarter_gain(curve) -> Optional[float]:
+  if len(curve) < 2:
+    return None
+  last_step, last = curve[-1]
+  _, earlier = min(curve, key=lambda p: abs(p[0] - 0.75 * last_step))
+  return last - earlier
+
+
+def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
+                       ) -> list[str]:
+  """Per baseline: the class anchor margin loss's mean mAP difference, a
+  paired bootstrap over queries (per-query AP averaged over seeds) and the
+  per-seed differences."""
+  members = [r for r in runs if r.group == group]
+  by_loss: dict[str, list] = {}
+  for run in members:
+    by_loss.setdefault(run.loss, []).append(run)
+  if OURS not in by_loss or len(by_loss) < 2:
+    return []
+  ours = by_loss.pop(OURS)
+  lines = ["| against | mAP difference (mean over seeds) | 95% bootstrap"
+           " interval (queries) | p (bootstrap) | per-seed differences |",
+           "|---|---|---|---|---|"]
+  for loss, others in sorted(by_loss.items()):
+    seeds = sorted({r.seed for r in ours} & {r.seed for r in others})
+    if not seeds:
+      continue
+    mine = {r.seed: r for r in ours}
+    theirs = {r.seed: r for r in others}
+    per_seed = [_map(mine[s]) - _map(theirs[s]) for s in seeds]
+    cells = ["-", "-"]
+    if all("per_query_ap" in mine[s].results and
+           "per_query_ap" in theirs[s].results for s in seeds):
+      with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN queries
+        a = np.nanmean([_per_query(mine[s]) for s in seeds], axis=0)
+        b = np.nanmean([_per_query(theirs[s]) for s in seeds], axis=0)
+      test = significance.paired_bootstrap(a, b)
+      cells = [f"[{test.low:+.4f}, {test.high:+.4f}]", f"{test.p_value:.4f}"]
+    lines.append(f"| {_title(loss)} | {statistics.fmean(per_seed):+.4f} | "
+                 + " | ".join(cells) + " | " +
+                 ", ".join(f"{d:+.4f}" for d in per_seed) + " |")
+  return lines + ["", "Paired over the same queries: the bootstrap resamples"
+                  " queries (10,000 times) and recomputes the mean"
+                  " difference of per-query AP averaged over seeds; p is the"
+                  " two-sided share of resamples on the other side of 0.", ""]
+
+
+def _per_query(run) -> np.ndarray:
+  return np.asarray([math.nan if v is None else v
+                     for v in run.results["per_query_ap"]], np.float64)
+
+
+def two_stage_section(runs, group: str) -> list[str]:
+  ours = sorted((r for r in runs if r.group == group and r.loss == OURS),
+                key=lambda r: r.seed)
+  keys = sorted({k for r in ours for k in r.results
+                 if k.startswith("two_stage_")})
+  if not ours or not keys:
+    return []
+  lines = [f"### Two-stage search ({group}, class anchor margin)", "",
+           "| lists | kept | full-ranking mAP | P@10 | distances per query"
+           " (share of exact) | top-100 seconds |", "|---|---|---|---|---|---|",
+           f"| exact | all | {statistics.fmean(_map(r) for r in ours):.4f} |"
+           f" {statistics.fmean(_map(r, 'precision@10') for r in ours):.4f} |"
+           " 1.00 |"
+           f" {statistics.fmean(r.results.get('exact_search_seconds', math.nan) for r in ours):.3f} |"]
+  for key in keys:
+    rows = [r.results[key] for r in ours if key in r.results]
+    source = "anchor" if key.startswith("two_stage_anchors_") else "label"
+
+    def mean(name):
+      values = [row[name] for row in rows if name in row]
+      return statistics.fmean(values) if values else math.nan
+    lines.append(f"| {source} | {key.rsplit('_', 1)[1]} | {mean('map'):.4f} |"
+                 f" {mean('precision@10'):.4f} |"
+                 f" {mean('distance_fraction'):.3f} | {mean('seconds'):.3f} |")
+  return lines + ["", f"Means over {len(ours)} seed(s). Full-ranking mAP:"
+                  " the kept lists' items by distance, then the rest by"
+                  " distance. Label lists: an item is in its class's list;"
+                  " anchor lists: in its nearest anchor's.", ""]
+
+
+def ablation_section(runs) -> list[str]:
+  ablation = [r for r in runs if r.stage == "ablation"]
+  if not ablation:
+    return []
+  full = next((r for r in runs if r.group == "final/full" and r.loss == OURS
+               and r.seed == 0), None)
+  rows = ([("all three terms", full)] if full else []) + [
+      (r.variant, r) for r in sorted(ablation, key=lambda r: r.variant)]
+  lines = ["## Ablation of the class anchor margin loss's terms (test, seed"
+           " 0)", "", "| terms | mAP | P@10 | nearest-anchor acc. |"
+           " two-stage mAP, 1 label list |", "|---|---|---|---|---|"]
+  for name, run in rows:
+    lines.append(
+        f"| {name} | {_map(run):.4f} | {_map(run, 'precision@10'):.4f} |"
+        f" {run.results.get('nearest_anchor_accuracy', math.nan):.4f} |"
+        f" {run.results.get('two_stage_1', {}).get('map', math.nan):.4f} |")
+  return lines + [""]
+
+
+def missing_stages(runs) -> list[str]:
+  present = {r.stage for r in runs}
+  missing = [s for s in STAGE_ORDER if s not in present]
+  if not missing:
+    return []
+  return [f"Stages with no finished run yet: {', '.join(missing)}"
+          " (`python -m benchmarks.grid --stage STAGE`).", ""]

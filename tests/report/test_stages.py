@@ -1,0 +1,97 @@
+"""The staged grid's report sections, on result files written here, and
+the paired bootstrap."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import grid, search_spaces
+from ra_jax.report import build, significance
+
+
+def _run(root, path, stage, loss, value, seed=0, per_query=None,
+         extra=None, metrics=()):
+  run_dir = root / path
+  run_dir.mkdir(parents=True)
+  config = grid.recipe(loss)
+  (run_dir / "config.json").write_text(config.to_json_best_effort())
+  results = {"exact": {"map": value, "map@100": value, "precision@10": value,
+                       "precision@100": value, "num_queries": 4},
+             "run": {"wall_seconds": 60.0}, **(extra or {})}
+  if per_query is not None:
+    results["per_query_ap"] = per_query
+  (run_dir / "results.json").write_text(json.dumps(results))
+  record = grid.Run(path, stage, loss, {"optim.name": "sgd",
+                                        "optim.learning_rate": 0.05},
+                    seed).record()
+  (run_dir / "grid.json").write_text(json.dumps(record))
+  (run_dir / "metrics.jsonl").write_text("".join(
+      json.dumps(m) + "\n" for m in metrics))
+
+
+def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
+  for k, (cam, ce) in enumerate(((0.70, 0.72), (0.81, 0.60))):
+    _run(tmp_path, f"tuning/cam/trial{k}", "tuning", "cam", cam)
+    _run(tmp_path, f"tuning/ce/trial{k}", "tuning", "ce", ce)
+  _run(tmp_path, "variants/cam/tuned/seed1", "variants", "cam", 0.80, 1)
+  for seed, value in ((0, 0.82), (1, 0.805)):
+    _run(tmp_path, f"variants/cam/attract_warmup/seed{seed}", "variants",
+         "cam", value, seed)
+  curve = [{"step": s, "eval/map": 0.8 + s / 1e5} for s in (200, 400, 600,
+                                                              800)]
+  _run(tmp_path, "length/ce/epochs12", "length", "ce", 0.808,
+       metrics=curve)
+  two_stage = {"two_stage_1": {"map": 0.9, "precision@10": 0.85,
+                               "distance_fraction": 0.1, "seconds": 0.5}}
+  for seed in range(3):
+    _run(tmp_path, f"final/full/cam/seed{seed}", "final", "cam",
+         0.85 + seed / 100, seed, per_query=[0.9, 0.8, None, 0.85],
+         extra=two_stage)
+    _run(tmp_path, f"final/full/ce/seed{seed}", "final", "ce", 0.80, seed,
+         per_query=[0.7, 0.8, 0.5, 0.75])
+  _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83)
+  output = tmp_path / "RESULTS.md"
+  build.write_report(str(tmp_path), str(output), analyze=False)
+  report = output.read_text()
+  assert "## Tuning on the validation split" in report
+  assert "| class anchor margin | l2 | 2 of 8 | 0.8100 |" in report
+  assert "| cross-entropy | l2 | 2 of 8 | 0.7200 |" in report
+  assert "The search is not finished: 4 of 56 trials" in report
+  assert ("At its best trial the class anchor margin loss ranks 1 of 2 on"
+          " validation (0.8100, +0.0900 against cross-entropy") in report
+  assert "| tuned | 0.8100 | 0.8000 | 0.8050 |" in report
+  assert "Adopted: attract_warmup" in report
+  assert "| cross-entropy | epochs12 | 0.8080 | +0.0020 (converged) |" in (
+      report)
+  assert "## final/full" in report
+  assert "| class anchor margin | 3 | **0.8600 ± 0.0100** |" in report
+  # per-query AP averaged over seeds: cam (0.9, 0.8, -, 0.85) vs ce (0.7,
+  # 0.8, 0.5, 0.75): differences 0.2, 0, 0.1 on the 3 shared queries
+  assert "| cross-entropy | +0.0600 | [+0.0000, +0.2000] |" in report
+  assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
+  assert "| no_repel | 0.8300 |" in report
+  assert "| all three terms | 0.8500 |" in report
+  assert "Search spaces" in report and "log-uniform [0.5, 8]" in report
+  assert (tmp_path / "RESULTS_figures" / "length_curves.png").exists()
+
+
+def test_paired_bootstrap():
+  rng = np.random.default_rng(0)
+  b = rng.uniform(size=2000)
+  better = significance.paired_bootstrap(b + 0.05 + rng.normal(0, 0.01, 2000),
+                                         b)
+  assert better.low > 0.04 and better.high < 0.06 and better.p_value < 0.001
+  same = significance.paired_bootstrap(b + rng.normal(0, 0.1, 2000), b)
+  assert same.low < 0 < same.high and same.p_value > 0.01
+  nan = significance.paired_bootstrap([1.0, np.nan, 0.5], [0.5, 0.2, 0.5])
+  assert nan.num_queries == 2 and nan.difference == pytest.approx(0.25)
+  with pytest.raises(ValueError, match="two \\(Q,\\) arrays of one shape"):
+    significance.paired_bootstrap([1.0], [1.0, 2.0])
+  with pytest.raises(ValueError, match="no query has a score"):
+    significance.paired_bootstrap([np.nan], [1.0])
+
+
+def test_search_spaces_trials_match_the_report_budget():
+  assert grid.protocol()["search"]["trials_per_loss"] == search_spaces.TRIALS
