@@ -82,7 +82,7 @@ def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
   kept = tmp_path / "results" / run.path
   assert sorted(p.name for p in kept.iterdir()) == sorted(grid.KEPT_FILES)
   assert json.loads((kept / "grid.json").read_text())["settings"] == (
-      run.settings)
+      json.loads(json.dumps(run.settings)))
   assert json.loads((kept / "metrics.jsonl").read_text()) == {
       "file": "metrics.jsonl"}
 
