@@ -32,6 +32,11 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
   (queries = test split, database = training split), seeds 0-2, full
   training set and 10-shot; per-query APs kept for paired tests.
 - "ablation": the class anchor margin loss's terms switched off (seed 0).
+- "diagnosis": cross-entropy's best trial with BatchNorm on the embedding
+  (outside the equal-budget comparison); with
+  `python -m benchmarks.embedding_choices --workdir runs/grid/tuning/ce/trialK
+  --out results/grid/diagnosis/embedding_choices_ce.json`, where its
+  embedding is taken.
 
 A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
@@ -129,7 +134,8 @@ class Run:
     """grid.json: what the report needs to place the run."""
     parts = self.path.split("/")
     variant = parts[-1] if self.stage in ("tuning", "length") else (
-        parts[-2] if self.stage in ("variants", "ablation") else None)
+        parts[-2] if self.stage in ("variants", "ablation", "diagnosis")
+        else None)
     return {"path": self.path, "stage": self.stage, "loss": self.loss,
             "seed": self.seed, "settings": self.settings,
             "variant": variant}
@@ -366,9 +372,22 @@ def ablation_runs(results_dir: str) -> list[Run]:
               {**settings, **change}) for name, change in ABLATIONS.items()]
 
 
+def diagnosis_runs(results_dir: str) -> list[Run]:
+  """Why cross-entropy ranks as it does (issue 14): its best trial again
+  with BatchNorm on the embedding (the usual retrieval head for classifier
+  training), same budget, on validation. Outside the equal-budget
+  comparison. Where the embedding is taken is measured on the trial itself
+  (`benchmarks.embedding_choices`, written to diagnosis/)."""
+  _, settings = best_trial(results_dir, "ce")
+  return [Run("diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
+              {**VALIDATION, **TUNING_EVAL, **settings,
+               "model.head_batch_norm": True})]
+
+
 STAGES = {"tuning": lambda results_dir: tuning_runs(),
           "variants": variant_runs, "length": length_runs,
-          "final": final_runs, "ablation": ablation_runs}
+          "final": final_runs, "ablation": ablation_runs,
+          "diagnosis": diagnosis_runs}
 
 
 VARIANT_TEXT = {

@@ -42,6 +42,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
       lines += stages.two_stage_section(runs, group)
   if staged:
     lines += stages.ablation_section(staged)
+    lines += stages.diagnosis_section(root, staged)
   primary, featured = _featured(runs, summaries)
   lines += ["## Figures", ""]
   metrics = [writers.read_metrics(r.workdir) for r in featured]

@@ -19,7 +19,8 @@ from ra_jax.report import runs as runs_lib
 from ra_jax.report import significance
 
 OURS = "cam"
-STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation")
+STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation",
+               "diagnosis")
 
 
 def read_protocol(root: str) -> Optional[dict]:
@@ -295,6 +296,38 @@ def ablation_section(runs) -> list[str]:
         f" {run.results.get('nearest_anchor_accuracy', math.nan):.4f} |"
         f" {run.results.get('two_stage_1', {}).get('map', math.nan):.4f} |")
   return lines + [""]
+
+
+def diagnosis_section(root: str, runs) -> list[str]:
+  """Cross-entropy's gap, looked into: its embedding taken elsewhere
+  (diagnosis/embedding_choices_*.json) and BatchNorm on the embedding."""
+  directory = files.join(root, "diagnosis")
+  choices = sorted(name for name in (files.listdir(directory)
+                                     if files.isdir(directory) else [])
+                   if name.startswith("embedding_choices_"))
+  diagnosed = [r for r in runs if r.stage == "diagnosis"]
+  if not choices and not diagnosed:
+    return []
+  lines = ["## Diagnosis: where the embedding is taken", ""]
+  for name in choices:
+    found = files.read_json(files.join(directory, name))
+    lines += [f"{_title(found['loss'])}, {found['query_split']} queries"
+              f" against the {found['database_split']} split, checkpoint"
+              f" step {found['step']} of {found['workdir']}:", "",
+              "| embedding | mAP | P@10 | mAP@100 |", "|---|---|---|---|"]
+    for choice, metrics in found["choices"].items():
+      lines.append(f"| {choice} | {metrics['map']:.4f} |"
+                   f" {metrics['precision@10']:.4f} |"
+                   f" {metrics['map@100']:.4f} |")
+    lines.append("")
+  for run in diagnosed:
+    tuned = max((r for r in runs if r.stage == "tuning" and
+                 r.loss == run.loss), key=_map, default=None)
+    if tuned is not None:
+      lines += [f"{_title(run.loss)} with {run.variant}: validation mAP"
+                f" {_map(run):.4f} against {_map(tuned):.4f} for its best"
+                f" trial as tuned ({_map(run) - _map(tuned):+.4f}).", ""]
+  return lines
 
 
 def missing_stages(runs) -> list[str]:

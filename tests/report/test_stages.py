@@ -52,6 +52,14 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
     _run(tmp_path, f"final/full/ce/seed{seed}", "final", "ce", 0.80, seed,
          per_query=[0.7, 0.8, 0.5, 0.75])
   _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83)
+  _run(tmp_path, "diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
+       0.75)
+  (tmp_path / "diagnosis").mkdir(exist_ok=True)
+  (tmp_path / "diagnosis" / "embedding_choices_ce.json").write_text(
+      json.dumps({"loss": "ce", "query_split": "validation",
+                  "database_split": "train", "step": 400, "workdir": "w",
+                  "choices": {"logits": {"map": 0.5, "precision@10": 0.6,
+                                         "map@100": 0.55}}}))
   output = tmp_path / "RESULTS.md"
   build.write_report(str(tmp_path), str(output), analyze=False)
   report = output.read_text()
@@ -73,6 +81,9 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
   assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
   assert "| no_repel | 0.8300 |" in report
   assert "| all three terms | 0.8500 |" in report
+  assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
+  assert ("cross-entropy with head_batch_norm: validation mAP 0.7500 against"
+          " 0.7200 for its best trial as tuned (+0.0300)") in report
   assert "Search spaces" in report and "log-uniform [0.5, 8]" in report
   assert (tmp_path / "RESULTS_figures" / "length_curves.png").exists()
 
