@@ -57,6 +57,7 @@ from typing import Any, Iterable, Optional
 
 from benchmarks import search_spaces
 from ra_jax import files
+from ra_jax.report import stages
 
 # The training recipe every loss shares.
 RECIPE = {
@@ -285,24 +286,14 @@ def best_baseline(results_dir: str) -> str:
   return max(scores, key=scores.get)
 
 
-def validation_curve(results_dir: str, path: str) -> list[tuple[int, float]]:
-  """(step, full validation mAP) of a length run, from its metrics.jsonl."""
-  metrics = files.join(results_dir, path, "metrics.jsonl")
-  if not files.exists(metrics):
-    return []
-  rows = [json.loads(line) for line in files.read_text(metrics).splitlines()
-          if line.strip()]
-  return [(r["step"], r["eval/map"]) for r in rows if "eval/map" in r]
-
-
-def last_quarter_gain(curve: list[tuple[int, float]]) -> float:
-  """mAP at the last step minus mAP at the evaluation nearest 3/4 of it."""
-  if len(curve) < 2:
-    raise ValueError("a curve needs at least two evaluations")
-  last_step, last = curve[-1]
-  _, at_three_quarters = min(curve, key=lambda p: abs(p[0] - 0.75 *
-                                                      last_step))
-  return last - at_three_quarters
+def _converged(results_dir: str, path: str) -> bool:
+  """Whether the finished length run at `path` gained less than CONVERGED
+  over its last quarter."""
+  if _results(results_dir, path) is None:
+    return False
+  gain = stages.last_quarter_gain(stages.validation_curve(
+      files.join(results_dir, path)))
+  return gain is not None and gain < CONVERGED
 
 
 def _length_path(loss: str, epochs: int) -> str:
@@ -322,9 +313,7 @@ def length_runs(results_dir: str) -> list[Run]:
           "train.epochs": epochs,
           "eval.every": _steps_per_epoch(50000),
           "eval.subset_queries": 0, "eval.subset_database": 0}))
-    curve = validation_curve(results_dir, _length_path(leader, epochs))
-    if curve and _results(results_dir, _length_path(leader, epochs)) and (
-        last_quarter_gain(curve) < CONVERGED):
+    if _converged(results_dir, _length_path(leader, epochs)):
       break
   return runs
 
@@ -334,9 +323,7 @@ def final_epochs(results_dir: str) -> int:
   converged on validation; an error until one has."""
   leader = best_baseline(results_dir)
   for epochs in LENGTH_EPOCHS:
-    path = _length_path(leader, epochs)
-    curve = validation_curve(results_dir, path)
-    if _results(results_dir, path) and last_quarter_gain(curve) < CONVERGED:
+    if _converged(results_dir, _length_path(leader, epochs)):
       return epochs
   raise ValueError(f"no length of {LENGTH_EPOCHS} epochs has converged for"
                    f" {leader!r} yet (--stage length)")

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import grid, search_spaces
 from ra_jax import losses
+from ra_jax.report import stages
 
 
 def test_every_registered_loss_gets_the_same_number_of_trials():
@@ -173,7 +174,7 @@ def test_selection_variants_length_and_final_runs(tmp_path):
     grid.final_epochs(results)
   rising = [(s, 0.7 + s / 24000) for s in range(200, 2401, 200)]
   _fake(tmp_path, "length/triplet/epochs12", rising[-1][1], rising)
-  assert grid.last_quarter_gain(rising) == pytest.approx(0.025)
+  assert stages.last_quarter_gain(rising) == pytest.approx(0.025)
   with pytest.raises(ValueError, match="no length"):
     grid.final_epochs(results)
   flat = [(s, 0.8 + min(s, 3000) / 1e6) for s in range(200, 4801, 200)]

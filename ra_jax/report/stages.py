@@ -174,17 +174,15 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   if not length:
     return []
   from ra_jax.report import figures
-  from ra_jax.training import writers
   curves = {}
   lines = ["## Training length (validation)", "",
            "| loss | epochs | final validation mAP | gain over the last"
            " quarter |", "|---|---|---|---|"]
   threshold = (protocol or {}).get("converged_gain", 0.01)
   for run in sorted(length, key=lambda r: (r.loss, r.variant)):
-    rows = writers.read_metrics(run.workdir)
-    curve = [(r["step"], r["eval/map"]) for r in rows if "eval/map" in r]
+    curve = validation_curve(run.workdir)
     curves[f"{_title(run.loss)}, {run.variant}"] = curve
-    gain = _last_quarter_gain(curve)
+    gain = last_quarter_gain(curve)
     lines.append(f"| {_title(run.loss)} | {run.variant} | {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({'converged' if gain < threshold else 'still rising'}) |"
                     if gain is not None else " - |"))
@@ -196,7 +194,17 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   return lines
 
 
-def _last_quarter_gain(curve) -> Optional[float]:
+def validation_curve(workdir: str) -> list[tuple[int, float]]:
+  """(step, full validation mAP) of a run evaluated during training."""
+  from ra_jax.training import writers
+  return [(r["step"], r["eval/map"]) for r in writers.read_metrics(workdir)
+          if "eval/map" in r]
+
+
+def last_quarter_gain(curve: Sequence[tuple[int, float]]
+                      ) -> Optional[float]:
+  """mAP at the last evaluation minus mAP at the evaluation nearest 3/4 of
+  the last step; None with fewer than two evaluations."""
   if len(curve) < 2:
     return None
   last_step, last = curve[-1]
