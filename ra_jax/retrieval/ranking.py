@@ -138,8 +138,9 @@ def _kept_first(distances: np.ndarray, db_lists: np.ndarray,
   by more than the row's largest distance: those rank after every kept
   item and keep their order among themselves."""
   distances = distances.astype(np.float64)
-  outside = ~np.any(db_lists[None, :, None] == query_lists[:, None, :],
-                    axis=-1)
+  outside = np.ones(distances.shape, bool)
+  for kept in np.asarray(query_lists).T:  # (q, N) at a time, not (q, N, L)
+    outside &= db_lists[None, :] != kept[:, None]
   finite = np.where(np.isfinite(distances), distances, 0.0)
   shift = finite.max(axis=1, keepdims=True) + 1.0
   return distances + np.where(outside, shift, 0.0)
