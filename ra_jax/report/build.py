@@ -48,9 +48,10 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   metrics = [writers.read_metrics(r.workdir) for r in featured]
   figures.training_curves(files.join(figure_dir, "training_curves.png"),
                           featured, metrics)
-  lines += [f"Training curves, {primary} (seed {featured[0].seed} of each"
-            " loss):", "", f"![training curves]({rel}/training_curves.png)",
-            ""]
+  lines += [f"Training curves, {primary}" + (
+      "" if primary.startswith("tuning") else
+      f" (seed {featured[0].seed} of each loss)") + ":", "",
+            f"![training curves]({rel}/training_curves.png)", ""]
   if analyze:
     lines += _analysis_sections(featured, primary, figure_dir, rel)
   files.write_text(output, "\n".join(lines) + "\n")

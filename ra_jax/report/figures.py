@@ -38,7 +38,12 @@ def training_curves(path: str, runs: Sequence[runs_lib.RunRecord],
             title="retrieval during training")
   for axis in (left, right):
     axis.grid(alpha=0.3)
-  right.legend(fontsize=8)
+  if right.lines:
+    right.legend(fontsize=8)
+  else:  # runs without evaluation during training (tuning trials)
+    right.text(0.5, 0.5, "no evaluation during training",
+               ha="center", va="center", transform=right.transAxes)
+    left.legend(fontsize=7)
   _save(fig, path)
 
 

@@ -60,7 +60,8 @@ def protocol_section(protocol: Optional[dict]) -> list[str]:
   search = protocol["search"]
   lines = [
       "## Protocol", "",
-      "- Recipe shared by every loss: " + ", ".join(
+      "- Recipe shared by every loss (the tuning trials then set the"
+      " optimizer, learning rate and their own length): " + ", ".join(
           f"{k} {v}" for k, v in recipe.items()) + ".",
       "- Model selection on validation:"
       f" {protocol['validation'].get('dataset.validation_examples')}"
