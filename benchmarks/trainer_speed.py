@@ -26,13 +26,12 @@ import numpy as np
 
 
 def bare_rate(config, steps: int) -> float:
-  from ra_jax.training import experiment, objective
+  from ra_jax.training import experiment
   from ra_jax.training import step as step_lib
   with tempfile.TemporaryDirectory() as tmp:
     exp = experiment.build(config, tmp)
-  step = step_lib.shard_step(step_lib.make_train_step(
-      exp.model, exp.tx, objective.loss_fn(
-          dict(config.loss), config.train.get("loss_warmup_steps", 0))), exp.mesh)
+  step = step_lib.shard_step(
+      step_lib.make_train_step(exp.model, exp.tx, exp.loss_fn), exp.mesh)
   batch_size = config.train.global_batch_size
   rng = np.random.default_rng(0)
   per_class = config.dataset.images_per_class or 1

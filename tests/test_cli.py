@@ -98,6 +98,10 @@ def test_work_dirs_that_cannot_be_are_refused_before_anything(tmp_path):
     ("train.epochs", -1, "train.epochs=-1: must be a number >= 0"),
     ("optim.learning_rate", 0.0, "must be a number > 0"),
     ("eval.batch_size", 0, "eval.batch_size=0"),
+    ("dataset.in_memory", "yes", "dataset.in_memory='yes': one of auto,"
+     " always, never"),
+    ("model.anchor_init", "simplex", "model.anchor_init='simplex': one of"
+     " normal, orthogonal"),
 ])
 def test_config_values_are_checked_before_the_data_is_loaded(
     field, value, message, tmp_path):

@@ -106,15 +106,20 @@ class LossSpec:
             for p in inspect.signature(self.fn).parameters.values()
             if p.kind == p.KEYWORD_ONLY and p.name not in _NOT_HYPERPARAMETERS}
 
+  @property
+  def allowed_geometries(self) -> tuple[Geometry, ...]:
+    """The geometries a run of this loss may choose."""
+    return self.geometries or (self.geometry,)
+
   def resolve_geometry(self, geometry: Optional[str] = None) -> Geometry:
     """The geometry a run trains, evaluates and searches in: `geometry`
     (None: the default) if this loss allows it, else a ValueError."""
     if geometry is None:
       return self.geometry
-    allowed = self.geometries or (self.geometry,)
-    if geometry not in allowed:
+    if geometry not in self.allowed_geometries:
       raise ValueError(f"loss {self.name!r}: geometry {geometry!r} is not"
-                       f" one it allows ({', '.join(allowed)})")
+                       f" one it allows"
+                       f" ({', '.join(self.allowed_geometries)})")
     return geometry
 
   def check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:

@@ -12,7 +12,8 @@ from ra_jax.report import analysis, figures, stages
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import writers
 
-OURS = "cam"  # the registry name of the loss the report is about
+OURS = stages.OURS  # the registry name of the loss the report is about
+_map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 
 
 def write_report(root: str, output: str, *, analyze: bool = True) -> str:
@@ -174,10 +175,6 @@ def _featured(runs, summaries):
                                   _map(run) > _map(best[run.loss])):
       best[run.loss] = run
   return "tuning (best trial of each loss)", list(best.values())
-
-
-def _map(run) -> float:
-  return float(run.results["exact"]["map"])
 
 
 def _primary_group(summaries) -> str:

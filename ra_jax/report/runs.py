@@ -101,6 +101,11 @@ def _name_models(runs: list[RunRecord]) -> None:
       run.label = f"{run.label} ({run.config['model']['name']})"
 
 
+def exact_value(run: RunRecord, key: str = "map") -> float:
+  """One exact-search metric of a run (mAP by default)."""
+  return float(run.results["exact"][key])
+
+
 def metric_values(run: RunRecord) -> dict[str, float]:
   exact = run.results["exact"]
   out = {key: exact[key] for key, _ in METRICS if key in exact}

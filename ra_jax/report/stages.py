@@ -19,6 +19,7 @@ from ra_jax.report import runs as runs_lib
 from ra_jax.report import significance
 
 OURS = "cam"
+_map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation",
                "diagnosis")
 
@@ -26,10 +27,6 @@ STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation",
 def read_protocol(root: str) -> Optional[dict]:
   path = files.join(root, "protocol.json")
   return files.read_json(path) if files.exists(path) else None
-
-
-def _map(run: runs_lib.RunRecord, key: str = "map") -> float:
-  return float(run.results["exact"][key])
 
 
 def _title(loss: str) -> str:
@@ -152,8 +149,10 @@ def variants_section(runs, protocol) -> list[str]:
   for name, row in table.items():
     cells = [f"{row[s]:.4f}" if s in row else "-" for s in seeds]
     mean = statistics.fmean(row.values())
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.4f} |"
-                 f" {text.get(name, 'the best tuning trial') if name != 'tuned' else 'the best tuning trial (seed 0 is that trial)'} |")
+    what = ("the best tuning trial (seed 0 is that trial)"
+            if name == "tuned" else text.get(name, "-"))
+    lines.append(f"| {name} | " + " | ".join(cells) +
+                 f" | {mean:.4f} | {what} |")
   winners = [name for name, row in table.items() if name != "tuned" and
              set(row) == set(base) == set(seeds) and
              all(row[s] > base[s] for s in seeds)]
@@ -184,9 +183,11 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
     curve = validation_curve(run.workdir)
     curves[f"{_title(run.loss)}, {run.variant}"] = curve
     gain = last_quarter_gain(curve)
+    state = "converged" if gain is not None and gain < threshold else (
+        "still rising")
     lines.append(f"| {_title(run.loss)} | {run.variant} | {_map(run):.4f} |"
-                 + (f" {gain:+.4f} ({'converged' if gain < threshold else 'still rising'}) |"
-                    if gain is not None else " - |"))
+                 + (f" {gain:+.4f} ({state}) |" if gain is not None else
+                    " - |"))
   figures.validation_curves(files.join(figure_dir, "length_curves.png"),
                             curves)
   lines += ["", f"Converged = the gain over the last quarter is below"
@@ -265,13 +266,14 @@ def two_stage_section(runs, group: str) -> list[str]:
                  if k.startswith("two_stage_")})
   if not ours or not keys:
     return []
+  exact_seconds = statistics.fmean(
+      r.results.get("exact_search_seconds", math.nan) for r in ours)
   lines = [f"### Two-stage search ({group}, class anchor margin)", "",
            "| lists | kept | full-ranking mAP | P@10 | distances per query"
            " (share of exact) | top-100 seconds |", "|---|---|---|---|---|---|",
            f"| exact | all | {statistics.fmean(_map(r) for r in ours):.4f} |"
            f" {statistics.fmean(_map(r, 'precision@10') for r in ours):.4f} |"
-           " 1.00 |"
-           f" {statistics.fmean(r.results.get('exact_search_seconds', math.nan) for r in ours):.3f} |"]
+           f" 1.00 | {exact_seconds:.3f} |"]
   for key in keys:
     rows = [r.results[key] for r in ours if key in r.results]
     source = "anchor" if key.startswith("two_stage_anchors_") else "label"

@@ -9,7 +9,7 @@ import functools
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,9 @@ class Experiment:
   tx: optax.GradientTransformation
   mesh: Mesh
   loss: losses.LossSpec
+  # (embeddings, labels, class_params, where, step) -> (loss (B,), terms):
+  # the loss with its hyperparameters and warm-up (`objective.loss_fn`).
+  loss_fn: Callable
   # "l2" or "sphere": the space embeddings are trained, evaluated and
   # searched in (the head projects onto the sphere for "sphere").
   geometry: str
@@ -139,6 +142,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                                        "orthogonal"):
     raise ValueError(f"model.anchor_init={config.model.anchor_init!r}: one"
                      " of normal, orthogonal")
+  if config.dataset.get("in_memory", "auto") not in ("auto", "always",
+                                                     "never"):
+    raise ValueError(f"dataset.in_memory={config.dataset.in_memory!r}: one"
+                     " of auto, always, never")
   if config.model.dtype not in ("float32", "bfloat16", "float16"):
     raise ValueError(f"model.dtype={config.model.dtype!r}: one of float32,"
                      " bfloat16, float16")
@@ -149,7 +156,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   validate_config(config)
   loss = objective.spec_of(config.loss)
   geometry = objective.geometry_of(config.loss)
-  objective.loss_fn(config.loss, config.train.get("loss_warmup_steps", 0))
+  loss_fn = objective.loss_fn(dict(config.loss),
+                              config.train.get("loss_warmup_steps", 0))
   source = _source(config)
   objective.check_values(loss, config.loss, source.num_classes,
                          config.model.embedding_dim)
@@ -181,7 +189,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   return Experiment(config=config, workdir=workdir, source=source,
                     train_split=train_split, train_labels=labels, model=model,
                     image_shape=image_shape, total_steps=total_steps, tx=tx,
-                    mesh=step_lib.data_mesh(), loss=loss,
+                    mesh=step_lib.data_mesh(), loss=loss, loss_fn=loss_fn,
                     geometry=geometry)
 
 
@@ -282,8 +290,8 @@ def _upgraded(saved: dict) -> dict:
   loss = saved.get("loss", {})
   if "geometry" not in loss and loss.get("name") in losses.LOSSES:
     spec = losses.get_loss(loss["name"])
-    loss["geometry"] = "l2" if "l2" in (spec.geometries or
-                                       (spec.geometry,)) else spec.geometry
+    loss["geometry"] = ("l2" if "l2" in spec.allowed_geometries else
+                        spec.geometry)
   return saved
 
 
@@ -345,9 +353,4 @@ def _loaded_source(name: str, data_dir: str, manual_dir: str, builder: str,
                        f" {builder!r}")
     if builder != "auto":
       kwargs["own_builder"] = builder == "own"
-  try:
-    return data.in_memory(data.get_source(name, **kwargs), in_memory)
-  except ValueError as error:
-    if "in-memory mode" in str(error):
-      raise ValueError(f"dataset.in_memory: {error}") from error
-    raise
+  return data.in_memory(data.get_source(name, **kwargs), in_memory)

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from ra_jax import data, files
-from ra_jax.training import checkpoint, evaluation, experiment, objective
+from ra_jax.training import checkpoint, evaluation, experiment
 from ra_jax.training import runtime, writers
 from ra_jax.training import step as step_lib
 from ra_jax.training.throughput import Throughput
@@ -69,9 +69,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
   experiment.check_workdir(workdir, config)
   exp = experiment.build(config, workdir)  # fails early on a missing dataset
   experiment.claim_workdir(workdir, config, update=True)
-  train_step = step_lib.shard_step(step_lib.make_train_step(
-      exp.model, exp.tx, objective.loss_fn(
-          dict(config.loss), config.train.get("loss_warmup_steps", 0))), exp.mesh)
+  train_step = step_lib.shard_step(
+      step_lib.make_train_step(exp.model, exp.tx, exp.loss_fn), exp.mesh)
   evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,
                                           config.eval, exp.loss)
                if config.eval.get("every", 0) else None)

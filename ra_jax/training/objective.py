@@ -3,8 +3,8 @@
 `ra_jax.losses.LOSSES`.
 
 `loss_fn(config)` gives a function of (embeddings, labels, class_params,
-where) -> (per-example loss (B,), logged scalars), so the train step treats
-every loss alike.
+where, step) -> (per-example loss (B,), logged scalars), so the train step
+treats every loss alike.
 """
 
 from typing import Any, Callable, Mapping
