@@ -192,6 +192,10 @@ def _variants(tuned: dict[str, Any], dim: int) -> dict[str, dict[str, Any]]:
       # anchors arrange themselves before embeddings are pulled onto them
       "attract_warmup": {"train.loss_warmup_steps":
                              RECIPE["optim.warmup_steps"]},
+      # from the gradients: once the anchors are 2m apart only the
+      # attractor acts, blind to the other classes; the push keeps each
+      # embedding m nearer its own anchor than any other (docs/losses.md)
+      "push": {"loss.push_weight": 1.0},
   }
 
 
@@ -385,6 +389,8 @@ VARIANT_TEXT = {
                              " anchors, so all three terms act at once",
     "attract_warmup": "the attractor's weight grows linearly from 0 over"
                       " the learning-rate warm-up",
+    "push": "an added term (ours) pushes each embedding until it is margin"
+            " nearer its own anchor than any other (push_weight = 1)",
 }
 
 

@@ -149,6 +149,10 @@ def test_selection_variants_length_and_final_runs(tmp_path):
   variants = grid.variant_runs(results)
   assert [r.path for r in variants][:1] == ["variants/cam/tuned/seed1"]
   assert len(variants) == 1 + 2 * len(grid.VARIANT_TEXT)
+  assert {r.path.split("/")[2] for r in variants[1:]} == set(grid.VARIANT_TEXT)
+  push = next(r for r in variants if "/push/" in r.path)
+  assert push.settings["loss.push_weight"] == 1.0
+  assert all(r.config for r in variants)  # every field exists (set_fields)
   margin = search_spaces.loss_trials("cam")[2]["loss.margin"]
   ortho = next(r for r in variants if "orthogonal_init" in r.path)
   assert ortho.settings["model.anchor_init"] == "orthogonal"

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ra_jax.distances import nearest
+from ra_jax.distances import pairwise_distances
 from ra_jax.distances import safe_norm
 from ra_jax.losses import _common
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
@@ -26,12 +27,13 @@ DEFAULT_MIN_NORM = 1.0
 
 
 def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
-                           attract_weight=1.0):
+                           attract_weight=1.0, push_weight=0.0):
   _common.check_hyperparameter("margin", margin, minimum=0.0, inclusive=False)
   _common.check_hyperparameter("min_norm", min_norm, minimum=0.0)
   _common.check_hyperparameter("repel_weight", repel_weight, minimum=0.0)
   _common.check_hyperparameter("norm_weight", norm_weight, minimum=0.0)
   _common.check_hyperparameter("attract_weight", attract_weight, minimum=0.0)
+  _common.check_hyperparameter("push_weight", push_weight, minimum=0.0)
 
 
 def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
@@ -41,6 +43,17 @@ def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
   norms = safe_norm(anchors)  # (C,)
   norm = jnp.sum(jnp.maximum(min_norm - norms, 0.0))
   return repel, norm, min_distance, norms
+
+
+def _push(embeddings: jax.Array, labels: jax.Array, anchors: jax.Array,
+          margin: float) -> jax.Array:
+  """P_i = 1/2 max(0, ||e_i - c_{y_i}|| + m - min_{y != y_i} ||e_i - c_y||)^2,
+  (B,); 0 when there is a single class."""
+  own = safe_norm(embeddings - anchors[labels])
+  others = jnp.where(jax.nn.one_hot(labels, anchors.shape[0], dtype=bool),
+                     jnp.inf, pairwise_distances(embeddings, anchors))
+  return 0.5 * jnp.square(jnp.maximum(own + margin - jnp.min(others, -1),
+                                      0.0))
 
 
 def class_anchor_margin_loss(
@@ -53,6 +66,7 @@ def class_anchor_margin_loss(
     repel_weight: float = 1.0,
     norm_weight: float = 1.0,
     attract_weight: float = 1.0,
+    push_weight: float = 0.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
 ) -> jax.Array:
@@ -65,9 +79,16 @@ def class_anchor_margin_loss(
     R &= \tfrac12 \sum_{y \ne y'} \max(0, 2m - \lVert c_y - c_{y'} \rVert)^2
         \quad\text{(ordered pairs)} \\
     N &= \sum_y \max(0, p - \lVert c_y \rVert) \\
-    \ell_i &= w_A A_i + w_R R + w_N N
+    P_i &= \tfrac12 \max(0, \lVert e_i - c_{y_i} \rVert + m
+        - \min_{y \ne y_i} \lVert e_i - c_y \rVert)^2 \\
+    \ell_i &= w_A A_i + w_R R + w_N N + w_P P_i
 
-  so ``loss.mean()`` is the paper's batch loss. With ``where``, masked
+  so with w_P = 0 (the default) ``loss.mean()`` is the paper's batch loss.
+  P is ours, not the paper's: A and R give an embedding no gradient that
+  depends on the other classes' anchors (once the anchors are 2m apart R is
+  0), so an embedding nearer a wrong anchor is pulled exactly like one as far
+  from its own anchor on the right side; P pushes it until it is m nearer
+  its own anchor than any other (docs/losses.md, "Gradients"). With ``where``, masked
   examples give exactly 0 and ``loss.sum() / where.sum()`` is the loss over
   the valid examples (R and N are copied onto each valid example).
 
@@ -79,7 +100,8 @@ def class_anchor_margin_loss(
   Forward- and reverse-mode differentiation both work (jvp, jacfwd, grad).
 
   Cost: O(B*D) for the attractor and O(C^2*D) for the repeller (one (C, D) x
-  (D, C) matrix product), independent of the number of pairs in the batch.
+  (D, C) matrix product), independent of the number of pairs in the batch;
+  with w_P > 0, O(B*C*D) more for P (one (B, D) x (D, C) product).
 
   Validation (docs/losses.md, "Bad input"): shapes, dtypes and
   hyperparameter ranges always raise a ValueError naming the argument;
@@ -96,6 +118,8 @@ def class_anchor_margin_loss(
     norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
     attract_weight: w_A, weight of the attractor (1 in the paper; the
       trainer can ramp it up from 0, `train.loss_warmup_steps`).
+    push_weight: w_P, weight of the push P (not in the paper; 0 = off and
+      not computed).
     where: optional (B,) boolean mask of the examples that count.
     checks: under jit, add `checkify` checks for label ranges and
       non-finite inputs (run the function under `checkify.checkify`).
@@ -104,7 +128,7 @@ def class_anchor_margin_loss(
     (B,) per-example loss in the compute dtype (>= float32).
   """
   _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
-                         attract_weight)
+                         attract_weight, push_weight)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
       embeddings, labels, "anchors", anchors, where, checks)
   attract = _common.half_squared_distance_to_class(embeddings, labels,
@@ -112,6 +136,8 @@ def class_anchor_margin_loss(
   repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
   loss = (attract_weight * attract + repel_weight * repel +
           norm_weight * norm)
+  if not (isinstance(push_weight, (int, float)) and push_weight == 0):
+    loss = loss + push_weight * _push(embeddings, labels, anchors, margin)
   return jnp.where(valid, loss, 0.0)
 
 
@@ -127,9 +153,10 @@ def class_anchor_margin_terms(
 ) -> dict[str, jax.Array]:
   """The loss's terms as scalars, for logging (unweighted).
 
-  Returns a dict with ``attract`` (mean A_i over valid examples), ``repel``
-  (R), ``norm`` (N), ``min_anchor_distance`` (smallest ||c_y - c_y'||, inf
-  when C = 1) and ``mean_anchor_norm``. Same arguments as
+  Returns a dict with ``attract`` (mean A_i over valid examples), ``push``
+  (mean P_i, logged whatever its weight), ``repel`` (R), ``norm`` (N),
+  ``min_anchor_distance`` (smallest ||c_y - c_y'||, inf when C = 1) and
+  ``mean_anchor_norm``. Same arguments as
   `class_anchor_margin_loss`.
   """
   _check_hyperparameters(margin, min_norm, 1.0, 1.0)
@@ -138,8 +165,10 @@ def class_anchor_margin_terms(
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
+  push = _push(embeddings, labels, anchors, margin)
   return {
       "attract": _common.masked_mean(attract, valid, axis=0),
+      "push": _common.masked_mean(push, valid, axis=0),
       "repel": repel,
       "norm": norm,
       "min_anchor_distance": min_distance,

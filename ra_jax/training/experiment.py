@@ -268,6 +268,9 @@ _ADDED_FIELDS = {
               "anchor_init_scale": 1.0},
 }
 _NOT_IDENTITY = {"dataset": ("in_memory",)}
+# Loss hyperparameters added since, per loss, at the value that leaves the
+# loss as it was (the paper's class anchor margin loss).
+_ADDED_LOSS_FIELDS = {"cam": {"attract_weight": 1.0, "push_weight": 0.0}}
 
 
 def _identity(config: dict) -> dict:
@@ -288,6 +291,8 @@ def _upgraded(saved: dict) -> dict:
     for field, value in fields.items():
       saved.get(section, {}).setdefault(field, value)
   loss = saved.get("loss", {})
+  for field, value in _ADDED_LOSS_FIELDS.get(loss.get("name"), {}).items():
+    loss.setdefault(field, value)
   if "geometry" not in loss and loss.get("name") in losses.LOSSES:
     spec = losses.get_loss(loss["name"])
     loss["geometry"] = ("l2" if "l2" in spec.allowed_geometries else

@@ -10,7 +10,8 @@ def norm(v):
   return math.sqrt(float(np.dot(v, v)))
 
 
-def class_anchor_margin(e, y, c, margin, min_norm, wr=1.0, wn=1.0, where=None):
+def class_anchor_margin(e, y, c, margin, min_norm, wr=1.0, wn=1.0, where=None,
+                        wp=0.0):
   valid = np.ones(len(e), bool) if where is None else where
   repel = 0.0
   for a in range(len(c)):
@@ -22,6 +23,10 @@ def class_anchor_margin(e, y, c, margin, min_norm, wr=1.0, wn=1.0, where=None):
   for i in range(len(e)):
     if valid[i]:
       out[i] = (0.5 * norm(e[i] - c[y[i]])**2 + wr * repel + wn * norm_term)
+      others = [norm(e[i] - c[k]) for k in range(len(c)) if k != y[i]]
+      if others:
+        out[i] += wp * 0.5 * max(
+            0.0, norm(e[i] - c[y[i]]) + margin - min(others))**2
   return out
 
 

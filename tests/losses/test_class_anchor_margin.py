@@ -71,6 +71,39 @@ def test_finite_gradients_for_coincident_and_zero_anchors():
     assert np.all(np.isfinite(g))
 
 
+def test_push_acts_only_within_margin_of_another_anchor():
+  # Anchors 4 apart on a line (m = 1): an embedding up to 1.5 off its own
+  # anchor towards the other is at least m nearer its own anchor and is not
+  # pushed; beyond that the push moves it back towards its own anchor.
+  anchors = jnp.array([[0.0, 0.0], [4.0, 0.0]])
+  labels = jnp.array([0, 0, 0])
+  e = jnp.array([[0.5, 0.0], [1.6, 0.0], [2.5, 0.0]])
+
+  def push(e):
+    with_push = losses.class_anchor_margin_loss(e, labels, anchors,
+                                                push_weight=1.0)
+    return with_push - losses.class_anchor_margin_loss(e, labels, anchors)
+
+  np.testing.assert_allclose(push(e), [0.0, 0.5 * 0.2**2, 0.5 * 2.0**2],
+                             atol=1e-5)
+  grad = jax.grad(lambda e: push(e).sum())(e)
+  assert grad[0, 0] == 0.0 and grad[1, 0] > 0 and grad[2, 0] > 0
+  np.testing.assert_allclose(
+      losses.class_anchor_margin_terms(e, labels, anchors)["push"],
+      np.mean([0.0, 0.5 * 0.2**2, 0.5 * 2.0**2]), rtol=1e-4)
+
+
+def test_push_with_one_class_is_zero_with_finite_gradients():
+  e = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+  loss, grads = jax.value_and_grad(
+      lambda e, c: losses.class_anchor_margin_loss(
+          e, jnp.array([0, 0]), c, push_weight=1.0).sum(),
+      argnums=(0, 1))(e, jnp.zeros((1, 2)))
+  np.testing.assert_allclose(loss, 0.5 * 5.0 + 1.0 * 2, rtol=1e-6)
+  for g in grads:
+    assert np.all(np.isfinite(g))
+
+
 @pytest.mark.slow
 def test_gradient_descent_separates_anchors_and_pulls_embeddings():
   # The loss does what it is for: from near-collapsed anchors, plain gradient

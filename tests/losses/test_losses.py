@@ -28,6 +28,12 @@ def _cases():
           e, y, c, margin=m, min_norm=p, repel_weight=0.7, norm_weight=1.5,
           where=where), lambda e, y, c, where=None: ref.class_anchor_margin(
               e, y, c, m, p, 0.7, 1.5, where), 1),
+      # margin 2 so that most examples of random inputs are pushed
+      Case("cam_push", lambda e, y, c, where=None:
+           losses.class_anchor_margin_loss(e, y, c, margin=2.0, min_norm=p,
+                                           push_weight=0.6, where=where),
+           lambda e, y, c, where=None: ref.class_anchor_margin(
+               e, y, c, 2.0, p, where=where, wp=0.6), 1),
       Case("softmax_ce",
            lambda e, y, w, where=None: losses.softmax_cross_entropy_loss(
                e, y, w, where=where),

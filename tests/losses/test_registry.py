@@ -13,7 +13,7 @@ def test_hyperparameters_are_read_from_the_signature():
   assert cam.hyperparameters == {"margin": losses.DEFAULT_MARGIN,
                                  "min_norm": losses.DEFAULT_MIN_NORM,
                                  "repel_weight": 1.0, "norm_weight": 1.0,
-                                 "attract_weight": 1.0}
+                                 "attract_weight": 1.0, "push_weight": 0.0}
   assert cam.warmup == ("attract_weight",)
   assert losses.get_loss("ce").hyperparameters == {}
   assert losses.get_loss("triplet").hyperparameters["mining"] == "semi_hard"

@@ -275,6 +275,21 @@ def test_runs_saved_before_geometry_existed_keep_their_geometry(tmp_path):
   assert experiment.config_of(str(tmp_path)).loss.geometry == "sphere"
 
 
+def test_cam_runs_saved_before_its_added_weights_resume(tmp_path):
+  """attract_weight and push_weight came after runs were saved: those runs
+  had the paper's loss (1 and 0), and resuming them is not refused."""
+  config = digits.get_config("size=tiny,loss=cam")
+  saved = json.loads(config.to_json_best_effort())
+  del saved["loss"]["attract_weight"], saved["loss"]["push_weight"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  loss = experiment.config_of(str(tmp_path)).loss
+  assert (loss.attract_weight, loss.push_weight) == (1.0, 0.0)
+  experiment.check_workdir(str(tmp_path), config)
+  config.loss.push_weight = 0.5
+  with pytest.raises(ValueError, match="another loss configuration"):
+    experiment.check_workdir(str(tmp_path), config)
+
+
 def test_two_stage_list_counts_are_checked_before_training(tmp_path):
   config = digits.get_config("size=tiny")
   config.eval.two_stage_lists = (1, 20)
