@@ -67,7 +67,16 @@ RECIPE = {
     "optim.learning_rate": 1e-3, "optim.weight_decay": 0.0,
     "optim.warmup_steps": 100, "train.epochs": 6, "train.log_every": 50,
     "train.checkpoint_every": 200, "eval.two_stage_lists": (1, 2, 3),
+    # Fields whose config defaults adopt the grid's selections (configs/
+    # validated.py), pinned at the values the protocol started from so
+    # that adopting them does not change the runs it plans.
+    "optim.momentum": 0.9, "optim.nesterov": False,
+    "optim.anchor_lr_mult": 1.0, "model.anchor_init": "normal",
+    "model.anchor_init_scale": 1.0, "train.loss_warmup_steps": 0,
 }
+# The same, for the hyperparameters of one loss outside its search space.
+LOSS_RECIPE = {"cam": {"loss.attract_weight": 1.0, "loss.push_weight": 0.0,
+                       "loss.repel_weight": 1.0, "loss.norm_weight": 1.0}}
 VALIDATION = {"dataset.validation_examples": 10000,
               "dataset.validation_seed": 0}
 TUNING_EPOCHS = 2
@@ -83,7 +92,7 @@ def recipe(loss: str, dataset: str = "fashion_mnist"):
   """The `dataset` config of `loss` with RECIPE applied."""
   config = importlib.import_module(f"configs.{dataset}").get_config(
       f"loss={loss}")
-  set_fields(config, RECIPE)
+  set_fields(config, {**RECIPE, **LOSS_RECIPE.get(loss, {})})
   return config
 
 
