@@ -56,7 +56,7 @@ import time
 from typing import Any, Iterable, Optional
 
 from benchmarks import search_spaces
-from ra_jax import files
+from ra_jax import files, losses
 from ra_jax.report import stages
 
 # The training recipe every loss shares.
@@ -195,8 +195,8 @@ def _variants(tuned: dict[str, Any], dim: int) -> dict[str, dict[str, Any]]:
       # margin and minimum norm at the scale of the default N(0, 1)
       # anchors: 2m = sqrt(2D) (their typical distance), p = sqrt(D)
       # (their typical norm), so both terms act from the first step
-      "margins_at_init_scale": {"loss.margin": math.sqrt(dim / 2.0),
-                                "loss.min_norm": math.sqrt(dim)},
+      "margins_at_init_scale": dict(zip(("loss.margin", "loss.min_norm"),
+                                        losses.default_margins(dim))),
       # the attractor grows from 0 over the learning-rate warm-up, so the
       # anchors arrange themselves before embeddings are pulled onto them
       "attract_warmup": {"train.loss_warmup_steps":
@@ -211,46 +211,63 @@ def _variants(tuned: dict[str, Any], dim: int) -> dict[str, dict[str, Any]]:
 VARIANT_SEEDS = (0, 1)
 
 
+def variant_changes(results_dir: str) -> dict[str, dict[str, Any]]:
+  """Each variant's config changes, and once the single variants have all
+  run with two or more beating the tuned setting on both seeds,
+  `stages.COMBINED`: all the winners' changes together."""
+  _, tuned = best_trial(results_dir, "cam")
+  changes = _variants(tuned, RECIPE["model.embedding_dim"])
+  scores = variant_scores(results_dir, changes)
+  if all(len(row) == len(VARIANT_SEEDS) for row in scores.values()):
+    winners = stages.variant_winners(scores)
+    if len(winners) > 1:
+      changes[stages.COMBINED] = {k: v for name in winners
+                                  for k, v in changes[name].items()}
+  return changes
+
+
 def variant_runs(results_dir: str) -> list[Run]:
   """The tuned class anchor margin loss again on seed 1 (seed 0 is its
-  tuning trial), and each variant on seeds 0 and 1, on validation."""
+  tuning trial), each variant on seeds 0 and 1, and the winners combined
+  when there are several, on validation. Run the stage again after the
+  single variants to run the combination."""
   best, tuned = best_trial(results_dir, "cam")
   base = {**VALIDATION, **TUNING_EVAL, **tuned}
   runs = [Run(f"variants/cam/tuned/seed{seed}", "variants", "cam", base,
               seed) for seed in VARIANT_SEEDS if seed != 0]
-  for name, change in _variants(tuned,
-                                RECIPE["model.embedding_dim"]).items():
+  for name, change in variant_changes(results_dir).items():
     runs += [Run(f"variants/cam/{name}/seed{seed}", "variants", "cam",
                  {**base, **change}, seed) for seed in VARIANT_SEEDS]
   return runs
 
 
-def variant_scores(results_dir: str) -> dict[str, list[Optional[float]]]:
-  """Validation mAP per seed of the tuned setting and of each variant."""
-  best, tuned = best_trial(results_dir, "cam")
+def variant_scores(results_dir: str, changes: dict[str, Any]
+                   ) -> dict[str, dict[int, float]]:
+  """Validation mAP per seed (those that ran) of the tuned setting and of
+  the variants named in `changes`."""
+  best, _ = best_trial(results_dir, "cam")
   scores = {}
-  for name in ("tuned", *_variants(tuned, RECIPE["model.embedding_dim"])):
-    row = []
+  for name in ("tuned", *changes):
+    row = {}
     for seed in VARIANT_SEEDS:
       path = (f"tuning/cam/trial{best}" if (name, seed) == ("tuned", 0) else
               f"variants/cam/{name}/seed{seed}")
       result = _results(results_dir, path)
-      row.append(result["exact"]["map"] if result else None)
+      if result:
+        row[seed] = result["exact"]["map"]
     scores[name] = row
   return scores
 
 
 def adopted_variant(results_dir: str) -> Optional[str]:
-  """The variant that beats the tuned setting on every seed, the best of
-  them by mean if several; None if none does. An error until all ran."""
-  scores = variant_scores(results_dir)
-  if any(v is None for row in scores.values() for v in row):
+  """`stages.adopted_variant` on the variants' validation scores; an error
+  until every run it needs has finished."""
+  changes = variant_changes(results_dir)
+  scores = variant_scores(results_dir, changes)
+  if any(len(row) < len(VARIANT_SEEDS) for row in scores.values()):
     raise ValueError("the variants of the class anchor margin loss have not"
                      f" all run (--stage variants): {scores}")
-  tuned = scores.pop("tuned")
-  winners = {name: sum(row) for name, row in scores.items()
-             if all(v > t for v, t in zip(row, tuned))}
-  return max(winners, key=winners.get) if winners else None
+  return stages.adopted_variant(scores)
 
 
 def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
@@ -260,8 +277,7 @@ def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
   if loss == "cam":
     variant = adopted_variant(results_dir)
     if variant:
-      settings = {**settings, **_variants(
-          settings, RECIPE["model.embedding_dim"])[variant]}
+      settings = {**settings, **variant_changes(results_dir)[variant]}
   return settings
 
 
@@ -400,6 +416,8 @@ VARIANT_TEXT = {
                       " the learning-rate warm-up",
     "push": "an added term (ours) pushes each embedding until it is margin"
             " nearer its own anchor than any other (push_weight = 1)",
+    stages.COMBINED: "every variant better than the tuned setting on both"
+                     " seeds, together (run only when there are several)",
 }
 
 

@@ -10,4 +10,4 @@ from configs import common
 def get_config(arg=None):
   return common.base_config("cifar100", arg, model="resnet18_cifar",
                             image_size=32, epochs=200,
-                            learning_rate=0.1, checkpoint_every=500)
+                            checkpoint_every=500)

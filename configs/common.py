@@ -8,7 +8,9 @@ message naming the key and the allowed values.
 from typing import Optional
 
 import ml_collections
+from ml_collections import config_dict
 
+from configs import validated
 from ra_jax import data, losses
 
 ARG_KEYS = {
@@ -43,19 +45,26 @@ def loss_config(name: str) -> ml_collections.ConfigDict:
   """`name`, its geometry and its hyperparameters at their defaults (the
   loss function's signature, through the registry; docs/losses.md)."""
   spec = losses.get_loss(name)
+  # None: a default the loss derives from its inputs (the class anchor
+  # margin loss's margins from D); a float placeholder keeps it settable
+  # from the command line.
   return ml_collections.ConfigDict(
-      {"name": name, "geometry": spec.geometry, **spec.hyperparameters})
+      {"name": name, "geometry": spec.geometry,
+       **{k: config_dict.placeholder(float) if v is None else v
+          for k, v in spec.hyperparameters.items()}})
 
 
 def base_config(dataset: str, arg: Optional[str], *, model: str,
                 image_size: int, embedding_dim: int = 128,
                 epochs: int = 30, global_batch_size: int = 128,
-                learning_rate: float = 0.1, width: int = 0,
+                images_per_class: int = 0, width: int = 0,
                 warmup_steps: int = 100, checkpoint_every: int = 500,
                 log_every: int = 50,
                 eval_every: int = 1000) -> ml_collections.ConfigDict:
   """One run's full configuration; `size=tiny` in `arg` shrinks it to a
-  few-step CPU run (used by the tests) after the dataset's choices."""
+  few-step CPU run (used by the tests) after the dataset's choices.
+  `images_per_class` > 0: class-balanced batches for every loss (pair and
+  triplet losses get 4 when it is 0)."""
   args = parse_arg(arg)
   loss = args.get("loss", "cam")
   shot = args.get("shot", "full")
@@ -67,7 +76,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "builder": "auto",
       "image_size": image_size, "shot": 0 if shot == "full" else int(shot),
       "shot_seed": 0, "query_split": "", "database_split": "",
-      "images_per_class": 0,  # > 0: class-balanced batches
+      "images_per_class": images_per_class,  # > 0: class-balanced batches
       # > 0: train on a stratified, seeded subset of this many examples
       # (after the few-shot selection, if any).
       "train_examples": 0,
@@ -92,13 +101,16 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "anchor_init": "normal", "anchor_init_scale": 1.0,
   })
   config.loss = loss_config(loss)
-  if losses.get_loss(loss).needs_positives:
+  if losses.get_loss(loss).needs_positives and not images_per_class:
     config.dataset.images_per_class = 4  # in-batch mining needs positives
   config.optim = ml_collections.ConfigDict({
-      "name": "sgd", "learning_rate": learning_rate, "anchor_lr_mult": 1.0,
+      "name": "sgd", "learning_rate": 0.1, "anchor_lr_mult": 1.0,
       "weight_decay": 5e-4, "warmup_steps": warmup_steps, "grad_clip": 0.0,
       "momentum": 0.9, "nesterov": False,
   })
+  # The loss's validated optimizer, learning rate and class-parameter
+  # multiplier (selected on Fashion-MNIST; configs/validated.py).
+  config.optim.update(validated.OPTIM[loss])
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
@@ -129,6 +141,8 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
     config.train.epochs = 0
     config.train.steps = 3
     config.train.global_batch_size = 16
+    if config.dataset.images_per_class:
+      config.dataset.images_per_class = 4
     config.train.checkpoint_every = 2
     config.train.log_every = 1
     config.eval.every = 0  # tests that want it set it

@@ -11,4 +11,4 @@ from configs import common
 def get_config(arg=None):
   return common.base_config("food101", arg, model="resnet50",
                             image_size=224, epochs=90,
-                            learning_rate=0.1, checkpoint_every=1000)
+                            checkpoint_every=1000)

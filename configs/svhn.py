@@ -10,4 +10,4 @@ from configs import common
 def get_config(arg=None):
   return common.base_config("svhn_cropped", arg, model="resnet18_cifar",
                             image_size=32, epochs=50,
-                            learning_rate=0.05, checkpoint_every=500)
+                            checkpoint_every=500)

@@ -148,8 +148,9 @@ def test_selection_variants_length_and_final_runs(tmp_path):
   assert grid.best_baseline(results) == "triplet"
   variants = grid.variant_runs(results)
   assert [r.path for r in variants][:1] == ["variants/cam/tuned/seed1"]
-  assert len(variants) == 1 + 2 * len(grid.VARIANT_TEXT)
-  assert {r.path.split("/")[2] for r in variants[1:]} == set(grid.VARIANT_TEXT)
+  singles = set(grid.VARIANT_TEXT) - {stages.COMBINED}
+  assert len(variants) == 1 + 2 * len(singles)
+  assert {r.path.split("/")[2] for r in variants[1:]} == singles
   push = next(r for r in variants if "/push/" in r.path)
   assert push.settings["loss.push_weight"] == 1.0
   assert all(r.config() for r in variants)  # set_fields: every field exists
@@ -162,11 +163,12 @@ def test_selection_variants_length_and_final_runs(tmp_path):
   with pytest.raises(ValueError, match="have not all run"):
     grid.adopted_variant(results)
   _fake(tmp_path, "variants/cam/tuned/seed1", 0.88)
-  for name in grid.VARIANT_TEXT:  # warm-up wins on both seeds, the others
-    for seed, value in ((0, 0.91), (1, 0.89)):  # on one only
+  for name in singles:  # warm-up wins on both seeds, the others on one
+    for seed, value in ((0, 0.91), (1, 0.89)):
       _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
             value if name == "attract_warmup" else (0.95, 0.85)[seed])
   assert grid.adopted_variant(results) == "attract_warmup"
+  assert len(grid.variant_runs(results)) == len(variants)  # no combination
   assert grid.final_settings(results, "cam")["train.loss_warmup_steps"] == (
       grid.RECIPE["optim.warmup_steps"])
   lengths = grid.length_runs(results)
@@ -227,3 +229,51 @@ def test_committed_runs_are_the_runs_the_grid_plans_today():
     for section in ("dataset", "model", "loss", "optim", "train"):
       assert json.loads(json.dumps(saved[section])) == planned[section], (
           path, section)
+
+
+def test_configs_carry_the_settings_the_grid_selected():
+  """configs/ and the losses' signatures hold each loss's selection
+  (configs/validated.py; rounded to 3 significant digits) and the recipe
+  it was selected with."""
+  from configs import fashion_mnist
+  for loss in losses.LOSSES:
+    config = fashion_mnist.get_config(f"loss={loss}")
+    for field, selected in grid.final_settings("results/grid", loss).items():
+      section, key = field.split(".")
+      value = config[section][key]
+      if isinstance(selected, float):
+        assert value == pytest.approx(selected, rel=5e-3), (loss, field)
+      else:
+        assert value == selected, (loss, field)
+    for field in ("model.name", "model.width", "model.embedding_dim",
+                  "train.global_batch_size", "dataset.images_per_class",
+                  "optim.warmup_steps"):
+      section, key = field.split(".")
+      assert config[section][key] == grid.RECIPE[field], (loss, field)
+
+
+def test_several_winning_variants_are_tried_together(tmp_path):
+  results = str(tmp_path)
+  _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8})
+  _fake(tmp_path, "variants/cam/tuned/seed1", 0.88)
+  wins = {"attract_warmup": (0.93, 0.895), "push": (0.92, 0.91)}
+  for name in set(grid.VARIANT_TEXT) - {stages.COMBINED}:
+    for seed in (0, 1):
+      _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
+            wins.get(name, (0.95, 0.85))[seed])
+  with pytest.raises(ValueError, match="have not all run"):
+    grid.adopted_variant(results)  # the combination has not run
+  combined = [r for r in grid.variant_runs(results) if "combined" in r.path]
+  assert [r.seed for r in combined] == [0, 1]
+  assert combined[0].settings["loss.push_weight"] == 1.0
+  assert combined[0].settings["train.loss_warmup_steps"] == (
+      grid.RECIPE["optim.warmup_steps"])
+  # better than the best single winner (push, by mean) on one seed only
+  _fake(tmp_path, "variants/cam/combined/seed0", 0.93)
+  _fake(tmp_path, "variants/cam/combined/seed1", 0.905)
+  assert grid.adopted_variant(results) == "push"
+  _fake(tmp_path, "variants/cam/combined/seed1", 0.915)
+  assert grid.adopted_variant(results) == stages.COMBINED
+  settings = grid.final_settings(results, "cam")
+  assert settings["loss.push_weight"] == 1.0
+  assert settings["train.loss_warmup_steps"] == 100

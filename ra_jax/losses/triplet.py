@@ -16,6 +16,12 @@ from ra_jax.losses import _common
 Mining = Literal["all", "hard", "semi_hard"]
 MININGS = ("all", "hard", "semi_hard")
 
+# Defaults selected on Fashion-MNIST validation by benchmarks/grid.py
+# (issue 14; configs/validated.py says how), rounded to 3 significant
+# digits; the run each comes from is named beside it.
+MARGIN = 0.203  # results/grid/tuning/triplet/trial5 (unit sphere)
+MINING: Mining = "semi_hard"  # same run
+
 def _sorted_negatives(d, neg):
   """The anchor's negative distances in increasing order, then +inf padding.
 
@@ -72,8 +78,8 @@ def triplet_loss(
     embeddings: jax.Array,
     labels: jax.Array,
     *,
-    margin: float = 0.2,
-    mining: Mining = "semi_hard",
+    margin: float = MARGIN,
+    mining: Mining = MINING,
     squared: bool = False,
     where: Optional[jax.Array] = None,
     checks: bool = False,
@@ -94,7 +100,8 @@ def triplet_loss(
     l_i = mean_{p in P(i)} t_{i p n*}.
 
   An anchor without a valid positive or negative gives 0 (never NaN).
-  Default margin 0.2 (FaceNet's value). Cost O(B^2 * D + B^2 log B) time and
+  Defaults margin 0.203 with semi-hard mining, selected on validation
+  (MARGIN; FaceNet's margin is 0.2). Cost O(B^2 * D + B^2 log B) time and
   O(B^2) memory: batch-all and semi-hard sort each anchor's negatives once
   instead of scanning all B^3 triplets.
 

@@ -62,6 +62,25 @@ def test_total_is_the_sum_of_its_terms():
       rtol=1e-6)
 
 
+def test_margins_default_to_the_scale_of_normal_anchors_in_d_dimensions():
+  key1, key2 = jax.random.split(jax.random.PRNGKey(4))
+  for dim in (2, 16, 128):
+    e = jax.random.normal(key1, (6, dim))
+    anchors = jax.random.normal(key2, (3, dim))
+    labels = jnp.arange(6) % 3
+    assert losses.default_margins(dim) == (np.sqrt(dim / 2), np.sqrt(dim))
+    margin, min_norm = losses.default_margins(dim)
+    np.testing.assert_array_equal(
+        losses.class_anchor_margin_loss(e, labels, anchors, push_weight=1.0),
+        losses.class_anchor_margin_loss(e, labels, anchors, margin=margin,
+                                        min_norm=min_norm, push_weight=1.0))
+    assert losses.class_anchor_margin_terms(e, labels, anchors) == (
+        losses.class_anchor_margin_terms(e, labels, anchors, margin=margin,
+                                         min_norm=min_norm))
+  with pytest.raises(ValueError, match="margin"):
+    losses.class_anchor_margin_loss(e, labels, anchors, margin=-1.0)
+
+
 def test_finite_gradients_for_coincident_and_zero_anchors():
   anchors = jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
   e = jnp.zeros((3, 2))
@@ -97,7 +116,8 @@ def test_push_with_one_class_is_zero_with_finite_gradients():
   e = jnp.array([[1.0, 2.0], [0.0, 0.0]])
   loss, grads = jax.value_and_grad(
       lambda e, c: losses.class_anchor_margin_loss(
-          e, jnp.array([0, 0]), c, push_weight=1.0).sum(),
+          e, jnp.array([0, 0]), c, margin=1.0, min_norm=1.0,
+          push_weight=1.0).sum(),
       argnums=(0, 1))(e, jnp.zeros((1, 2)))
   np.testing.assert_allclose(loss, 0.5 * 5.0 + 1.0 * 2, rtol=1e-6)
   for g in grads:

@@ -52,7 +52,8 @@ def _cases():
            lambda e, y, where=None: ref.contrastive(e, y, 0.2, 2.5, False,
                                                      where), 0),
       Case("contrastive_sq", lambda e, y, where=None: losses.contrastive_loss(
-          e, y, negative_margin=6.0, squared=True, where=where),
+          e, y, positive_margin=0.0, negative_margin=6.0, squared=True,
+          where=where),
            lambda e, y, where=None: ref.contrastive(e, y, 0.0, 6.0, True,
                                                      where), 0),
       *[

@@ -10,8 +10,7 @@ from ra_jax import losses
 
 def test_hyperparameters_are_read_from_the_signature():
   cam = losses.get_loss("cam")
-  assert cam.hyperparameters == {"margin": losses.DEFAULT_MARGIN,
-                                 "min_norm": losses.DEFAULT_MIN_NORM,
+  assert cam.hyperparameters == {"margin": None, "min_norm": None,
                                  "repel_weight": 1.0, "norm_weight": 1.0,
                                  "attract_weight": 1.0, "push_weight": 0.0}
   assert cam.warmup == ("attract_weight",)
@@ -96,7 +95,8 @@ def test_labels_name_losses_in_full_with_their_non_defaults():
       {"mining": "hard", "geometry": "l2"}) == (
           "triplet (mining=hard, geometry=l2)")
   triplet = losses.get_loss("triplet")
-  assert triplet.describe({"margin": 0.2, "mining": "hard"}) == (
+  assert triplet.describe({"margin": triplet.hyperparameters["margin"],
+                           "mining": "hard"}) == (
       "triplet (mining=hard)")
   assert triplet.describe(triplet.hyperparameters) == (
       "triplet (mining=semi_hard)")
