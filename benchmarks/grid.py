@@ -56,7 +56,7 @@ import time
 from typing import Any, Iterable, Optional
 
 from benchmarks import search_spaces
-from ra_jax import files, losses
+from ra_jax import files
 from ra_jax.report import stages
 
 # The training recipe every loss shares.
@@ -195,8 +195,8 @@ def _variants(tuned: dict[str, Any], dim: int) -> dict[str, dict[str, Any]]:
       # margin and minimum norm at the scale of the default N(0, 1)
       # anchors: 2m = sqrt(2D) (their typical distance), p = sqrt(D)
       # (their typical norm), so both terms act from the first step
-      "margins_at_init_scale": dict(zip(("loss.margin", "loss.min_norm"),
-                                        losses.default_margins(dim))),
+      "margins_at_init_scale": {"loss.margin": math.sqrt(dim / 2.0),
+                                "loss.min_norm": math.sqrt(dim)},
       # the attractor grows from 0 over the learning-rate warm-up, so the
       # anchors arrange themselves before embeddings are pulled onto them
       "attract_warmup": {"train.loss_warmup_steps":

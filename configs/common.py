@@ -8,7 +8,6 @@ message naming the key and the allowed values.
 from typing import Optional
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import validated
 from ra_jax import data, losses
@@ -45,13 +44,8 @@ def loss_config(name: str) -> ml_collections.ConfigDict:
   """`name`, its geometry and its hyperparameters at their defaults (the
   loss function's signature, through the registry; docs/losses.md)."""
   spec = losses.get_loss(name)
-  # None: a default the loss derives from its inputs (the class anchor
-  # margin loss's margins from D); a float placeholder keeps it settable
-  # from the command line.
   return ml_collections.ConfigDict(
-      {"name": name, "geometry": spec.geometry,
-       **{k: config_dict.placeholder(float) if v is None else v
-          for k, v in spec.hyperparameters.items()}})
+      {"name": name, "geometry": spec.geometry, **spec.hyperparameters})
 
 
 def base_config(dataset: str, arg: Optional[str], *, model: str,
@@ -116,7 +110,8 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
       # > 0: the loss's warm-up weights (the class anchor margin loss's
       # attractor) grow linearly from 0 over these steps.
-      "loss_warmup_steps": 0,
+      "loss_warmup_steps": (warmup_steps if loss in validated.LOSS_WARMUP
+                            else 0),
       "log_every": log_every,
       # Batches prepared ahead of the step, in as many input threads.
       "prefetch_batches": data.DEFAULT_PREFETCH_BATCHES,
@@ -147,6 +142,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
     config.train.log_every = 1
     config.eval.every = 0  # tests that want it set it
     config.optim.warmup_steps = 1
+    config.train.loss_warmup_steps = min(config.train.loss_warmup_steps, 1)
     config.model.width = 8
     config.model.embedding_dim = 16
   return config

@@ -35,3 +35,10 @@ OPTIM = {
     # results/grid/tuning/triplet/trial5: 0.7919
     "triplet": {**ADAMW, "learning_rate": 0.00188, "anchor_lr_mult": 1.0},
 }
+
+# Losses whose warm-up weights (the registry's `warmup`) grow from 0 over
+# the learning-rate warm-up (`train.loss_warmup_steps` =
+# `optim.warmup_steps`): the class anchor margin loss's attractor, variant
+# attract_warmup (results/grid/variants/cam/attract_warmup: 0.8353 and
+# 0.8433 on seeds 0 and 1 against 0.8314 and 0.8250 for the tuned setting).
+LOSS_WARMUP = ("cam",)

@@ -45,7 +45,6 @@ def test_train_errors_are_one_line_and_leave_nothing(tmp_path):
   zero = _cli("ra_jax.train", "--config", "configs/digits.py", "--workdir",
               str(workdir), "--config.train.global_batch_size=0")
   _one_line_error(zero, "train.global_batch_size=0: must be a number >= 1")
-  # margin defaults to None (derived from D) and is still a float flag
   margin = _cli("ra_jax.train", "--config", "configs/digits.py", "--workdir",
                 str(workdir), "--config.loss.margin=-2")
   _one_line_error(margin, "loss 'cam': `margin` must be")

@@ -9,7 +9,8 @@ mask. They import no Flax and nothing from the trainer. `LOSSES` (see
 
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_loss
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
-from ra_jax.losses.class_anchor_margin import default_margins
+from ra_jax.losses.class_anchor_margin import DEFAULT_MARGIN
+from ra_jax.losses.class_anchor_margin import DEFAULT_MIN_NORM
 from ra_jax.losses.class_anchor_margin import nearest_anchor
 from ra_jax.losses.classification import arcface_loss
 from ra_jax.losses.classification import center_loss
@@ -23,7 +24,8 @@ from ra_jax.losses.triplet import MININGS
 from ra_jax.losses.triplet import triplet_loss
 
 __all__ = [
-    "default_margins",
+    "DEFAULT_MARGIN",
+    "DEFAULT_MIN_NORM",
     "LOSSES",
     "LossSpec",
     "MININGS",

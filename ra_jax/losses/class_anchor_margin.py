@@ -9,8 +9,6 @@ configuration cannot shrink to the origin.
 
 from typing import Optional
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -21,29 +19,13 @@ from ra_jax.losses import _common
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
 
-
-def default_margins(dim: int) -> tuple[float, float]:
-  """(margin, min_norm) when they are not given, for D-dimensional
-  embeddings: (sqrt(D/2), sqrt(D)), half the typical distance between
-  N(0, 1) anchors (the default initialisation) and their typical norm, so
-  all three terms act from the first step.
-
-  The paper states no constants. Selected on Fashion-MNIST validation at
-  D = 128 (margin 8, min_norm 11.3) over the tuned constants (margin 6.46,
-  min_norm 2.2) on two seeds: results/grid/variants/cam/
-  margins_at_init_scale (benchmarks/grid.py, docs/RESULTS.md).
-  """
-  return math.sqrt(dim / 2.0), math.sqrt(float(dim))
-
-
-def _resolved(margin, min_norm, embeddings):
-  """The given margin and min_norm, or their defaults for the embeddings'
-  D (1 for malformed embeddings, which fail validation next)."""
-  shape = jnp.shape(embeddings)
-  default_margin, default_min_norm = default_margins(
-      shape[-1] if shape and shape[-1] else 1)
-  return (default_margin if margin is None else margin,
-          default_min_norm if min_norm is None else min_norm)
+# The paper states no constants. Selected on Fashion-MNIST validation by
+# benchmarks/grid.py (issue 14) at D = 128 with N(0, 1) anchors, rounded to
+# 3 significant digits: results/grid/tuning/cam/trial2 (validation mAP
+# 0.8314). The configuration shrinks until the closest anchors are 2m apart
+# (docs/losses.md, "Gradients"), so m sets its scale.
+DEFAULT_MARGIN = 6.46
+DEFAULT_MIN_NORM = 2.2
 
 
 def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
@@ -81,8 +63,8 @@ def class_anchor_margin_loss(
     labels: jax.Array,
     anchors: jax.Array,
     *,
-    margin: Optional[float] = None,
-    min_norm: Optional[float] = None,
+    margin: float = DEFAULT_MARGIN,
+    min_norm: float = DEFAULT_MIN_NORM,
     repel_weight: float = 1.0,
     norm_weight: float = 1.0,
     attract_weight: float = 1.0,
@@ -132,10 +114,8 @@ def class_anchor_margin_loss(
     embeddings: (B, D) float embeddings.
     labels: (B,) integer class ids in [0, C).
     anchors: (C, D) float class anchors (learnable parameters).
-    margin: m; anchors are pushed until every pair is >= 2m apart. None:
-      sqrt(D/2) (`default_margins`).
-    min_norm: p; anchors with norm below p are pushed outward. None:
-      sqrt(D).
+    margin: m; anchors are pushed until every pair is >= 2m apart.
+    min_norm: p; anchors with norm below p are pushed outward.
     repel_weight: w_R, weight of the repeller (1 in the paper).
     norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
     attract_weight: w_A, weight of the attractor (1 in the paper; the
@@ -149,7 +129,6 @@ def class_anchor_margin_loss(
   Returns:
     (B,) per-example loss in the compute dtype (>= float32).
   """
-  margin, min_norm = _resolved(margin, min_norm, embeddings)
   _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
                          attract_weight, push_weight)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
@@ -169,8 +148,8 @@ def class_anchor_margin_terms(
     labels: jax.Array,
     anchors: jax.Array,
     *,
-    margin: Optional[float] = None,
-    min_norm: Optional[float] = None,
+    margin: float = DEFAULT_MARGIN,
+    min_norm: float = DEFAULT_MIN_NORM,
     where: Optional[jax.Array] = None,
     checks: bool = False,
 ) -> dict[str, jax.Array]:
@@ -182,7 +161,6 @@ def class_anchor_margin_terms(
   ``mean_anchor_norm``. Same arguments as
   `class_anchor_margin_loss`.
   """
-  margin, min_norm = _resolved(margin, min_norm, embeddings)
   _check_hyperparameters(margin, min_norm, 1.0, 1.0)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
       embeddings, labels, "anchors", anchors, where, checks)

@@ -62,25 +62,6 @@ def test_total_is_the_sum_of_its_terms():
       rtol=1e-6)
 
 
-def test_margins_default_to_the_scale_of_normal_anchors_in_d_dimensions():
-  key1, key2 = jax.random.split(jax.random.PRNGKey(4))
-  for dim in (2, 16, 128):
-    e = jax.random.normal(key1, (6, dim))
-    anchors = jax.random.normal(key2, (3, dim))
-    labels = jnp.arange(6) % 3
-    assert losses.default_margins(dim) == (np.sqrt(dim / 2), np.sqrt(dim))
-    margin, min_norm = losses.default_margins(dim)
-    np.testing.assert_array_equal(
-        losses.class_anchor_margin_loss(e, labels, anchors, push_weight=1.0),
-        losses.class_anchor_margin_loss(e, labels, anchors, margin=margin,
-                                        min_norm=min_norm, push_weight=1.0))
-    assert losses.class_anchor_margin_terms(e, labels, anchors) == (
-        losses.class_anchor_margin_terms(e, labels, anchors, margin=margin,
-                                         min_norm=min_norm))
-  with pytest.raises(ValueError, match="margin"):
-    losses.class_anchor_margin_loss(e, labels, anchors, margin=-1.0)
-
-
 def test_finite_gradients_for_coincident_and_zero_anchors():
   anchors = jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
   e = jnp.zeros((3, 2))
@@ -100,15 +81,17 @@ def test_push_acts_only_within_margin_of_another_anchor():
 
   def push(e):
     with_push = losses.class_anchor_margin_loss(e, labels, anchors,
-                                                push_weight=1.0)
-    return with_push - losses.class_anchor_margin_loss(e, labels, anchors)
+                                                margin=1.0, push_weight=1.0)
+    return with_push - losses.class_anchor_margin_loss(e, labels, anchors,
+                                                       margin=1.0)
 
   np.testing.assert_allclose(push(e), [0.0, 0.5 * 0.2**2, 0.5 * 2.0**2],
                              atol=1e-5)
   grad = jax.grad(lambda e: push(e).sum())(e)
   assert grad[0, 0] == 0.0 and grad[1, 0] > 0 and grad[2, 0] > 0
   np.testing.assert_allclose(
-      losses.class_anchor_margin_terms(e, labels, anchors)["push"],
+      losses.class_anchor_margin_terms(e, labels, anchors,
+                                       margin=1.0)["push"],
       np.mean([0.0, 0.5 * 0.2**2, 0.5 * 2.0**2]), rtol=1e-4)
 
 
