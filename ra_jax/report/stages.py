@@ -197,7 +197,9 @@ def variants_section(runs, protocol) -> list[str]:
     lines += ["", f"Better than the tuned setting on every seed:"
               f" {', '.join(winners)}. Adopted: {adopted}" +
               (f" ({' + '.join(winners)}, better than {winners[0]} alone on"
-               " every seed)." if adopted == COMBINED else ".")]
+               " every seed)." if adopted == COMBINED else
+               f" ({COMBINED}, all of them together, was not better than it"
+               " on every seed)." if len(winners) > 1 else ".")]
   else:
     lines += ["", "No variant beats the tuned setting on every seed; none is"
               " adopted."]
