@@ -186,7 +186,8 @@ def test_forward_mode_matches_the_dense_formula():
   anchors = jnp.asarray(0.6 * rng.normal(size=(4, 3)), jnp.float32)  # close
 
   def ours(a):
-    return losses.class_anchor_margin_loss(embeddings, labels, a).mean()
+    return losses.class_anchor_margin_loss(embeddings, labels, a, margin=1.0,
+                                           min_norm=1.0).mean()
 
   def dense(a):
     return _dense_cam(embeddings, labels, a).mean()
