@@ -97,14 +97,13 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   config.loss = loss_config(loss)
   if losses.get_loss(loss).needs_positives and not images_per_class:
     config.dataset.images_per_class = 4  # in-batch mining needs positives
+  # The loss's validated optimizer (name, learning rate, weight decay,
+  # class-parameter multiplier; selected on Fashion-MNIST,
+  # configs/validated.py) over the fields it does not set.
   config.optim = ml_collections.ConfigDict({
-      "name": "sgd", "learning_rate": 0.1, "anchor_lr_mult": 1.0,
-      "weight_decay": 5e-4, "warmup_steps": warmup_steps, "grad_clip": 0.0,
-      "momentum": 0.9, "nesterov": False,
+      "warmup_steps": warmup_steps, "grad_clip": 0.0, "momentum": 0.9,
+      "nesterov": False, **validated.OPTIM[loss],
   })
-  # The loss's validated optimizer, learning rate and class-parameter
-  # multiplier (selected on Fashion-MNIST; configs/validated.py).
-  config.optim.update(validated.OPTIM[loss])
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,

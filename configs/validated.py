@@ -17,8 +17,9 @@ SGD = {"name": "sgd", "momentum": 0.9, "nesterov": True,
        "weight_decay": 5e-4}
 ADAMW = {"name": "adamw", "weight_decay": 0.0}
 
-# `config.optim` per loss: its best tuning trial's optimizer, learning rate
-# and learning-rate multiplier of the per-class parameters.
+# `config.optim` per loss: its best tuning trial's optimizer, learning rate,
+# weight decay and learning-rate multiplier of the per-class parameters
+# (every entry names all four; configs/common.py adds the rest).
 OPTIM = {
     # results/grid/tuning/cam/trial2: validation mAP 0.8314
     "cam": {**SGD, "learning_rate": 0.0571, "anchor_lr_mult": 4.19},

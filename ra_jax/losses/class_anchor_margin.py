@@ -47,6 +47,11 @@ def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
   return repel, norm, min_distance, norms
 
 
+def _push_on(push_weight) -> bool:
+  """Whether P is computed: always for a traced weight, else unless 0."""
+  return not (isinstance(push_weight, (int, float)) and push_weight == 0)
+
+
 def _push(embeddings: jax.Array, labels: jax.Array, anchors: jax.Array,
           margin: float) -> jax.Array:
   """P_i = 1/2 max(0, ||e_i - c_{y_i}|| + m - min_{y != y_i} ||e_i - c_y||)^2,
@@ -138,7 +143,7 @@ def class_anchor_margin_loss(
   repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
   loss = (attract_weight * attract + repel_weight * repel +
           norm_weight * norm)
-  if not (isinstance(push_weight, (int, float)) and push_weight == 0):
+  if _push_on(push_weight):
     loss = loss + push_weight * _push(embeddings, labels, anchors, margin)
   return jnp.where(valid, loss, 0.0)
 
@@ -150,16 +155,18 @@ def class_anchor_margin_terms(
     *,
     margin: float = DEFAULT_MARGIN,
     min_norm: float = DEFAULT_MIN_NORM,
+    push_weight: float = 0.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
 ) -> dict[str, jax.Array]:
   """The loss's terms as scalars, for logging (unweighted).
 
-  Returns a dict with ``attract`` (mean A_i over valid examples), ``push``
-  (mean P_i, logged whatever its weight), ``repel`` (R), ``norm`` (N),
-  ``min_anchor_distance`` (smallest ||c_y - c_y'||, inf when C = 1) and
-  ``mean_anchor_norm``. Same arguments as
-  `class_anchor_margin_loss`.
+  Returns a dict with ``attract`` (mean A_i over valid examples), ``repel``
+  (R), ``norm`` (N), ``min_anchor_distance`` (smallest ||c_y - c_y'||, inf
+  when C = 1), ``mean_anchor_norm`` and, when ``push_weight`` is not 0,
+  ``push`` (mean P_i; not computed otherwise, since the trainer logs the
+  terms from inside every step and P costs a (B, C) distance matrix). Same
+  arguments as `class_anchor_margin_loss`.
   """
   _check_hyperparameters(margin, min_norm, 1.0, 1.0)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
@@ -167,15 +174,17 @@ def class_anchor_margin_terms(
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
-  push = _push(embeddings, labels, anchors, margin)
-  return {
+  terms = {
       "attract": _common.masked_mean(attract, valid, axis=0),
-      "push": _common.masked_mean(push, valid, axis=0),
       "repel": repel,
       "norm": norm,
       "min_anchor_distance": min_distance,
       "mean_anchor_norm": jnp.mean(norms),
   }
+  if _push_on(push_weight):
+    terms["push"] = _common.masked_mean(
+        _push(embeddings, labels, anchors, margin), valid, axis=0)
+  return terms
 
 
 def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:

@@ -15,9 +15,7 @@ from ra_jax.distances import cosine_similarity_matrix
 from ra_jax.distances import safe_sqrt
 from ra_jax.losses import _common
 
-# Defaults selected on Fashion-MNIST validation by benchmarks/grid.py
-# (issue 14; configs/validated.py says how), rounded to 3 significant
-# digits; the run each comes from is named beside it.
+# Defaults selected on validation (docs/losses.md, "Defaults"):
 CENTER_WEIGHT = 0.00687  # results/grid/tuning/center/trial6
 ARCFACE_SCALE = 19.2  # results/grid/tuning/arcface/trial4
 ARCFACE_MARGIN = 0.397  # (radians) same run

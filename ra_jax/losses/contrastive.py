@@ -7,9 +7,7 @@ import jax.numpy as jnp
 
 from ra_jax.losses import _common
 
-# Defaults selected on Fashion-MNIST validation by benchmarks/grid.py
-# (issue 14; configs/validated.py says how), rounded to 3 significant
-# digits; the run each comes from is named beside it.
+# Defaults selected on validation (docs/losses.md, "Defaults"):
 POSITIVE_MARGIN = 0.162  # results/grid/tuning/contrastive/trial3
 NEGATIVE_MARGIN = 0.712  # same run (unit-sphere embeddings)
 

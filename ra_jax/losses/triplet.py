@@ -16,11 +16,10 @@ from ra_jax.losses import _common
 Mining = Literal["all", "hard", "semi_hard"]
 MININGS = ("all", "hard", "semi_hard")
 
-# Defaults selected on Fashion-MNIST validation by benchmarks/grid.py
-# (issue 14; configs/validated.py says how), rounded to 3 significant
-# digits; the run each comes from is named beside it.
+# Defaults selected on validation (docs/losses.md, "Defaults"):
 MARGIN = 0.203  # results/grid/tuning/triplet/trial5 (unit sphere)
 MINING: Mining = "semi_hard"  # same run
+
 
 def _sorted_negatives(d, neg):
   """The anchor's negative distances in increasing order, then +inf padding.

@@ -190,20 +190,21 @@ def variants_section(runs, protocol) -> list[str]:
   lines += ["", "The tuned setting's seed 0 is the best of its 8 trials, so"
             " it is biased upwards; a variant must beat it there too."]
   if not complete:
-    lines += ["", "Not every setting has every seed yet."]
-  elif adopted_variant(table):
-    winners = variant_winners(table)
-    adopted = adopted_variant(table)
-    lines += ["", f"Better than the tuned setting on every seed:"
-              f" {', '.join(winners)}. Adopted: {adopted}" +
-              (f" ({' + '.join(winners)}, better than {winners[0]} alone on"
-               " every seed)." if adopted == COMBINED else
-               f" ({COMBINED}, all of them together, was not better than it"
-               " on every seed)." if len(winners) > 1 else ".")]
+    return lines + ["", "Not every setting has every seed yet.", ""]
+  winners, adopted = variant_winners(table), adopted_variant(table)
+  if adopted is None:
+    return lines + ["", "No variant beats the tuned setting on every seed;"
+                    " none is adopted.", ""]
+  if adopted == COMBINED:
+    why = (f" ({' + '.join(winners)}, better than {winners[0]} alone on"
+           " every seed).")
+  elif len(winners) > 1:
+    why = (f" ({COMBINED}, all of them together, was not better than it on"
+           " every seed).")
   else:
-    lines += ["", "No variant beats the tuned setting on every seed; none is"
-              " adopted."]
-  return lines + [""]
+    why = "."
+  return lines + ["", "Better than the tuned setting on every seed:"
+                  f" {', '.join(winners)}. Adopted: {adopted}{why}", ""]
 
 
 def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:

@@ -90,9 +90,16 @@ def test_push_acts_only_within_margin_of_another_anchor():
   grad = jax.grad(lambda e: push(e).sum())(e)
   assert grad[0, 0] == 0.0 and grad[1, 0] > 0 and grad[2, 0] > 0
   np.testing.assert_allclose(
-      losses.class_anchor_margin_terms(e, labels, anchors,
-                                       margin=1.0)["push"],
+      losses.class_anchor_margin_terms(e, labels, anchors, margin=1.0,
+                                       push_weight=1.0)["push"],
       np.mean([0.0, 0.5 * 0.2**2, 0.5 * 2.0**2]), rtol=1e-4)
+
+
+def test_push_is_logged_only_when_it_is_on():
+  e, labels, anchors = jnp.ones((2, 3)), jnp.array([0, 1]), jnp.eye(2, 3)
+  assert "push" not in losses.class_anchor_margin_terms(e, labels, anchors)
+  assert "push" in losses.class_anchor_margin_terms(e, labels, anchors,
+                                                    push_weight=0.5)
 
 
 def test_push_with_one_class_is_zero_with_finite_gradients():
