@@ -53,7 +53,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from benchmarks import search_spaces
 from ra_jax import files
@@ -446,6 +446,35 @@ def keep(workdir: str, results_dir: str, run: Run) -> None:
       files.write_text(files.join(target, name), files.read_text(source))
 
 
+def run_stage(stage: str, results_dir: str, workdirs: str, *,
+              only: str = "", train: Optional[Callable] = None) -> list[str]:
+  """Trains the stage's unfinished runs (paths containing `only`) one at a
+  time and keeps each one's files; returns the paths trained. The stage is
+  planned again after every run, because a run's result can change the
+  plan (a converged length makes the longer lengths unnecessary).
+  `train(config, workdir) -> results` defaults to the trainer."""
+  if train is None:
+    from ra_jax.training import loop
+    train = loop.train_and_evaluate
+  files.makedirs(results_dir)
+  files.write_json(files.join(results_dir, "protocol.json"), protocol())
+  start, trained = time.time(), []
+  while True:
+    runs = [r for r in STAGES[stage](results_dir) if only in r.path]
+    pending = [i for i, r in enumerate(runs) if not done(results_dir, r)]
+    if not pending:
+      return trained
+    run = runs[pending[0]]
+    print(f"[{pending[0] + 1}/{len(runs)}] {run.path}", flush=True)
+    workdir = os.path.join(workdirs, run.path)
+    results = train(run.config(), workdir)
+    keep(workdir, results_dir, run)
+    trained.append(run.path)
+    print(f"    mAP {results['exact']['map']:.4f}, P@10"
+          f" {results['exact']['precision@10']:.4f},"
+          f" {time.time() - start:.0f} s so far", flush=True)
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--stage", required=True, choices=sorted(STAGES))
@@ -454,9 +483,9 @@ def main() -> int:
   parser.add_argument("--only", default="", help="run paths containing this")
   parser.add_argument("--dry-run", action="store_true")
   args = parser.parse_args()
-  runs = [r for r in STAGES[args.stage](args.results)
-          if args.only in r.path]
   if args.dry_run:
+    runs = [r for r in STAGES[args.stage](args.results)
+            if args.only in r.path]
     for run in runs:
       print(run.path, "done" if done(args.results, run) else "to run",
             json.dumps(run.settings))
@@ -465,20 +494,7 @@ def main() -> int:
     return 0
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from ra_jax.training import loop
-  files.makedirs(args.results)
-  files.write_json(files.join(args.results, "protocol.json"), protocol())
-  start = time.time()
-  for i, run in enumerate(runs, 1):
-    if done(args.results, run):
-      continue
-    print(f"[{i}/{len(runs)}] {run.path}", flush=True)
-    workdir = os.path.join(args.workdirs, run.path)
-    results = loop.train_and_evaluate(run.config(), workdir)
-    keep(workdir, args.results, run)
-    print(f"    mAP {results['exact']['map']:.4f}, P@10"
-          f" {results['exact']['precision@10']:.4f},"
-          f" {time.time() - start:.0f} s so far", flush=True)
+  run_stage(args.stage, args.results, args.workdirs, only=args.only)
   return 0
 
 

@@ -3,6 +3,7 @@ and what a finished run leaves under results/."""
 
 import json
 import math
+import pathlib
 
 import pytest
 
@@ -127,6 +128,16 @@ def _tuned(results, scores):
       _fake(results, f"tuning/{loss}/trial{k}", value)
 
 
+def _variants_done(results):
+  """Every variant run; attract_warmup wins on both seeds, the others on
+  one."""
+  _fake(results, "variants/cam/tuned/seed1", 0.88)
+  for name in set(grid.VARIANT_TEXT) - {stages.COMBINED}:
+    for seed, value in ((0, 0.91), (1, 0.89)):
+      _fake(results, f"variants/cam/{name}/seed{seed}",
+            value if name == "attract_warmup" else (0.95, 0.85)[seed])
+
+
 def test_later_stages_wait_for_the_ones_before(tmp_path):
   results = str(tmp_path)
   for stage in ("variants", "length", "final", "ablation"):
@@ -162,11 +173,7 @@ def test_selection_variants_length_and_final_runs(tmp_path):
       2 * 128) == pytest.approx(2 * margin)
   with pytest.raises(ValueError, match="have not all run"):
     grid.adopted_variant(results)
-  _fake(tmp_path, "variants/cam/tuned/seed1", 0.88)
-  for name in singles:  # warm-up wins on both seeds, the others on one
-    for seed, value in ((0, 0.91), (1, 0.89)):
-      _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
-            value if name == "attract_warmup" else (0.95, 0.85)[seed])
+  _variants_done(tmp_path)
   assert grid.adopted_variant(results) == "attract_warmup"
   assert len(grid.variant_runs(results)) == len(variants)  # no combination
   assert grid.final_settings(results, "cam")["train.loss_warmup_steps"] == (
@@ -277,3 +284,25 @@ def test_several_winning_variants_are_tried_together(tmp_path):
   settings = grid.final_settings(results, "cam")
   assert settings["loss.push_weight"] == 1.0
   assert settings["train.loss_warmup_steps"] == 100
+
+
+def test_a_stage_is_planned_again_after_every_run(tmp_path):
+  """A converged first length ends the length stage: the longer runs the
+  plan listed before it finished are not trained."""
+  results = tmp_path / "results"
+  _tuned(results, {("triplet", 5): 0.8})
+  _variants_done(results)
+  assert len(grid.length_runs(str(results))) == 4
+
+  def train(config, workdir):
+    steps = config.train.epochs * 200
+    flat = [(s, 0.8) for s in range(200, steps + 1, 200)]
+    _fake(pathlib.Path(workdir).parent, pathlib.Path(workdir).name, 0.8, flat)
+    return {"exact": {"map": 0.8, "precision@10": 0.9}}
+
+  trained = grid.run_stage("length", str(results), str(tmp_path / "work"),
+                           train=train)
+  assert trained == ["length/triplet/epochs12", "length/cam/epochs12"]
+  assert grid.final_epochs(str(results)) == 12
+  assert grid.run_stage("length", str(results), str(tmp_path / "work"),
+                        train=train) == []
