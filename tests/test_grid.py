@@ -257,6 +257,7 @@ def test_configs_carry_the_settings_the_grid_selected():
                   "optim.warmup_steps"):
       section, key = field.split(".")
       assert config[section][key] == grid.RECIPE[field], (loss, field)
+    assert config.train.epochs == grid.final_epochs("results/grid"), loss
 
 
 def test_several_winning_variants_are_tried_together(tmp_path):
