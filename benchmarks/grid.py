@@ -366,11 +366,16 @@ def _final(results_dir: str, loss: str, epochs: int) -> dict[str, Any]:
 
 def final_runs(results_dir: str) -> list[Run]:
   """Every loss with its selected settings on the test protocol, seeds
-  FINAL_SEEDS, full training set and 10-shot (selection seed = seed)."""
+  FINAL_SEEDS, full training set and 10-shot (selection seed = seed).
+  Seed by seed, the class anchor margin loss and the best baseline first,
+  so that an interrupted stage has the headline comparison."""
   epochs = final_epochs(results_dir)
+  leader = best_baseline(results_dir)
+  order = sorted(search_spaces.LOSS_SPACES,
+                 key=lambda loss: (loss != "cam", loss != leader))
   runs = []
   for seed in FINAL_SEEDS:
-    for loss in search_spaces.LOSS_SPACES:
+    for loss in order:
       settings = _final(results_dir, loss, epochs)
       runs.append(Run(f"final/full/{loss}/seed{seed}", "final", loss,
                       settings, seed))

@@ -195,6 +195,9 @@ def test_selection_variants_length_and_final_runs(tmp_path):
   assert grid.final_epochs(results) == 24
   final = grid.final_runs(results)
   assert len(final) == len(search_spaces.LOSS_SPACES) * 3 * 2
+  assert [r.path for r in final][:4] == [  # the headline comparison first
+      "final/full/cam/seed0", "final/10-shot/cam/seed0",
+      "final/full/triplet/seed0", "final/10-shot/triplet/seed0"]
   cam = next(r for r in final if r.path == "final/full/cam/seed2").config()
   assert (cam.train.epochs, cam.train.seed, cam.eval.per_query) == (
       24, 2, True)
