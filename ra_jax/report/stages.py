@@ -217,19 +217,29 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
            "| loss | epochs | final validation mAP | gain over the last"
            " quarter |", "|---|---|---|---|"]
   threshold = (protocol or {}).get("converged_gain", 0.01)
-  for run in sorted(length, key=lambda r: (r.loss, r.variant)):
+  baseline_converged = {}  # epochs -> loss, for the baseline's lengths
+  for run in sorted(length, key=lambda r: (r.loss, int(
+      r.variant.removeprefix("epochs")))):
     curve = validation_curve(run.workdir)
-    curves[f"{_title(run.loss)}, {run.variant}"] = curve
+    epochs = run.variant.removeprefix("epochs")  # grid path .../epochsN
+    curves[f"{_title(run.loss)}, {epochs} epochs"] = curve
     gain = last_quarter_gain(curve)
-    state = "converged" if gain is not None and gain < threshold else (
-        "still rising")
-    lines.append(f"| {_title(run.loss)} | {run.variant} | {_map(run):.4f} |"
+    converged = gain is not None and gain < threshold
+    state = "converged" if converged else "still rising"
+    if converged and run.loss != OURS:
+      baseline_converged.setdefault(int(epochs), run.loss)
+    lines.append(f"| {_title(run.loss)} | {epochs} | {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({state}) |" if gain is not None else
                     " - |"))
   figures.validation_curves(files.join(figure_dir, "length_curves.png"),
                             curves)
   lines += ["", f"Converged = the gain over the last quarter is below"
-            f" {threshold}.", "",
+            f" {threshold}. The rule is on the best baseline: "
+            + (f"the final runs train {min(baseline_converged)} epochs, the"
+               " shortest length at which"
+               f" {_title(baseline_converged[min(baseline_converged)])}"
+               " converged." if baseline_converged else
+               "it has not converged at any length run so far."), "",
             f"![validation mAP during training]({rel}/length_curves.png)", ""]
   return lines
 

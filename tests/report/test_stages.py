@@ -72,8 +72,10 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " validation (0.8100, +0.0900 against cross-entropy") in report
   assert "| tuned | 0.8100 | 0.8000 | 0.8050 |" in report
   assert "Adopted: attract_warmup" in report
-  assert "| cross-entropy | epochs12 | 0.8080 | +0.0020 (converged) |" in (
+  assert "| cross-entropy | 12 | 0.8080 | +0.0020 (converged) |" in (
       report)
+  assert ("the final runs train 12 epochs, the shortest length at which"
+          " cross-entropy converged.") in report
   assert "## final/full" in report
   assert "| class anchor margin | 3 | **0.8600 ± 0.0100** |" in report
   # per-query AP averaged over seeds: cam (0.9, 0.8, -, 0.85) vs ce (0.7,
