@@ -8,6 +8,7 @@ stage that has not run yet is reported as missing, not skipped silently.
 """
 
 import math
+import re
 import statistics
 import warnings
 from typing import Any, Optional, Sequence
@@ -368,16 +369,27 @@ def diagnosis_section(root: str, runs) -> list[str]:
   if not choices and not diagnosed:
     return []
   lines = ["## Diagnosis: where the embedding is taken", ""]
+  groups: dict[str, list[dict]] = {}  # ..._seedN.json files: one table
   for name in choices:
-    found = files.read_json(files.join(directory, name))
-    lines += [f"{_title(found['loss'])}, {found['query_split']} queries"
-              f" against the {found['database_split']} split, checkpoint"
-              f" step {found['step']} of {found['workdir']}:", "",
+    tag = re.sub(r"_seed\d+$", "", name.removesuffix(".json"))
+    groups.setdefault(tag, []).append(
+        files.read_json(files.join(directory, name)))
+  for found in groups.values():
+    first = found[0]
+    where = (f"checkpoint step {first['step']} of {first['workdir']}"
+             if len(found) == 1 else
+             f"the final checkpoints of {len(found)} seeds, mean ± std")
+    lines += [f"{_title(first['loss'])}, {first['query_split']} queries"
+              f" against the {first['database_split']} split, {where}:", "",
               "| embedding | mAP | P@10 | mAP@100 |", "|---|---|---|---|"]
-    for choice, metrics in found["choices"].items():
-      lines.append(f"| {choice} | {metrics['map']:.4f} |"
-                   f" {metrics['precision@10']:.4f} |"
-                   f" {metrics['map@100']:.4f} |")
+    for choice in first["choices"]:
+      cells = []
+      for metric in ("map", "precision@10", "map@100"):
+        values = [f["choices"][choice][metric] for f in found]
+        cells.append(f"{values[0]:.4f}" if len(values) == 1 else
+                     f"{statistics.fmean(values):.4f} ±"
+                     f" {statistics.stdev(values):.4f}")
+      lines.append(f"| {choice} | " + " | ".join(cells) + " |")
     lines.append("")
   for run in diagnosed:
     tuned = max((r for r in runs if r.stage == "tuning" and

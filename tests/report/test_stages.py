@@ -61,9 +61,20 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
                   "database_split": "train", "step": 400, "workdir": "w",
                   "choices": {"logits": {"map": 0.5, "precision@10": 0.6,
                                          "map@100": 0.55}}}))
+  for seed, value in ((0, 0.7), (1, 0.8)):  # final runs: one table
+    (tmp_path / "diagnosis" / f"embedding_choices_ce_final_seed{seed}.json"
+     ).write_text(json.dumps(
+         {"loss": "ce", "query_split": "test", "database_split": "train",
+          "step": 2880, "workdir": f"w{seed}",
+          "choices": {"head, on the unit sphere": {
+              "map": value, "precision@10": 0.9, "map@100": value}}}))
   output = tmp_path / "RESULTS.md"
   build.write_report(str(tmp_path), str(output), analyze=False)
   report = output.read_text()
+  assert ("cross-entropy, test queries against the train split, the final"
+          " checkpoints of 2 seeds, mean ± std:") in report
+  assert ("| head, on the unit sphere | 0.7500 ± 0.0707 | 0.9000 ± 0.0000 |"
+          " 0.7500 ± 0.0707 |") in report
   assert "## Tuning on the validation split" in report
   assert "| class anchor margin | l2 | 2 of 8 | 0.8100 |" in report
   assert "| cross-entropy | l2 | 2 of 8 | 0.7200 |" in report
