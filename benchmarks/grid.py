@@ -36,7 +36,8 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
   (outside the equal-budget comparison); with
   `python -m benchmarks.embedding_choices --workdir runs/grid/tuning/ce/trialK
   --out results/grid/diagnosis/embedding_choices_ce.json`, where its
-  embedding is taken.
+  embedding is taken. The final stage measures the same for each final
+  cross-entropy run (DIAGNOSED) as soon as it has trained.
 
 A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
@@ -451,16 +452,38 @@ def keep(workdir: str, results_dir: str, run: Run) -> None:
       files.write_text(files.join(target, name), files.read_text(source))
 
 
+# Final full-set runs whose embedding is also measured elsewhere (the
+# head on the unit sphere, the backbone, the logits) right after training,
+# while the checkpoint is on this machine: cross-entropy ranks in L2 as
+# declared, and the diagnosis showed cosine ranking changes it most.
+DIAGNOSED = ("ce",)
+
+
+def diagnosis_path(run: Run) -> Optional[str]:
+  """Where `run`'s embedding choices are kept, relative to --results; None
+  for runs that are not diagnosed."""
+  if run.stage != "final" or run.loss not in DIAGNOSED or not (
+      run.path.startswith("final/full/")):
+    return None
+  return f"diagnosis/embedding_choices_{run.loss}_final_seed{run.seed}.json"
+
+
 def run_stage(stage: str, results_dir: str, workdirs: str, *,
-              only: str = "", train: Optional[Callable] = None) -> list[str]:
+              only: str = "", train: Optional[Callable] = None,
+              diagnose: Optional[Callable] = None) -> list[str]:
   """Trains the stage's unfinished runs (paths containing `only`) one at a
   time and keeps each one's files; returns the paths trained. The stage is
   planned again after every run, because a run's result can change the
   plan (a converged length makes the longer lengths unnecessary).
-  `train(config, workdir) -> results` defaults to the trainer."""
+  `train(config, workdir) -> results` defaults to the trainer;
+  `diagnose(workdir) -> dict` (for DIAGNOSED runs) to
+  `benchmarks.embedding_choices`."""
   if train is None:
     from ra_jax.training import loop
     train = loop.train_and_evaluate
+  if diagnose is None:
+    from benchmarks import embedding_choices
+    diagnose = embedding_choices.embedding_choices
   files.makedirs(results_dir)
   files.write_json(files.join(results_dir, "protocol.json"), protocol())
   start, trained = time.time(), []
@@ -473,6 +496,9 @@ def run_stage(stage: str, results_dir: str, workdirs: str, *,
     print(f"[{pending[0] + 1}/{len(runs)}] {run.path}", flush=True)
     workdir = os.path.join(workdirs, run.path)
     results = train(run.config(), workdir)
+    if diagnosis_path(run):  # before keep(): then the run counts as done
+      files.write_json(files.join(results_dir, diagnosis_path(run)),
+                       diagnose(workdir))
     keep(workdir, results_dir, run)
     trained.append(run.path)
     print(f"    mAP {results['exact']['map']:.4f}, P@10"

@@ -304,9 +304,22 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
     _fake(pathlib.Path(workdir).parent, pathlib.Path(workdir).name, 0.8, flat)
     return {"exact": {"map": 0.8, "precision@10": 0.9}}
 
-  trained = grid.run_stage("length", str(results), str(tmp_path / "work"),
-                           train=train)
+  work = str(tmp_path / "work")
+  trained = grid.run_stage("length", str(results), work, train=train,
+                           diagnose=None)
   assert trained == ["length/triplet/epochs12", "length/cam/epochs12"]
   assert grid.final_epochs(str(results)) == 12
-  assert grid.run_stage("length", str(results), str(tmp_path / "work"),
-                        train=train) == []
+  assert grid.run_stage("length", str(results), work, train=train) == []
+  # Final runs: cross-entropy's full-set runs are diagnosed as they finish.
+  diagnosed = []
+
+  def diagnose(workdir):
+    diagnosed.append(workdir)
+    return {"workdir": workdir}
+
+  trained = grid.run_stage("final", str(results), work, only="seed1",
+                           train=train, diagnose=diagnose)
+  assert len(trained) == len(search_spaces.LOSS_SPACES) * 2
+  assert diagnosed == [f"{work}/final/full/ce/seed1"]
+  kept = results / "diagnosis" / "embedding_choices_ce_final_seed1.json"
+  assert json.loads(kept.read_text()) == {"workdir": diagnosed[0]}
