@@ -323,3 +323,10 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
   assert diagnosed == [f"{work}/final/full/ce/seed1"]
   kept = results / "diagnosis" / "embedding_choices_ce_final_seed1.json"
   assert json.loads(kept.read_text()) == {"workdir": diagnosed[0]}
+
+
+def test_the_committed_protocol_is_the_one_the_grid_states_today():
+  """results/grid/protocol.json (what the report reads) is rewritten by
+  every stage's start; a change to the protocol must be committed with it."""
+  committed = json.loads(pathlib.Path("results/grid/protocol.json").read_text())
+  assert committed == json.loads(json.dumps(grid.protocol()))

@@ -40,6 +40,8 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
     lines += _group_table(group, rows)
     if staged:
       lines += stages.final_significance(runs, group)
+      lines += stages.targets_section(runs, stages.read_protocol(root),
+                                      group)
       lines += stages.two_stage_section(runs, group)
   if staged:
     lines += stages.ablation_section(staged)

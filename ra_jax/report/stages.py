@@ -263,37 +263,68 @@ def last_quarter_gain(curve: Sequence[tuple[int, float]]
   return last - earlier
 
 
-def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
-                       ) -> list[str]:
-  """Per baseline: the class anchor margin loss's mean mAP difference, a
-  paired bootstrap over queries (per-query AP averaged over seeds) and the
-  per-seed differences."""
-  members = [r for r in runs if r.group == group]
+def paired_tests(runs: Sequence[runs_lib.RunRecord], group: str
+                 ) -> dict[str, tuple[list[float],
+                                      Optional[significance.PairedTest]]]:
+  """Per baseline of `group`: the class anchor margin loss's mAP minus the
+  baseline's on each seed both have, and a paired bootstrap over queries
+  of per-query AP averaged over those seeds (None without per-query APs)."""
   by_loss: dict[str, list] = {}
-  for run in members:
-    by_loss.setdefault(run.loss, []).append(run)
-  if OURS not in by_loss or len(by_loss) < 2:
-    return []
-  ours = by_loss.pop(OURS)
-  lines = ["| against | mAP difference (mean over seeds) | 95% bootstrap"
-           " interval (queries) | p (bootstrap) | per-seed differences |",
-           "|---|---|---|---|---|"]
+  for run in runs:
+    if run.group == group:
+      by_loss.setdefault(run.loss, []).append(run)
+  ours = {r.seed: r for r in by_loss.pop(OURS, [])}
+  out = {}
   for loss, others in sorted(by_loss.items()):
-    seeds = sorted({r.seed for r in ours} & {r.seed for r in others})
+    theirs = {r.seed: r for r in others}
+    seeds = sorted(set(ours) & set(theirs))
     if not seeds:
       continue
-    mine = {r.seed: r for r in ours}
-    theirs = {r.seed: r for r in others}
-    per_seed = [_map(mine[s]) - _map(theirs[s]) for s in seeds]
-    cells = ["-", "-"]
-    if all("per_query_ap" in mine[s].results and
+    per_seed = [_map(ours[s]) - _map(theirs[s]) for s in seeds]
+    test = None
+    if all("per_query_ap" in ours[s].results and
            "per_query_ap" in theirs[s].results for s in seeds):
       with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN queries
-        a = np.nanmean([_per_query(mine[s]) for s in seeds], axis=0)
+        a = np.nanmean([_per_query(ours[s]) for s in seeds], axis=0)
         b = np.nanmean([_per_query(theirs[s]) for s in seeds], axis=0)
       test = significance.paired_bootstrap(a, b)
-      cells = [f"[{test.low:+.4f}, {test.high:+.4f}]", f"{test.p_value:.4f}"]
+    out[loss] = (per_seed, test)
+  return out
+
+
+def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
+                       ) -> list[str]:
+  """The verdict's significance against the best baseline (by mean mAP),
+  then a table against every baseline: mean mAP difference, paired
+  bootstrap over queries, per-seed differences."""
+  tests = paired_tests(runs, group)
+  if not tests:
+    return []
+  means = {loss: statistics.fmean(_map(r) for r in runs
+                                  if r.group == group and r.loss == loss)
+           for loss in tests}
+  best = max(means, key=means.get)
+  per_seed, test = tests[best]
+  sentence = (f"Significance against the best baseline, {_title(best)}:"
+              f" mean mAP difference {statistics.fmean(per_seed):+.4f}, per"
+              f" seed {', '.join(f'{d:+.4f}' for d in per_seed)}")
+  if test is not None:
+    significant = test.p_value < 0.05
+    sentence += (f"; paired bootstrap over {test.num_queries} queries: 95%"
+                 f" interval [{test.low:+.4f}, {test.high:+.4f}], p ="
+                 f" {test.p_value:.4f}, so the difference is"
+                 + (" significant at the 5% level." if significant else
+                    " not significant at the 5% level."))
+  else:
+    sentence += " (no per-query APs: no bootstrap)."
+  lines = [sentence, "",
+           "| against | mAP difference (mean over seeds) | 95% bootstrap"
+           " interval (queries) | p (bootstrap) | per-seed differences |",
+           "|---|---|---|---|---|"]
+  for loss, (per_seed, test) in tests.items():
+    cells = (["-", "-"] if test is None else
+             [f"[{test.low:+.4f}, {test.high:+.4f}]", f"{test.p_value:.4f}"])
     lines.append(f"| {_title(loss)} | {statistics.fmean(per_seed):+.4f} | "
                  + " | ".join(cells) + " | " +
                  ", ".join(f"{d:+.4f}" for d in per_seed) + " |")
@@ -306,6 +337,59 @@ def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
 def _per_query(run) -> np.ndarray:
   return np.asarray([math.nan if v is None else v
                      for v in run.results["per_query_ap"]], np.float64)
+
+
+def targets_section(runs, protocol: Optional[dict], group: str
+                    ) -> list[str]:
+  """The protocol's targets (`targets` in protocol.json, for the group it
+  names) against the means over seeds of `group`: the best baseline's (by
+  mean mAP) and the class anchor margin loss's exact mAP and P@10, and its
+  two-stage search with one label list (full-ranking mAP, share of exact
+  search's distances)."""
+  targets = (protocol or {}).get("targets") or {}
+  by_loss: dict[str, list] = {}
+  for run in runs:
+    if run.group == group:
+      by_loss.setdefault(run.loss, []).append(run)
+  if targets.get("group") != group or OURS not in by_loss or len(
+      by_loss) < 2:
+    return []
+
+  def mean(loss, value):
+    values = [value(r) for r in by_loss[loss]]
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else math.nan
+
+  best = max((loss for loss in by_loss if loss != OURS),
+             key=lambda loss: mean(loss, _map))
+  def two_stage(metric):
+    return lambda run: run.results.get("two_stage_1", {}).get(metric)
+  rows = []
+  for who, loss in (("best_baseline", best), ("cam", OURS)):
+    for metric, title in (("map", "mAP"), ("precision@10", "P@10")):
+      if metric in targets.get(who, {}):
+        rows.append((f"{_title(loss)}, exact search, {title}", ">=",
+                     targets[who][metric],
+                     mean(loss, lambda r, m=metric: _map(r, m))))
+  for metric, title, sign in (
+      ("map", "full-ranking mAP", ">="),
+      ("distance_fraction", "distances per query, share of exact", "<=")):
+    if metric in targets.get("cam_two_stage_1", {}):
+      rows.append((f"{_title(OURS)}, two-stage with 1 label list, {title}",
+                   sign, targets["cam_two_stage_1"][metric],
+                   mean(OURS, two_stage(metric))))
+  lines = [f"### Targets ({group}, mean over seeds)", "",
+           "| what | target | measured | met |", "|---|---|---|---|"]
+  for what, sign, goal, value in rows:
+    shown = round(value, 4)  # judged as printed: no float-sum verdicts
+    if math.isnan(value):
+      met = "not measured"
+    elif (shown >= goal) if sign == ">=" else (shown <= goal):
+      met = "yes"
+    else:
+      met = f"no, by {abs(value - goal):.4f}"
+    lines.append(f"| {what} | {sign} {goal} | {value:.4f} | {met} |")
+  return lines + [""]
 
 
 def two_stage_section(runs, group: str) -> list[str]:

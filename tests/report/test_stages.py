@@ -92,7 +92,23 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
   # per-query AP averaged over seeds: cam (0.9, 0.8, -, 0.85) vs ce (0.7,
   # 0.8, 0.5, 0.75): differences 0.2, 0, 0.1 on the 3 shared queries
   assert "| cross-entropy | +0.0600 | [+0.0000, +0.2000] |" in report
+  assert ("Significance against the best baseline, cross-entropy: mean mAP"
+          " difference +0.0600, per seed +0.0500, +0.0600, +0.0700; paired"
+          " bootstrap over 3 queries: 95% interval [+0.0000, +0.2000], p =") in (
+      report)
   assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
+  assert "### Targets (final/full, mean over seeds)" in report
+  for row in ("| cross-entropy, exact search, mAP | >= 0.85 | 0.8000 | no,"
+              " by 0.0500 |",
+              "| class anchor margin, exact search, mAP | >= 0.87 | 0.8600 |"
+              " no, by 0.0100 |",
+              "| class anchor margin, two-stage with 1 label list,"
+              " full-ranking mAP | >= 0.93 | 0.9000 | no, by 0.0300 |",
+              "| class anchor margin, two-stage with 1 label list, distances"
+              " per query, share of exact | <= 0.1 | 0.1000 | yes |",
+              "| cross-entropy, exact search, P@10 | >= 0.88 | 0.8000 | no,"
+              " by 0.0800 |"):
+    assert row in report, row
   assert "| no_repel | 0.8300 |" in report
   assert "| all three terms | 0.8500 |" in report
   assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
