@@ -420,7 +420,9 @@ def two_stage_section(runs, group: str) -> list[str]:
   return lines + ["", f"Means over {len(ours)} seed(s). Full-ranking mAP:"
                   " the kept lists' items by distance, then the rest by"
                   " distance. Label lists: an item is in its class's list;"
-                  " anchor lists: in its nearest anchor's.", ""]
+                  " anchor lists: in its nearest anchor's. Distances per"
+                  " query count the query's distances to every class anchor"
+                  " and to the kept lists' items.", ""]
 
 
 def ablation_section(runs) -> list[str]:
