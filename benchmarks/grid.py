@@ -502,9 +502,9 @@ def run_stage(stage: str, results_dir: str, workdirs: str, *,
     print(f"[{pending[0] + 1}/{len(runs)}] {run.path}", flush=True)
     workdir = os.path.join(workdirs, run.path)
     results = train(run.config(), workdir)
-    if diagnosis_path(run):  # before keep(): then the run counts as done
-      files.write_json(files.join(results_dir, diagnosis_path(run)),
-                       diagnose(workdir))
+    diagnosis = diagnosis_path(run)
+    if diagnosis:  # before keep(): then the run counts as done
+      files.write_json(files.join(results_dir, diagnosis), diagnose(workdir))
     keep(workdir, results_dir, run)
     trained.append(run.path)
     print(f"    mAP {results['exact']['map']:.4f}, P@10"

@@ -26,8 +26,8 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   rel = os.path.basename(figure_dir)  # beside the report
   staged = [r for r in runs if r.stage]
   lines = _header(root, runs)
+  protocol = stages.read_protocol(root) if staged else None
   if staged:
-    protocol = stages.read_protocol(root)
     lines += stages.protocol_section(protocol) + stages.missing_stages(staged)
     lines += stages.tuning_section(staged, protocol)
     lines += stages.variants_section(staged, protocol)
@@ -40,8 +40,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
     lines += _group_table(group, rows)
     if staged:
       lines += stages.final_significance(runs, group)
-      lines += stages.targets_section(runs, stages.read_protocol(root),
-                                      group)
+      lines += stages.targets_section(runs, protocol, group)
       lines += stages.two_stage_section(runs, group)
   if staged:
     lines += stages.ablation_section(staged)

@@ -219,16 +219,19 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
            " quarter |", "|---|---|---|---|"]
   threshold = (protocol or {}).get("converged_gain", 0.01)
   baseline_converged = {}  # epochs -> loss, for the baseline's lengths
-  for run in sorted(length, key=lambda r: (r.loss, int(
-      r.variant.removeprefix("epochs")))):
+
+  def epochs_of(run) -> int:
+    return int(run.variant.removeprefix("epochs"))  # grid path .../epochsN
+
+  for run in sorted(length, key=lambda r: (r.loss, epochs_of(r))):
     curve = validation_curve(run.workdir)
-    epochs = run.variant.removeprefix("epochs")  # grid path .../epochsN
+    epochs = epochs_of(run)
     curves[f"{_title(run.loss)}, {epochs} epochs"] = curve
     gain = last_quarter_gain(curve)
     converged = gain is not None and gain < threshold
     state = "converged" if converged else "still rising"
     if converged and run.loss != OURS:
-      baseline_converged.setdefault(int(epochs), run.loss)
+      baseline_converged.setdefault(epochs, run.loss)
     lines.append(f"| {_title(run.loss)} | {epochs} | {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({state}) |" if gain is not None else
                     " - |"))
@@ -263,16 +266,29 @@ def last_quarter_gain(curve: Sequence[tuple[int, float]]
   return last - earlier
 
 
+def _by_loss(runs: Sequence[runs_lib.RunRecord], group: str
+             ) -> dict[str, list[runs_lib.RunRecord]]:
+  """The runs of `group`, by loss."""
+  by_loss: dict[str, list] = {}
+  for run in runs:
+    if run.group == group:
+      by_loss.setdefault(run.loss, []).append(run)
+  return by_loss
+
+
+def _best_baseline(by_loss: dict[str, list[runs_lib.RunRecord]]) -> str:
+  """The loss other than ours with the best mean exact mAP over its runs."""
+  return max((loss for loss in by_loss if loss != OURS),
+             key=lambda loss: statistics.fmean(map(_map, by_loss[loss])))
+
+
 def paired_tests(runs: Sequence[runs_lib.RunRecord], group: str
                  ) -> dict[str, tuple[list[float],
                                       Optional[significance.PairedTest]]]:
   """Per baseline of `group`: the class anchor margin loss's mAP minus the
   baseline's on each seed both have, and a paired bootstrap over queries
   of per-query AP averaged over those seeds (None without per-query APs)."""
-  by_loss: dict[str, list] = {}
-  for run in runs:
-    if run.group == group:
-      by_loss.setdefault(run.loss, []).append(run)
+  by_loss = _by_loss(runs, group)
   ours = {r.seed: r for r in by_loss.pop(OURS, [])}
   out = {}
   for loss, others in sorted(by_loss.items()):
@@ -301,10 +317,8 @@ def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
   tests = paired_tests(runs, group)
   if not tests:
     return []
-  means = {loss: statistics.fmean(_map(r) for r in runs
-                                  if r.group == group and r.loss == loss)
-           for loss in tests}
-  best = max(means, key=means.get)
+  by_loss = _by_loss(runs, group)
+  best = _best_baseline({loss: by_loss[loss] for loss in tests})
   per_seed, test = tests[best]
   sentence = (f"Significance against the best baseline, {_title(best)}:"
               f" mean mAP difference {statistics.fmean(per_seed):+.4f}, per"
@@ -347,10 +361,7 @@ def targets_section(runs, protocol: Optional[dict], group: str
   two-stage search with one label list (full-ranking mAP, share of exact
   search's distances)."""
   targets = (protocol or {}).get("targets") or {}
-  by_loss: dict[str, list] = {}
-  for run in runs:
-    if run.group == group:
-      by_loss.setdefault(run.loss, []).append(run)
+  by_loss = _by_loss(runs, group)
   if targets.get("group") != group or OURS not in by_loss or len(
       by_loss) < 2:
     return []
@@ -360,8 +371,8 @@ def targets_section(runs, protocol: Optional[dict], group: str
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else math.nan
 
-  best = max((loss for loss in by_loss if loss != OURS),
-             key=lambda loss: mean(loss, _map))
+  best = _best_baseline(by_loss)
+
   def two_stage(metric):
     return lambda run: run.results.get("two_stage_1", {}).get(metric)
   rows = []
