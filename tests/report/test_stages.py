@@ -52,7 +52,13 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
          extra=two_stage)
     _run(tmp_path, f"final/full/ce/seed{seed}", "final", "ce", 0.80, seed,
          per_query=[0.7, 0.8, 0.5, 0.75])
-  _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83)
+  _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83,
+       extra={"two_stage_anchors_1": {"map": 0.84}},
+       metrics=[{"step": s, "train/repel": r, "train/norm": 0.0,
+                 "train/min_anchor_distance": d,
+                 "train/mean_anchor_norm": 4.4}
+                for s, r, d in ((50, 0.5, 1.0), (100, 0.0, 2.0),
+                                (150, 0.0, 2.1), (200, 0.0, 3.0))])
   _run(tmp_path, "diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
        0.75)
   (tmp_path / "diagnosis").mkdir(exist_ok=True)
@@ -109,7 +115,11 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
               "| cross-entropy, exact search, P@10 | >= 0.88 | 0.8000 | no,"
               " by 0.0800 |"):
     assert row in report, row
-  assert "| no_repel | 0.8300 |" in report
+  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
+                                                          "min_norm"))
+  assert (f"| no_repel | 0.8300 | 0.8300 | nan | nan | 0.8400 | 25% | 0% |"
+          f" {3.0 / (2 * margin):.2f} | {4.4 / min_norm:.2f} |") in report
+  assert "No row drops the attractor" in report
   assert "| all three terms | 0.8500 |" in report
   assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
   assert ("cross-entropy with head_batch_norm: validation mAP 0.7500 against"
