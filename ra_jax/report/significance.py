@@ -1,8 +1,12 @@
-"""Paired significance of a difference in mean per-query scores."""
+"""Paired significance of a difference between two methods: a bootstrap
+over queries of mean per-query scores, and a t-test over training seeds."""
 
 import dataclasses
+import math
+from typing import Optional, Sequence
 
 import numpy as np
+from scipy import stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,3 +47,38 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *,
   return PairedTest(float(d.mean()), float(np.percentile(means, 2.5)),
                     float(np.percentile(means, 97.5)),
                     float(min(1.0, 2 * min(below, above))), int(len(d)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedTest:
+  difference: float  # mean of the per-seed differences
+  t: float
+  p_value: float  # two-sided
+  num_seeds: int
+
+
+def paired_t_test(differences: Sequence[float]) -> Optional[SeedTest]:
+  """Student's t-test of per-seed differences d_s = a_s - b_s (the two
+  methods trained with seed s), H0: E[d] = 0:
+
+    t = mean(d) / (std(d, ddof=1) / sqrt(n)),  n - 1 degrees of freedom.
+
+  Two-sided p. None with fewer than 2 seeds. Unlike the bootstrap over
+  queries it sees the training run's own variance, so with few seeds it is
+  the weaker, more honest test. Differences that are all equal and non-zero
+  give t = +-inf, p = 0; all zero give p = 1.
+  """
+  d = np.asarray(differences, np.float64)
+  if d.ndim != 1:
+    raise ValueError(f"per-seed differences must be a (S,) array, got"
+                     f" shape {d.shape}")
+  if len(d) < 2:
+    return None
+  if np.isnan(d).any():
+    raise ValueError(f"per-seed differences contain NaN: {d.tolist()}")
+  if np.all(d == d[0]):  # scipy returns NaN for zero spread
+    t = 0.0 if d[0] == 0 else math.copysign(math.inf, d[0])
+    return SeedTest(float(d[0]), t, 1.0 if d[0] == 0 else 0.0, len(d))
+  result = stats.ttest_1samp(d, 0.0)
+  return SeedTest(float(d.mean()), float(result.statistic),
+                  float(result.pvalue), len(d))

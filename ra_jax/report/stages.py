@@ -323,29 +323,45 @@ def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
   sentence = (f"Significance against the best baseline, {_title(best)}:"
               f" mean mAP difference {statistics.fmean(per_seed):+.4f}, per"
               f" seed {', '.join(f'{d:+.4f}' for d in per_seed)}")
+  verdicts = []
   if test is not None:
-    significant = test.p_value < 0.05
     sentence += (f"; paired bootstrap over {test.num_queries} queries: 95%"
                  f" interval [{test.low:+.4f}, {test.high:+.4f}], p ="
-                 f" {test.p_value:.4f}, so the difference is"
-                 + (" significant at the 5% level." if significant else
-                    " not significant at the 5% level."))
+                 f" {test.p_value:.4f}")
+    verdicts.append(("over queries", test.p_value))
   else:
-    sentence += " (no per-query APs: no bootstrap)."
+    sentence += " (no per-query APs: no bootstrap)"
+  seed_test = significance.paired_t_test(per_seed)
+  if seed_test is not None:
+    sentence += (f"; paired t-test over the {seed_test.num_seeds} seeds:"
+                 f" t = {seed_test.t:.2f}, p = {seed_test.p_value:.4f}")
+    verdicts.append(("over seeds", seed_test.p_value))
+  sentence += "".join(
+      f"{', so the difference is' if k == 0 else ', and'}"
+      f" {'' if p < 0.05 else 'not '}significant at the 5% level {where}"
+      for k, (where, p) in enumerate(verdicts)) + (
+          " (one seed: no test over seeds yet)." if seed_test is None
+          else ".")
   lines = [sentence, "",
            "| against | mAP difference (mean over seeds) | 95% bootstrap"
-           " interval (queries) | p (bootstrap) | per-seed differences |",
-           "|---|---|---|---|---|"]
+           " interval (queries) | p (bootstrap) | per-seed differences |"
+           " p (t-test over seeds) |", "|---|---|---|---|---|---|"]
   for loss, (per_seed, test) in tests.items():
     cells = (["-", "-"] if test is None else
              [f"[{test.low:+.4f}, {test.high:+.4f}]", f"{test.p_value:.4f}"])
+    seed_test = significance.paired_t_test(per_seed)
     lines.append(f"| {_title(loss)} | {statistics.fmean(per_seed):+.4f} | "
                  + " | ".join(cells) + " | " +
-                 ", ".join(f"{d:+.4f}" for d in per_seed) + " |")
+                 ", ".join(f"{d:+.4f}" for d in per_seed) + " | "
+                 + ("-" if seed_test is None else f"{seed_test.p_value:.4f}")
+                 + " |")
   return lines + ["", "Paired over the same queries: the bootstrap resamples"
                   " queries (10,000 times) and recomputes the mean"
                   " difference of per-query AP averaged over seeds; p is the"
-                  " two-sided share of resamples on the other side of 0.", ""]
+                  " two-sided share of resamples on the other side of 0."
+                  " It holds the trained models fixed; the t-test over"
+                  " seeds (Student's, on the per-seed mAP differences) is"
+                  " the one that sees training's own variance.", ""]
 
 
 def _per_query(run) -> np.ndarray:

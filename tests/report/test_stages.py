@@ -102,6 +102,11 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " difference +0.0600, per seed +0.0500, +0.0600, +0.0700; paired"
           " bootstrap over 3 queries: 95% interval [+0.0000, +0.2000], p =") in (
       report)
+  # t = 0.06 / (0.01 / sqrt(3)) = 10.39 on 2 degrees of freedom
+  assert ("; paired t-test over the 3 seeds: t = 10.39, p = 0.0091, so the"
+          " difference is not significant at the 5% level over queries, and"
+          " significant at the 5% level over seeds.") in report
+  assert "| +0.0500, +0.0600, +0.0700 | 0.0091 |" in report
   assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
   assert "### Targets (final/full, mean over seeds)" in report
   for row in ("| cross-entropy, exact search, mAP | >= 0.85 | 0.8000 | no,"
@@ -159,6 +164,28 @@ def test_paired_bootstrap():
     significance.paired_bootstrap([1.0], [1.0, 2.0])
   with pytest.raises(ValueError, match="no query has a score"):
     significance.paired_bootstrap([np.nan], [1.0])
+
+
+@pytest.mark.parametrize("differences", [[0.05, 0.06, 0.07],
+                                         [0.01, -0.03, 0.004],
+                                         [-0.2, -0.1, -0.15]])
+def test_paired_t_test_matches_the_closed_form_for_three_seeds(differences):
+  d = np.asarray(differences)
+  t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+  result = significance.paired_t_test(differences)
+  assert result.t == pytest.approx(t) and result.num_seeds == 3
+  # Student's t with 2 degrees of freedom: P(|T| > t) = 1 - t / sqrt(t^2 + 2)
+  assert result.p_value == pytest.approx(1 - abs(t) / np.sqrt(t * t + 2))
+
+
+def test_paired_t_test_edges():
+  assert significance.paired_t_test([0.01]) is None
+  same = significance.paired_t_test([0.02, 0.02])
+  assert same.t == np.inf and same.p_value == 0.0
+  zero = significance.paired_t_test([0.0, 0.0, 0.0])
+  assert zero.t == 0.0 and zero.p_value == 1.0
+  with pytest.raises(ValueError, match="contain NaN"):
+    significance.paired_t_test([0.01, np.nan])
 
 
 def test_search_spaces_trials_match_the_report_budget():
