@@ -28,6 +28,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   lines = _header(root, runs)
   protocol = stages.read_protocol(root) if staged else None
   if staged:
+    lines += stages.answer_section(runs, summaries, protocol)
     lines += stages.protocol_section(protocol) + stages.missing_stages(staged)
     lines += stages.tuning_section(staged, protocol)
     lines += stages.variants_section(staged, protocol)

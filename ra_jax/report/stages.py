@@ -309,14 +309,14 @@ def paired_tests(runs: Sequence[runs_lib.RunRecord], group: str
   return out
 
 
-def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
-                       ) -> list[str]:
-  """The verdict's significance against the best baseline (by mean mAP),
-  then a table against every baseline: mean mAP difference, paired
-  bootstrap over queries, per-seed differences."""
-  tests = paired_tests(runs, group)
+def significance_sentence(runs: Sequence[runs_lib.RunRecord], group: str,
+                          tests=None) -> Optional[str]:
+  """The class anchor margin loss against the best baseline of `group` (by
+  mean mAP): mean and per-seed mAP differences, the bootstrap over queries,
+  the t-test over seeds, and whether each is significant at 5 %."""
+  tests = paired_tests(runs, group) if tests is None else tests
   if not tests:
-    return []
+    return None
   by_loss = _by_loss(runs, group)
   best = _best_baseline({loss: by_loss[loss] for loss in tests})
   per_seed, test = tests[best]
@@ -336,12 +336,23 @@ def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
     sentence += (f"; paired t-test over the {seed_test.num_seeds} seeds:"
                  f" t = {seed_test.t:.2f}, p = {seed_test.p_value:.4f}")
     verdicts.append(("over seeds", seed_test.p_value))
-  sentence += "".join(
+  return sentence + "".join(
       f"{', so the difference is' if k == 0 else ', and'}"
       f" {'' if p < 0.05 else 'not '}significant at the 5% level {where}"
       for k, (where, p) in enumerate(verdicts)) + (
           " (one seed: no test over seeds yet)." if seed_test is None
           else ".")
+
+
+def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
+                       ) -> list[str]:
+  """The verdict's significance against the best baseline (by mean mAP),
+  then a table against every baseline: mean mAP difference, paired
+  bootstrap over queries, per-seed differences, t-test over seeds."""
+  tests = paired_tests(runs, group)
+  if not tests:
+    return []
+  sentence = significance_sentence(runs, group, tests)
   lines = [sentence, "",
            "| against | mAP difference (mean over seeds) | 95% bootstrap"
            " interval (queries) | p (bootstrap) | per-seed differences |"
@@ -369,13 +380,13 @@ def _per_query(run) -> np.ndarray:
                      for v in run.results["per_query_ap"]], np.float64)
 
 
-def targets_section(runs, protocol: Optional[dict], group: str
-                    ) -> list[str]:
+def target_rows(runs, protocol: Optional[dict], group: str
+                ) -> list[tuple[str, str, float, float, str]]:
   """The protocol's targets (`targets` in protocol.json, for the group it
   names) against the means over seeds of `group`: the best baseline's (by
   mean mAP) and the class anchor margin loss's exact mAP and P@10, and its
   two-stage search with one label list (full-ranking mAP, share of exact
-  search's distances)."""
+  search's distances). Rows (what, ">=" or "<=", target, measured, met)."""
   targets = (protocol or {}).get("targets") or {}
   by_loss = _by_loss(runs, group)
   if targets.get("group") != group or OURS not in by_loss or len(
@@ -405,8 +416,7 @@ def targets_section(runs, protocol: Optional[dict], group: str
       rows.append((f"{_title(OURS)}, two-stage with 1 label list, {title}",
                    sign, targets["cam_two_stage_1"][metric],
                    mean(OURS, two_stage(metric))))
-  lines = [f"### Targets ({group}, mean over seeds)", "",
-           "| what | target | measured | met |", "|---|---|---|---|"]
+  judged = []
   for what, sign, goal, value in rows:
     shown = round(value, 4)  # judged as printed: no float-sum verdicts
     if math.isnan(value):
@@ -415,8 +425,20 @@ def targets_section(runs, protocol: Optional[dict], group: str
       met = "yes"
     else:
       met = f"no, by {abs(value - goal):.4f}"
-    lines.append(f"| {what} | {sign} {goal} | {value:.4f} | {met} |")
-  return lines + [""]
+    judged.append((what, sign, goal, value, met))
+  return judged
+
+
+def targets_section(runs, protocol: Optional[dict], group: str
+                    ) -> list[str]:
+  """`target_rows` as a table."""
+  rows = target_rows(runs, protocol, group)
+  if not rows:
+    return []
+  return [f"### Targets ({group}, mean over seeds)", "",
+          "| what | target | measured | met |", "|---|---|---|---|"] + [
+              f"| {what} | {sign} {goal} | {value:.4f} | {met} |"
+              for what, sign, goal, value, met in rows] + [""]
 
 
 def two_stage_section(runs, group: str) -> list[str]:
@@ -450,6 +472,59 @@ def two_stage_section(runs, group: str) -> list[str]:
                   " anchor lists: in its nearest anchor's. Distances per"
                   " query count the query's distances to every class anchor"
                   " and to the kept lists' items.", ""]
+
+
+def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
+                   protocol: Optional[dict]) -> list[str]:
+  """The report's answer up front, from the final groups: who wins each,
+  with the significance, two-stage search with one list, the targets."""
+  groups = sorted((g for g in summaries if g.startswith("final/")),
+                  key=lambda g: ("full" not in g, g))
+  if not groups:
+    return []
+  lines = ["## The answer", "",
+           "From the final runs: test queries against the training split,"
+           " full ranking, each loss with its validation-selected settings,"
+           " in the geometry it declares. Details in the sections below.",
+           ""]
+  planned = len((protocol or {}).get("final_seeds", ()))
+  tuned = {r.loss for r in runs if r.stage == "tuning"}
+  for group in groups:
+    seeds = sorted({len(row.seeds) for row in summaries[group]})
+    losses = {row.loss for row in summaries[group]}
+    done = (not planned or seeds == [planned]) and tuned <= losses
+    parts = [runs_lib.verdict(summaries[group], OURS),
+             significance_sentence(runs, group)]
+    lines.append(f"- **{group}** ({len(losses)}"
+                 + (f" of {len(tuned)}" if tuned else "") + " losses, "
+                 + "-".join(map(str, seeds))
+                 + (f" of {planned}" if planned else "") + " seeds each"
+                 + ("" if done else ", not finished") + "): "
+                 + " ".join(p for p in parts if p))
+  ours = [r for r in runs if r.group == "final/full" and r.loss == OURS]
+  with_lists = [r for r in ours if "two_stage_1" in r.results]
+  if with_lists:
+    def mean(key, metric="map"):
+      values = [r.results[key][metric] for r in with_lists
+                if metric in r.results.get(key, {})]
+      return statistics.fmean(values) if values else math.nan
+    anchors = mean("two_stage_anchors_1")
+    lines.append(
+        "- Two-stage search (final/full, class anchor margin): one label"
+        f" list gives full-ranking mAP {mean('two_stage_1'):.4f} against"
+        f" exact search's {statistics.fmean(map(_map, with_lists)):.4f},"
+        f" computing {mean('two_stage_1', 'distance_fraction'):.4f} of its"
+        " distances" + ("" if math.isnan(anchors) else
+                        "; one anchor list (no database labels needed)"
+                        f" {anchors:.4f}") + ".")
+  rows = target_rows(runs, protocol, (protocol or {}).get(
+      "targets", {}).get("group", ""))
+  if rows:
+    missed = [f"{what} {value:.4f} against {sign} {goal}"
+              for what, sign, goal, value, met in rows if met != "yes"]
+    lines.append(f"- Targets: {len(rows) - len(missed)} of {len(rows)} met"
+                 + (f"; not met: {'; '.join(missed)}." if missed else "."))
+  return lines + [""]
 
 
 def term_activity(run) -> dict[str, float]:

@@ -108,6 +108,15 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " significant at the 5% level over seeds.") in report
   assert "| +0.0500, +0.0600, +0.0700 | 0.0091 |" in report
   assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
+  answer = report.split("## The answer")[1].split("## Protocol")[0]
+  assert ("- **final/full** (2 of 2 losses, 3 of 3 seeds each): The class"
+          " anchor margin"
+          " loss has the best mean mAP (0.8600), +0.0600 over") in answer
+  assert "significant at the 5% level over seeds." in answer
+  assert ("one label list gives full-ranking mAP 0.9000 against exact"
+          " search's 0.8600, computing 0.1000 of its distances") in answer
+  assert ("- Targets: 1 of 6 met; not met: cross-entropy, exact search, mAP"
+          " 0.8000 against >= 0.85;") in answer
   assert "### Targets (final/full, mean over seeds)" in report
   for row in ("| cross-entropy, exact search, mAP | >= 0.85 | 0.8000 | no,"
               " by 0.0500 |",
