@@ -27,8 +27,12 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   staged = [r for r in runs if r.stage]
   lines = _header(root, runs)
   protocol = stages.read_protocol(root) if staged else None
+  # Bootstraps over queries, once per final group: the answer up front and
+  # the group's own section show the same tests.
+  tests = {group: stages.paired_tests(runs, group) for group in summaries
+           if staged and group.startswith("final/")}
   if staged:
-    lines += stages.answer_section(runs, summaries, protocol)
+    lines += stages.answer_section(runs, summaries, protocol, tests)
     lines += stages.protocol_section(protocol) + stages.missing_stages(staged)
     lines += stages.tuning_section(staged, protocol)
     lines += stages.variants_section(staged, protocol)
@@ -40,7 +44,7 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
       continue  # tuning, variants, length, ablation: sections of their own
     lines += _group_table(group, rows)
     if staged:
-      lines += stages.final_significance(runs, group)
+      lines += stages.final_significance(runs, group, tests.get(group))
       lines += stages.targets_section(runs, protocol, group)
       lines += stages.two_stage_section(runs, group)
   if staged:

@@ -344,12 +344,13 @@ def significance_sentence(runs: Sequence[runs_lib.RunRecord], group: str,
           else ".")
 
 
-def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
-                       ) -> list[str]:
+def final_significance(runs: Sequence[runs_lib.RunRecord], group: str,
+                       tests=None) -> list[str]:
   """The verdict's significance against the best baseline (by mean mAP),
   then a table against every baseline: mean mAP difference, paired
-  bootstrap over queries, per-seed differences, t-test over seeds."""
-  tests = paired_tests(runs, group)
+  bootstrap over queries, per-seed differences, t-test over seeds.
+  `tests`: `paired_tests(runs, group)` if already computed."""
+  tests = paired_tests(runs, group) if tests is None else tests
   if not tests:
     return []
   sentence = significance_sentence(runs, group, tests)
@@ -375,6 +376,14 @@ def final_significance(runs: Sequence[runs_lib.RunRecord], group: str
                   " the one that sees training's own variance.", ""]
 
 
+def _mean_result(runs, key: str, metric: str) -> float:
+  """Mean of results[key][metric] over the runs that have it; NaN if none
+  ("two_stage_1", "map": two-stage search with one label list)."""
+  values = [r.results[key][metric] for r in runs
+            if metric in r.results.get(key, {})]
+  return statistics.fmean(values) if values else math.nan
+
+
 def _per_query(run) -> np.ndarray:
   return np.asarray([math.nan if v is None else v
                      for v in run.results["per_query_ap"]], np.float64)
@@ -393,29 +402,22 @@ def target_rows(runs, protocol: Optional[dict], group: str
       by_loss) < 2:
     return []
 
-  def mean(loss, value):
-    values = [value(r) for r in by_loss[loss]]
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else math.nan
-
   best = _best_baseline(by_loss)
-
-  def two_stage(metric):
-    return lambda run: run.results.get("two_stage_1", {}).get(metric)
   rows = []
   for who, loss in (("best_baseline", best), ("cam", OURS)):
     for metric, title in (("map", "mAP"), ("precision@10", "P@10")):
       if metric in targets.get(who, {}):
         rows.append((f"{_title(loss)}, exact search, {title}", ">=",
                      targets[who][metric],
-                     mean(loss, lambda r, m=metric: _map(r, m))))
+                     statistics.fmean(_map(r, metric)
+                                      for r in by_loss[loss])))
   for metric, title, sign in (
       ("map", "full-ranking mAP", ">="),
       ("distance_fraction", "distances per query, share of exact", "<=")):
     if metric in targets.get("cam_two_stage_1", {}):
       rows.append((f"{_title(OURS)}, two-stage with 1 label list, {title}",
                    sign, targets["cam_two_stage_1"][metric],
-                   mean(OURS, two_stage(metric))))
+                   _mean_result(by_loss[OURS], "two_stage_1", metric)))
   judged = []
   for what, sign, goal, value in rows:
     shown = round(value, 4)  # judged as printed: no float-sum verdicts
@@ -457,12 +459,8 @@ def two_stage_section(runs, group: str) -> list[str]:
            f" {statistics.fmean(_map(r, 'precision@10') for r in ours):.4f} |"
            f" 1.00 | {exact_seconds:.3f} |"]
   for key in keys:
-    rows = [r.results[key] for r in ours if key in r.results]
     source = "anchor" if key.startswith("two_stage_anchors_") else "label"
-
-    def mean(name):
-      values = [row[name] for row in rows if name in row]
-      return statistics.fmean(values) if values else math.nan
+    mean = lambda metric, key=key: _mean_result(ours, key, metric)
     lines.append(f"| {source} | {key.rsplit('_', 1)[1]} | {mean('map'):.4f} |"
                  f" {mean('precision@10'):.4f} |"
                  f" {mean('distance_fraction'):.3f} | {mean('seconds'):.3f} |")
@@ -475,9 +473,12 @@ def two_stage_section(runs, group: str) -> list[str]:
 
 
 def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
-                   protocol: Optional[dict]) -> list[str]:
+                   protocol: Optional[dict], tests: dict[str, dict]
+                   ) -> list[str]:
   """The report's answer up front, from the final groups: who wins each,
-  with the significance, two-stage search with one list, the targets."""
+  with the significance, two-stage search with one list, the targets.
+  `tests`: group -> `paired_tests(runs, group)`, shared with the group
+  sections (the bootstraps are the report's slowest part)."""
   groups = sorted((g for g in summaries if g.startswith("final/")),
                   key=lambda g: ("full" not in g, g))
   if not groups:
@@ -494,27 +495,25 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
     losses = {row.loss for row in summaries[group]}
     done = (not planned or seeds == [planned]) and tuned <= losses
     parts = [runs_lib.verdict(summaries[group], OURS),
-             significance_sentence(runs, group)]
+             significance_sentence(runs, group, tests.get(group))]
     lines.append(f"- **{group}** ({len(losses)}"
                  + (f" of {len(tuned)}" if tuned else "") + " losses, "
                  + "-".join(map(str, seeds))
                  + (f" of {planned}" if planned else "") + " seeds each"
                  + ("" if done else ", not finished") + "): "
                  + " ".join(p for p in parts if p))
-  ours = [r for r in runs if r.group == "final/full" and r.loss == OURS]
-  with_lists = [r for r in ours if "two_stage_1" in r.results]
+  with_lists = [r for r in runs if r.group == "final/full" and
+                r.loss == OURS and "two_stage_1" in r.results]
   if with_lists:
-    def mean(key, metric="map"):
-      values = [r.results[key][metric] for r in with_lists
-                if metric in r.results.get(key, {})]
-      return statistics.fmean(values) if values else math.nan
-    anchors = mean("two_stage_anchors_1")
+    anchors = _mean_result(with_lists, "two_stage_anchors_1", "map")
     lines.append(
         "- Two-stage search (final/full, class anchor margin): one label"
-        f" list gives full-ranking mAP {mean('two_stage_1'):.4f} against"
+        " list gives full-ranking mAP"
+        f" {_mean_result(with_lists, 'two_stage_1', 'map'):.4f} against"
         f" exact search's {statistics.fmean(map(_map, with_lists)):.4f},"
-        f" computing {mean('two_stage_1', 'distance_fraction'):.4f} of its"
-        " distances" + ("" if math.isnan(anchors) else
+        " computing"
+        f" {_mean_result(with_lists, 'two_stage_1', 'distance_fraction'):.4f}"
+        " of its distances" + ("" if math.isnan(anchors) else
                         "; one anchor list (no database labels needed)"
                         f" {anchors:.4f}") + ".")
   rows = target_rows(runs, protocol, (protocol or {}).get(
@@ -581,9 +580,9 @@ def ablation_section(runs) -> list[str]:
       " that step, not a window mean); the ratios are at the last step: the"
       " repeller is satisfied where the distance ratio is >= 1, and the norm"
       " ratio shows how far the anchors are from the norm floor. A"
-      " switched-off term is still computed and logged. No row drops the attractor: the repeller"
-      " and the norm term act on the anchors only, so without it the"
-      " network would get no gradient at all.", ""]
+      " switched-off term is still computed and logged. No row drops the"
+      " attractor: the repeller and the norm term act on the anchors only,"
+      " so without it the network would get no gradient at all.", ""]
 
 
 def diagnosis_section(root: str, runs) -> list[str]:
