@@ -142,6 +142,10 @@ def test_loss_config_sections_come_from_the_registry():
 def test_8_devices_take_the_same_step_as_1(name):
   assert jax.device_count() == 8
   model = _model(name)
+  if name.startswith("resnet"):
+    # Two stages (one strided, with a projection shortcut) hold every kind
+    # of layer ResNet-18 has; its 8-device step compiles in half the time.
+    model = model.clone(backbone=model.backbone.clone(stage_sizes=(1, 1)))
   loss = objective.loss_fn({"name": "cam"})
   batch = _batch(16)
   results = []
