@@ -8,11 +8,11 @@ import numpy as np
 
 from ra_jax import files
 from ra_jax.data import augment
-from ra_jax.report import analysis, figures, stages
+from ra_jax.report import analysis, diagnostics, figures, stages, verdicts
 from ra_jax.report import runs as runs_lib
+from ra_jax.report.runs import OURS
 from ra_jax.training import writers
 
-OURS = stages.OURS  # the registry name of the loss the report is about
 _map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 
 
@@ -29,10 +29,10 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
   protocol = stages.read_protocol(root) if staged else None
   # Bootstraps over queries, once per final group: the answer up front and
   # the group's own section show the same tests.
-  tests = {group: stages.paired_tests(runs, group) for group in summaries
+  tests = {group: verdicts.paired_tests(runs, group) for group in summaries
            if staged and group.startswith("final/")}
   if staged:
-    lines += stages.answer_section(runs, summaries, protocol, tests)
+    lines += verdicts.answer_section(runs, summaries, protocol, tests)
     lines += stages.protocol_section(protocol) + stages.missing_stages(staged)
     lines += stages.tuning_section(staged, protocol)
     lines += stages.variants_section(staged, protocol)
@@ -44,12 +44,12 @@ def write_report(root: str, output: str, *, analyze: bool = True) -> str:
       continue  # tuning, variants, length, ablation: sections of their own
     lines += _group_table(group, rows)
     if staged:
-      lines += stages.final_significance(runs, group, tests.get(group))
-      lines += stages.targets_section(runs, protocol, group)
-      lines += stages.two_stage_section(runs, group)
+      lines += verdicts.final_significance(runs, group, tests.get(group))
+      lines += verdicts.targets_section(runs, protocol, group)
+      lines += verdicts.two_stage_section(runs, group)
   if staged:
-    lines += stages.ablation_section(staged)
-    lines += stages.diagnosis_section(root, staged)
+    lines += diagnostics.ablation_section(staged)
+    lines += diagnostics.diagnosis_section(root, staged)
   primary, featured = _featured(runs, summaries)
   lines += ["## Figures", ""]
   metrics = [writers.read_metrics(r.workdir) for r in featured]

@@ -17,6 +17,7 @@ from typing import Optional
 
 from ra_jax import files, losses
 
+OURS = "cam"  # the registry name of the loss the report is about
 METRICS = (("map", "mAP"), ("map@100", "mAP@100"),
            ("precision@10", "P@10"), ("precision@100", "P@100"))
 
@@ -78,6 +79,11 @@ def find_runs(root: str) -> list[RunRecord]:
                           stage=(grid or {}).get("stage"), grid=grid or {}))
   _name_models(runs)
   return sorted(runs, key=lambda r: (r.group, r.label, r.seed))
+
+
+def loss_title(loss: str) -> str:
+  """A registered loss's title, e.g. "class anchor margin" for "cam"."""
+  return loss_name({"name": loss})
 
 
 def loss_name(loss_config: dict) -> str:
@@ -146,7 +152,7 @@ def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
   return out
 
 
-def verdict(rows: list[Summary], ours: str = "cam") -> Optional[str]:
+def verdict(rows: list[Summary], ours: str = OURS) -> Optional[str]:
   """One sentence: who has the best mean mAP, and where `ours` stands."""
   rows = [r for r in rows if "map" in r.mean]
   mine = next((r for r in rows if r.loss == ours), None)

@@ -1,0 +1,116 @@
+"""What explains the numbers: the ablation of the class anchor margin loss's
+terms (with how much each term acted during training) and cross-entropy's
+gap looked into (where its embedding is taken)."""
+
+import math
+import re
+import statistics
+
+from ra_jax import files
+from ra_jax.report import runs as runs_lib
+from ra_jax.report.runs import OURS
+
+_map = runs_lib.exact_value  # a run's exact mAP (or another metric)
+_title = runs_lib.loss_title
+
+
+def term_activity(run) -> dict[str, float]:
+  """How much the class anchor margin loss's anchor terms acted in a run,
+  from its training log (values at every logged step): the share of logged
+  steps with the repeller R > 0 and with the norm term N > 0, and at the
+  last logged step the smallest inter-anchor distance over 2 * margin and
+  the mean anchor norm over min_norm (NaN where not logged)."""
+  from ra_jax.training import writers
+  logged = [r for r in writers.read_metrics(run.workdir)
+            if "train/repel" in r]
+  loss = run.config["loss"]
+
+  def share(key):
+    return (sum(r[key] > 0 for r in logged) / len(logged) if logged
+            else math.nan)
+
+  last = logged[-1] if logged else {}
+  ratio = lambda key, scale: (last[key] / scale if key in last and scale
+                              else math.nan)
+  return {"repel": share("train/repel"), "norm": share("train/norm"),
+          "distance": ratio("train/min_anchor_distance",
+                            2 * loss.get("margin", math.nan)),
+          "anchor_norm": ratio("train/mean_anchor_norm",
+                               loss.get("min_norm", math.nan))}
+
+
+def ablation_section(runs) -> list[str]:
+  ablation = [r for r in runs if r.stage == "ablation"]
+  if not ablation:
+    return []
+  full = next((r for r in runs if r.group == "final/full" and r.loss == OURS
+               and r.seed == 0), None)
+  rows = ([("all three terms", full)] if full else []) + [
+      (r.variant, r) for r in sorted(ablation, key=lambda r: r.variant)]
+  lines = ["## Ablation of the class anchor margin loss's terms (test, seed"
+           " 0)", "", "| terms | mAP | P@10 | nearest-anchor acc. |"
+           " two-stage mAP, 1 label list | 1 anchor list | steps with R > 0"
+           " | steps with N > 0 | min anchor distance / 2m |"
+           " mean anchor norm / min_norm |", "|---|---|---|---|---|---|---|"
+           "---|---|---|"]
+  two_stage = lambda run, key: run.results.get(key, {}).get("map", math.nan)
+  for name, run in rows:
+    act = term_activity(run)
+    lines.append(
+        f"| {name} | {_map(run):.4f} | {_map(run, 'precision@10'):.4f} |"
+        f" {run.results.get('nearest_anchor_accuracy', math.nan):.4f} |"
+        f" {two_stage(run, 'two_stage_1'):.4f} |"
+        f" {two_stage(run, 'two_stage_anchors_1'):.4f} |"
+        f" {act['repel']:.0%} | {act['norm']:.0%} | {act['distance']:.2f} |"
+        f" {act['anchor_norm']:.2f} |")
+  return lines + [
+      "", "R and N are sampled at every logged training step (the value at"
+      " that step, not a window mean); the ratios are at the last step: the"
+      " repeller is satisfied where the distance ratio is >= 1, and the norm"
+      " ratio shows how far the anchors are from the norm floor. A"
+      " switched-off term is still computed and logged. No row drops the"
+      " attractor: the repeller and the norm term act on the anchors only,"
+      " so without it the network would get no gradient at all.", ""]
+
+
+def diagnosis_section(root: str, runs) -> list[str]:
+  """Cross-entropy's gap, looked into: its embedding taken elsewhere
+  (diagnosis/embedding_choices_*.json) and BatchNorm on the embedding."""
+  directory = files.join(root, "diagnosis")
+  choices = sorted(name for name in (files.listdir(directory)
+                                     if files.isdir(directory) else [])
+                   if name.startswith("embedding_choices_"))
+  diagnosed = [r for r in runs if r.stage == "diagnosis"]
+  if not choices and not diagnosed:
+    return []
+  lines = ["## Diagnosis: where the embedding is taken", ""]
+  groups: dict[str, list[dict]] = {}  # ..._seedN.json files: one table
+  for name in choices:
+    tag = re.sub(r"_seed\d+$", "", name.removesuffix(".json"))
+    groups.setdefault(tag, []).append(
+        files.read_json(files.join(directory, name)))
+  for found in groups.values():
+    first = found[0]
+    where = (f"checkpoint step {first['step']} of {first['workdir']}"
+             if len(found) == 1 else
+             f"the final checkpoints of {len(found)} seeds, mean ± std")
+    lines += [f"{_title(first['loss'])}, {first['query_split']} queries"
+              f" against the {first['database_split']} split, {where}:", "",
+              "| embedding | mAP | P@10 | mAP@100 |", "|---|---|---|---|"]
+    for choice in first["choices"]:
+      cells = []
+      for metric in ("map", "precision@10", "map@100"):
+        values = [f["choices"][choice][metric] for f in found]
+        cells.append(f"{values[0]:.4f}" if len(values) == 1 else
+                     f"{statistics.fmean(values):.4f} ±"
+                     f" {statistics.stdev(values):.4f}")
+      lines.append(f"| {choice} | " + " | ".join(cells) + " |")
+    lines.append("")
+  for run in diagnosed:
+    tuned = max((r for r in runs if r.stage == "tuning" and
+                 r.loss == run.loss), key=_map, default=None)
+    if tuned is not None:
+      lines += [f"{_title(run.loss)} with {run.variant}: validation mAP"
+                f" {_map(run):.4f} against {_map(tuned):.4f} for its best"
+                f" trial as tuned ({_map(run) - _map(tuned):+.4f}).", ""]
+  return lines
