@@ -7,7 +7,8 @@
    labels; clustered data whose anchors (the class means) classify the
    queries well. Reports queries/s and mAP@100 of both.
 
-  python benchmarks/search_speed.py [--sizes 100000 1000000] [--repeats 5]
+  python benchmarks/search_speed.py [--sizes 100000 1000000] [--repeats 5] \
+      [--skip_faiss] [--json out.json]
 """
 
 import argparse
@@ -17,6 +18,7 @@ import time
 import jax
 import numpy as np
 
+from ra_jax import files
 from ra_jax.retrieval import exact_search
 from ra_jax.retrieval import build_lists
 from ra_jax.retrieval import evaluate_ranking
@@ -52,15 +54,23 @@ def main():
   parser.add_argument("--num_lists", type=int, nargs="+", default=[1],
                       help="lists kept in stage 1 (one row each)")
   parser.add_argument("--skip_faiss", action="store_true")
+  parser.add_argument("--json", help="also write the results here")
   args = parser.parse_args()
   rng = np.random.default_rng(0)
-  print(f"# jax {jax.__version__}, {args.queries} queries, top-100, D=128,"
-        f" median of {args.repeats}")
+  device = jax.devices()[0].device_kind
+  print(f"# jax {jax.__version__}, {device}, {args.queries} queries,"
+        f" top-100, D=128, median of {args.repeats}")
 
+  records = []
   if not args.skip_faiss:
-    compare_with_faiss(rng, args)
+    records.append(compare_with_faiss(rng, args))
   for n in args.sizes:
-    compare_two_stage(rng, args, n)
+    records += compare_two_stage(rng, args, n)
+  if args.json:
+    files.write_json(args.json, {"jax": jax.__version__, "device": device,
+                                 "queries": args.queries, "k": 100,
+                                 "dim": 128, "repeats": args.repeats,
+                                 "results": records})
 
 
 def compare_with_faiss(rng, args):
@@ -87,10 +97,14 @@ def compare_with_faiss(rng, args):
   print(f"| exact 50,000 x 128 | ra_jax {ours_qps:,.0f} q/s | faiss"
         f" IndexFlatL2 {faiss_qps:,.0f} q/s | ratio {ours_qps / faiss_qps:.2f}"
         f" | same indices {agree:.4f} |", flush=True)
+  return {"what": "exact vs faiss IndexFlatL2", "database": 50_000,
+          "ra_jax_qps": ours_qps, "faiss_qps": faiss_qps,
+          "same_indices": float(agree)}
 
 
 def compare_two_stage(rng, args, n):
-  """Two-stage vs exact on clustered data, for each num_lists."""
+  """Two-stage vs exact on clustered data, for each num_lists; one record
+  per num_lists."""
   centers, db, db_labels = clustered(rng, n, 100, 128, args.spread)
   q_labels = rng.integers(0, 100, args.queries)
   q = centers[q_labels] + args.spread * rng.normal(size=(args.queries, 128)
@@ -103,6 +117,7 @@ def compare_two_stage(rng, args, n):
       "map@100"]
   stage_one = np.mean(np.argmin(((q[:, None] - centers[None])**2).sum(-1), 1)
                       == q_labels)
+  records = []
   for num_lists in args.num_lists:
     search = lambda: two_stage_search(q, centers, db_dev, db_labels,
                                       num_lists=num_lists, k=100, lists=lists)
@@ -114,6 +129,15 @@ def compare_two_stage(rng, args, n):
           f" | two-stage {args.queries / two_s:,.0f} q/s, mAP@100"
           f" {100 * two_map:.2f} | speed-up {exact_s / two_s:.1f}x |"
           f" stage-1 accuracy {stage_one:.3f} |", flush=True)
+    records.append({"what": "two-stage vs exact", "database": n,
+                    "classes": 100, "spread": args.spread,
+                    "num_lists": num_lists,
+                    "exact_qps": args.queries / exact_s,
+                    "two_stage_qps": args.queries / two_s,
+                    "exact_map@100": float(exact_map),
+                    "two_stage_map@100": float(two_map),
+                    "stage_one_accuracy": float(stage_one)})
+  return records
 
 
 if __name__ == "__main__":
