@@ -8,6 +8,7 @@ import pytest
 
 from ra_jax import losses
 from ra_jax import models
+from tests import tiny_models
 
 
 def _abstract_variables(module, size):
@@ -65,18 +66,14 @@ def test_per_class_parameters_are_declared_not_guessed():
   assert not models.is_class_parameter(("backbone", "bias"))
 
 
-def _tiny_resnet(stages=(2, 2, 2, 2)):
-  """ResNet-18 at width 8; with `stages=(1, 1)` the same layer kinds (CIFAR
-  stem, BatchNorm, a strided stage with a projection shortcut) in half the
-  compile time."""
-  model = models.get_model("resnet18_cifar", width=8, embedding_dim=16,
-                           num_classes=5)
-  return model.clone(backbone=model.backbone.clone(stage_sizes=stages))
+def _tiny_resnet():
+  return models.get_model("resnet18_cifar", width=8, embedding_dim=16,
+                          num_classes=5)
 
 
 @pytest.mark.slow
 def test_batchnorm_uses_batch_statistics_in_training_only():
-  model = _tiny_resnet(stages=(1, 1))
+  model = tiny_models.two_stage_resnet(_tiny_resnet())
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3)) * 3 + 1
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   evaluate = jax.jit(model.apply)  # one compilation, not one per op

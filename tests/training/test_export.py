@@ -16,7 +16,7 @@ from jax import export as jax_export
 
 from ra_jax import data, models, retrieval
 from ra_jax.training import export, trained
-from tests import runs
+from tests import runs, tiny_models
 
 # Runs in a fresh interpreter: jax, numpy and PIL only.
 _OUTSIDE = textwrap.dedent("""
@@ -103,9 +103,7 @@ def test_the_export_reproduces_the_trainers_embeddings_without_ra_jax(
 def test_a_convolutional_encoder_takes_any_batch_and_lowers_for_accelerators():
   model = models.get_model("resnet18_cifar", width=4, embedding_dim=8,
                            num_classes=3)
-  # Two one-block stages: every layer kind of ResNet-18, lowered three times
-  # in half the time.
-  model = model.clone(backbone=model.backbone.clone(stage_sizes=(1, 1)))
+  model = tiny_models.two_stage_resnet(model)  # lowered three times
   variables = jax.jit(model.init)(jax.random.PRNGKey(0),
                                   jnp.zeros((1, 16, 16, 3)))
   serialized = export.export_encoder(model.apply, variables, (16, 16, 3))

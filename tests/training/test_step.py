@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ra_jax import losses, models
 from ra_jax.training import objective, optimizer, step as step_lib
+from tests import tiny_models
 
 
 def _model(name="resnet18_cifar", loss="cam", **kw):
@@ -143,9 +144,7 @@ def test_8_devices_take_the_same_step_as_1(name):
   assert jax.device_count() == 8
   model = _model(name)
   if name.startswith("resnet"):
-    # Two stages (one strided, with a projection shortcut) hold every kind
-    # of layer ResNet-18 has; its 8-device step compiles in half the time.
-    model = model.clone(backbone=model.backbone.clone(stage_sizes=(1, 1)))
+    model = tiny_models.two_stage_resnet(model)
   loss = objective.loss_fn({"name": "cam"})
   batch = _batch(16)
   results = []
