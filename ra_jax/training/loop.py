@@ -75,50 +75,51 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
                                           config.eval, exp.loss)
                if config.eval.get("every", 0) else None)
 
-  mngr = exp.checkpoints()
-  iterator = data.batches(exp.train_pipeline(),
-                          config.train.get("prefetch_batches",
-                                             data.DEFAULT_PREFETCH_BATCHES))
-  restored = checkpoint.restore_latest(mngr, exp.abstract_state())
-  if restored is None:
-    start_step, state = 0, exp.init_state()
-  else:
-    start_step, state, data_state = restored
-    iterator.set_state(data_state)
-    print(f"resumed from step {start_step}", flush=True)
+  # Closed on every exit, failures included: an open manager leaves orbax's
+  # threads to call into a closed event loop later.
+  with exp.checkpoints() as mngr:
+    iterator = data.batches(exp.train_pipeline(),
+                            config.train.get("prefetch_batches",
+                                               data.DEFAULT_PREFETCH_BATCHES))
+    restored = checkpoint.restore_latest(mngr, exp.abstract_state())
+    if restored is None:
+      start_step, state = 0, exp.init_state()
+    else:
+      start_step, state, data_state = restored
+      iterator.set_state(data_state)
+      print(f"resumed from step {start_step}", flush=True)
 
-  writer = writers.MetricWriter(workdir)
-  bar = writers.progress_bar(start_step, exp.total_steps)
-  clock = Throughput(config.train.global_batch_size)
-  for step in range(start_step, exp.total_steps):
-    batch = next(iterator)
-    _check_labels(batch["label"], exp.source.num_classes, step + 1)
-    state, metrics = train_step(state, step_lib.global_batch(exp.mesh, batch))
-    done = step + 1
-    if not clock.started:  # the first step compiles: not training time
-      jax.block_until_ready(metrics)
-      clock.start(done)
-    last = done == exp.total_steps
-    scalars = {}
-    if done % config.train.log_every == 0 or last:
-      scalars = _checked_scalars(metrics, done, mngr)
-      rate = clock.images_per_second(done)
-      if rate is not None:
-        scalars["train/images_per_second"] = rate
-      bar.set_postfix(_postfix(scalars, exp.loss.progress), refresh=False)
-    evaluate_now = evaluator is not None and (
-        done % config.eval.every == 0 or last)
-    if evaluate_now or last or mngr.should_save(done):
-      jax.block_until_ready(state)  # the step's own time is training time
-    with clock.paused():
-      if evaluate_now:
-        scalars.update(evaluator(state))
-      if scalars:
-        writer.write_scalars(done, scalars)
-      bar.update(1)
-      checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
-  rate = clock.images_per_second(exp.total_steps)
-  mngr.wait_until_finished()
+    writer = writers.MetricWriter(workdir)
+    bar = writers.progress_bar(start_step, exp.total_steps)
+    clock = Throughput(config.train.global_batch_size)
+    for step in range(start_step, exp.total_steps):
+      batch = next(iterator)
+      _check_labels(batch["label"], exp.source.num_classes, step + 1)
+      state, metrics = train_step(state, step_lib.global_batch(exp.mesh, batch))
+      done = step + 1
+      if not clock.started:  # the first step compiles: not training time
+        jax.block_until_ready(metrics)
+        clock.start(done)
+      last = done == exp.total_steps
+      scalars = {}
+      if done % config.train.log_every == 0 or last:
+        scalars = _checked_scalars(metrics, done, mngr)
+        rate = clock.images_per_second(done)
+        if rate is not None:
+          scalars["train/images_per_second"] = rate
+        bar.set_postfix(_postfix(scalars, exp.loss.progress), refresh=False)
+      evaluate_now = evaluator is not None and (
+          done % config.eval.every == 0 or last)
+      if evaluate_now or last or mngr.should_save(done):
+        jax.block_until_ready(state)  # the step's own time is training time
+      with clock.paused():
+        if evaluate_now:
+          scalars.update(evaluator(state))
+        if scalars:
+          writer.write_scalars(done, scalars)
+        bar.update(1)
+        checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
+    rate = clock.images_per_second(exp.total_steps)
   bar.close()
   writer.close()
   return Trained(exp, state, start_step, rate,

@@ -27,8 +27,8 @@ class TrainedRun:
       experiment.claim_workdir(workdir, config)  # refuses another run's
     self.workdir = workdir
     self.exp = experiment.build(config, workdir)
-    restored = checkpoint.restore_latest(self.exp.checkpoints(),
-                                         self.exp.abstract_state())
+    with self.exp.checkpoints() as mngr:
+      restored = checkpoint.restore_latest(mngr, self.exp.abstract_state())
     if restored is None:
       raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
                               " checkpoint")

@@ -11,7 +11,7 @@ import pytest
 
 from configs import digits
 from ra_jax import data, losses, models
-from ra_jax.training import checkpoint, evaluation, experiment, loop
+from ra_jax.training import evaluation, experiment, loop, trained
 from tests import runs
 
 
@@ -127,13 +127,6 @@ def test_tiny_imagenet_config_builds_on_a_miniature_zip(tmp_path):
   assert exp.source.split_sizes["validation"] == 200
 
 
-def _trained_params(config, workdir):
-  exp = experiment.build(config, workdir)
-  step, state, _ = checkpoint.restore_latest(exp.checkpoints(),
-                                             exp.abstract_state())
-  return step, state.params
-
-
 def test_model_argument_builds_a_vit(tmp_path):
   config = digits.get_config("size=tiny,model=vit_s4")
   config.dataset.image_size = 8  # 8x8 digits, 2x2 patches of 4
@@ -153,7 +146,8 @@ def test_a_loss_without_anchors_trains_and_evaluates(tmp_path, monkeypatch):
   # the loss plumbing is under test, not the ResNet
   config.model.name, config.model.width = "mlp", 32
   results = loop.train_and_evaluate(config, "run")
-  step, params = _trained_params(config, "run")
+  run = trained.TrainedRun("run", config)
+  step, params = run.step, run.state.params
   assert step == 3 and 0.0 < results["exact"]["map"] <= 1.0
   assert set(models.class_parameters(params)) == {"kernel", "bias"}
   assert "nearest_anchor_accuracy" not in results  # no anchors, so

@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from ra_jax.training import trained
-from ra_jax.training import checkpoint, experiment, loop
+from ra_jax.training import loop, trained
 from tests import runs
 
 ROOT = runs.ROOT
@@ -27,10 +26,8 @@ def _train_command(workdir, *overrides):
 
 
 def _final_params(config, workdir):
-  exp = experiment.build(config, str(workdir))
-  step, state, _ = checkpoint.restore_latest(exp.checkpoints(),
-                                             exp.abstract_state())
-  return step, jax.tree.map(np.asarray, state.params)
+  run = trained.TrainedRun(str(workdir), config)
+  return run.step, jax.tree.map(np.asarray, run.state.params)
 
 
 @pytest.mark.slow
