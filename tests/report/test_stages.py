@@ -11,10 +11,11 @@ from ra_jax.report import build, significance
 
 
 def _run(root, path, stage, loss, value, seed=0, per_query=None,
-         extra=None, metrics=()):
+         extra=None, metrics=(), config=None):
   run_dir = root / path
   run_dir.mkdir(parents=True)
-  config = grid.recipe(loss)
+  settings, config = config, grid.recipe(loss)
+  grid.set_fields(config, settings or {})
   (run_dir / "config.json").write_text(config.to_json_best_effort())
   results = {"exact": {"map": value, "map@100": value, "precision@10": value,
                        "precision@100": value, "num_queries": 4},
@@ -46,19 +47,28 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
        metrics=curve)
   two_stage = {"two_stage_1": {"map": 0.9, "precision@10": 0.85,
                                "distance_fraction": 0.1, "seconds": 0.5}}
+  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
+                                                          "min_norm"))
+  never_norm = [{"step": s, "train/repel": 0.1, "train/norm": 0.0,
+                 "train/min_anchor_distance": 2 * margin,
+                 "train/mean_anchor_norm": 4.4} for s in (50, 100)]
   for seed in range(3):
     _run(tmp_path, f"final/full/cam/seed{seed}", "final", "cam",
          0.85 + seed / 100, seed, per_query=[0.9, 0.8, None, 0.85],
-         extra=two_stage)
+         extra=two_stage, metrics=never_norm)
     _run(tmp_path, f"final/full/ce/seed{seed}", "final", "ce", 0.80, seed,
          per_query=[0.7, 0.8, 0.5, 0.75])
   _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83,
        extra={"two_stage_anchors_1": {"map": 0.84}},
+       config=grid.ABLATIONS["no_repel"],
        metrics=[{"step": s, "train/repel": r, "train/norm": 0.0,
                  "train/min_anchor_distance": d,
                  "train/mean_anchor_norm": 4.4}
                 for s, r, d in ((50, 0.5, 1.0), (100, 0.0, 2.0),
                                 (150, 0.0, 2.1), (200, 0.0, 3.0))])
+  # the norm term off: the same run to the last digit, as it never acted
+  _run(tmp_path, "ablation/cam/no_norm/seed0", "ablation", "cam", 0.85,
+       extra=two_stage, metrics=never_norm, config=grid.ABLATIONS["no_norm"])
   _run(tmp_path, "diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
        0.75)
   (tmp_path / "diagnosis").mkdir(exist_ok=True)
@@ -129,11 +139,16 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
               "| cross-entropy, exact search, P@10 | >= 0.88 | 0.8000 | no,"
               " by 0.0800 |"):
     assert row in report, row
-  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
-                                                          "min_norm"))
   assert (f"| no_repel | 0.8300 | 0.8300 | nan | nan | 0.8400 | 25% | 0% |"
           f" {3.0 / (2 * margin):.2f} | {4.4 / min_norm:.2f} |") in report
   assert "No row drops the attractor" in report
+  assert ("- no_repel (without the repel term): mAP -0.0200 against all"
+          f" three terms; the closest two anchors end {3.0 / (2 * margin):.2f}"
+          " x 2m apart.") in report
+  assert ("- all three terms and no_norm differ only in the norm term and"
+          " give identical results to the last digit: with it on, the term"
+          " was > 0 at 0% of the logged steps") in report
+  assert "no_repel and no_norm" not in report  # two terms apart
   assert "| all three terms | 0.8500 |" in report
   assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
   assert ("cross-entropy with head_batch_norm: validation mAP 0.7500 against"
