@@ -250,7 +250,8 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
              significance_sentence(runs, group, tests.get(group))]
     lines.append(f"- **{group}** ({len(losses)}"
                  + (f" of {len(tuned)}" if tuned else "") + " losses, "
-                 + "-".join(map(str, seeds))
+                 + (f"{seeds[0]}" if len(seeds) == 1
+                    else f"{seeds[0]} to {seeds[-1]}")
                  + (f" of {planned}" if planned else "") + " seeds each"
                  + ("" if done else ", not finished") + "): "
                  + " ".join(p for p in parts if p))
