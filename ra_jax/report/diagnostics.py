@@ -54,8 +54,10 @@ def ablation_section(runs) -> list[str]:
            " mean anchor norm / min_norm |", "|---|---|---|---|---|---|---|"
            "---|---|---|"]
   two_stage = lambda run, key: run.results.get(key, {}).get("map", math.nan)
+  # each run's training log, read once for the table and its reading
+  activity = {name: term_activity(run) for name, run in rows}
   for name, run in rows:
-    act = term_activity(run)
+    act = activity[name]
     lines.append(
         f"| {name} | {_map(run):.4f} | {_map(run, 'precision@10'):.4f} |"
         f" {run.results.get('nearest_anchor_accuracy', math.nan):.4f} |"
@@ -63,7 +65,7 @@ def ablation_section(runs) -> list[str]:
         f" {two_stage(run, 'two_stage_anchors_1'):.4f} |"
         f" {act['repel']:.0%} | {act['norm']:.0%} | {act['distance']:.2f} |"
         f" {act['anchor_norm']:.2f} |")
-  return lines + [""] + _ablation_reading(rows) + [
+  return lines + [""] + _ablation_reading(rows, full, activity) + [
       "", "R and N are sampled at every logged training step (the value at"
       " that step, not a window mean); the ratios are at the last step: the"
       " repeller is satisfied where the distance ratio is >= 1, and the norm"
@@ -79,10 +81,10 @@ def _off_terms(run) -> frozenset[str]:
                    if loss.get(f"{t}_weight", 1.0) == 0)
 
 
-def _ablation_reading(rows) -> list[str]:
-  """Each ablation row's mAP against all three terms, and the pairs that
-  differ in one term yet give identical results: that term never acted."""
-  full = dict(rows).get("all three terms")
+def _ablation_reading(rows, full, activity: dict[str, dict]) -> list[str]:
+  """Each ablation row's mAP against all three terms (`full`, or None), and
+  the pairs that differ in one term yet give identical results: that term
+  never acted. `activity`: each row's `term_activity`, by row name."""
   lines = []
   for name, run in rows:
     if run is not full and full is not None:
@@ -91,18 +93,18 @@ def _ablation_reading(rows) -> list[str]:
           f"- {name} (without the {' and '.join(off)} term"
           f"{'s' if len(off) > 1 else ''}): mAP {_map(run) - _map(full):+.4f}"
           " against all three terms; the closest two anchors end"
-          f" {term_activity(run)['distance']:.2f} x 2m apart.")
+          f" {activity[name]['distance']:.2f} x 2m apart.")
   for i, (name_a, a) in enumerate(rows):
     for name_b, b in rows[i + 1:]:
       differ = _off_terms(a) ^ _off_terms(b)
       if len(differ) != 1 or a.results["exact"] != b.results["exact"]:
         continue
       (term,) = differ
-      on = a if term not in _off_terms(a) else b
+      on = name_a if term not in _off_terms(a) else name_b
       lines.append(
           f"- {name_a} and {name_b} differ only in the {term} term and give"
           " identical results to the last digit: with it on, the term was"
-          f" > 0 at {term_activity(on)[term]:.0%} of the logged steps, so"
+          f" > 0 at {activity[on][term]:.0%} of the logged steps, so"
           " switching it off changes nothing on this recipe.")
   return lines
 

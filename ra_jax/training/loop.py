@@ -75,8 +75,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
                                           config.eval, exp.loss)
                if config.eval.get("every", 0) else None)
 
-  # Closed on every exit, failures included: an open manager leaves orbax's
-  # threads to call into a closed event loop later.
+  # Closed on every exit, failures included, so that orbax's threads and
+  # metadata stores do not outlive the run.
   with exp.checkpoints() as mngr:
     iterator = data.batches(exp.train_pipeline(),
                             config.train.get("prefetch_batches",

@@ -11,10 +11,10 @@ from ra_jax.report import build, significance
 
 
 def _run(root, path, stage, loss, value, seed=0, per_query=None,
-         extra=None, metrics=(), config=None):
+         extra=None, metrics=(), settings=None):
   run_dir = root / path
   run_dir.mkdir(parents=True)
-  settings, config = config, grid.recipe(loss)
+  config = grid.recipe(loss)
   grid.set_fields(config, settings or {})
   (run_dir / "config.json").write_text(config.to_json_best_effort())
   results = {"exact": {"map": value, "map@100": value, "precision@10": value,
@@ -60,7 +60,7 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
          per_query=[0.7, 0.8, 0.5, 0.75])
   _run(tmp_path, "ablation/cam/no_repel/seed0", "ablation", "cam", 0.83,
        extra={"two_stage_anchors_1": {"map": 0.84}},
-       config=grid.ABLATIONS["no_repel"],
+       settings=grid.ABLATIONS["no_repel"],
        metrics=[{"step": s, "train/repel": r, "train/norm": 0.0,
                  "train/min_anchor_distance": d,
                  "train/mean_anchor_norm": 4.4}
@@ -68,7 +68,8 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
                                 (150, 0.0, 2.1), (200, 0.0, 3.0))])
   # the norm term off: the same run to the last digit, as it never acted
   _run(tmp_path, "ablation/cam/no_norm/seed0", "ablation", "cam", 0.85,
-       extra=two_stage, metrics=never_norm, config=grid.ABLATIONS["no_norm"])
+       extra=two_stage, metrics=never_norm,
+       settings=grid.ABLATIONS["no_norm"])
   _run(tmp_path, "diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
        0.75)
   (tmp_path / "diagnosis").mkdir(exist_ok=True)
