@@ -109,6 +109,26 @@ def _ablation_reading(rows, full, activity: dict[str, dict]) -> list[str]:
   return lines
 
 
+def _choices_reading(found: list[dict]) -> list[str]:
+  """Each embedding choice's mAP against the first one, the embedding as
+  trained (mean over the files' seeds), and which choice ranks best."""
+  names = list(found[0]["choices"])
+  if len(names) < 2:
+    return []
+  mean = {name: statistics.fmean(f["choices"][name]["map"] for f in found)
+          for name in names}
+  trained, others = names[0], names[1:]
+  best = max(names, key=mean.get)
+  changes = "; ".join(f"{name} {mean[name] - mean[trained]:+.4f}"
+                      for name in others)
+  verdict = (f"the best choice is {best} ({mean[best]:.4f}),"
+             f" {mean[best] - mean[trained]:+.4f} over the embedding as"
+             " trained" if best != trained else
+             "no other choice beats the embedding as trained")
+  return [f"mAP against {trained} ({mean[trained]:.4f}): {changes};"
+          f" {verdict}."]
+
+
 def diagnosis_section(root: str, runs) -> list[str]:
   """Cross-entropy's gap, looked into: its embedding taken elsewhere
   (diagnosis/embedding_choices_*.json) and BatchNorm on the embedding."""
@@ -141,7 +161,7 @@ def diagnosis_section(root: str, runs) -> list[str]:
                      f"{statistics.fmean(values):.4f} ±"
                      f" {statistics.stdev(values):.4f}")
       lines.append(f"| {choice} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", *_choices_reading(found), ""]
   for run in diagnosed:
     tuned = max((r for r in runs if r.stage == "tuning" and
                  r.loss == run.loss), key=_map, default=None)

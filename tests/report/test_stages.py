@@ -83,8 +83,12 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
      ).write_text(json.dumps(
          {"loss": "ce", "query_split": "test", "database_split": "train",
           "step": 2880, "workdir": f"w{seed}",
-          "choices": {"head, on the unit sphere": {
-              "map": value, "precision@10": 0.9, "map@100": value}}}))
+          "choices": {"head (l2, as trained)": {
+              "map": value - 0.05, "precision@10": 0.9, "map@100": value},
+                      "head, on the unit sphere": {
+              "map": value, "precision@10": 0.9, "map@100": value},
+                      "logits": {
+              "map": value - 0.1, "precision@10": 0.9, "map@100": value}}}))
   output = tmp_path / "RESULTS.md"
   build.write_report(str(tmp_path), str(output), analyze=False)
   report = output.read_text()
@@ -92,6 +96,12 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " checkpoints of 2 seeds, mean ± std:") in report
   assert ("| head, on the unit sphere | 0.7500 ± 0.0707 | 0.9000 ± 0.0000 |"
           " 0.7500 ± 0.0707 |") in report
+  # means over the 2 seeds: as trained 0.70, sphere 0.75, logits 0.65
+  assert ("mAP against head (l2, as trained) (0.7000): head, on the unit"
+          " sphere +0.0500; logits -0.0500; the best choice is head, on the"
+          " unit sphere (0.7500), +0.0500 over the embedding as trained.") in (
+      report)
+  assert "mAP against logits" not in report  # one choice: nothing to compare
   assert "## Tuning on the validation split" in report
   assert "| class anchor margin | l2 | 2 of 8 | 0.8100 |" in report
   assert "| cross-entropy | l2 | 2 of 8 | 0.7200 |" in report
