@@ -48,6 +48,8 @@ def embedding_choices(workdir: str) -> dict:
     outputs[role] = (head, pooled, labels)
   (q_head, q_pool, q_labels), (d_head, d_pool, d_labels) = (
       outputs["query"], outputs["database"])
+  # The embedding as trained comes first: the report compares every other
+  # choice with the first (ra_jax/report/diagnostics._choices_reading).
   choices = {
       f"head ({run.exp.geometry}, as trained)": (q_head, d_head),
       "head, on the unit sphere": (_unit(q_head), _unit(d_head)),

@@ -86,21 +86,22 @@ def _ablation_reading(rows, full, activity: dict[str, dict]) -> list[str]:
   the pairs that differ in one term yet give identical results: that term
   never acted. `activity`: each row's `term_activity`, by row name."""
   lines = []
+  off = {name: _off_terms(run) for name, run in rows}
   for name, run in rows:
     if run is not full and full is not None:
-      off = sorted(_off_terms(run))
       lines.append(
-          f"- {name} (without the {' and '.join(off)} term"
-          f"{'s' if len(off) > 1 else ''}): mAP {_map(run) - _map(full):+.4f}"
+          f"- {name} (without the {' and '.join(sorted(off[name]))} term"
+          f"{'s' if len(off[name]) > 1 else ''}):"
+          f" mAP {_map(run) - _map(full):+.4f}"
           " against all three terms; the closest two anchors end"
           f" {activity[name]['distance']:.2f} x 2m apart.")
   for i, (name_a, a) in enumerate(rows):
     for name_b, b in rows[i + 1:]:
-      differ = _off_terms(a) ^ _off_terms(b)
+      differ = off[name_a] ^ off[name_b]
       if len(differ) != 1 or a.results["exact"] != b.results["exact"]:
         continue
       (term,) = differ
-      on = name_a if term not in _off_terms(a) else name_b
+      on = name_a if term not in off[name_a] else name_b
       lines.append(
           f"- {name_a} and {name_b} differ only in the {term} term and give"
           " identical results to the last digit: with it on, the term was"
