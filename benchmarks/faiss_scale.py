@@ -24,14 +24,13 @@ import gc
 import os
 import platform
 import resource
-import statistics
-import time
 
 import faiss
 import jax
 import numpy as np
 
 from ra_jax import retrieval
+from ra_jax.timing import median_seconds
 from ra_jax.retrieval import faiss_interop
 
 DIM, CLASSES, K = 128, 100, 100
@@ -47,16 +46,6 @@ def clustered(n, spread, seed, chunk=1_000_000):
     x[start:start + chunk] = means[part] + spread * rng.standard_normal(
         (len(part), DIM), dtype=np.float32)
   return means, x, labels
-
-
-def timed(search, repeats):
-  search()  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    result = search()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), result
 
 
 def recall(ids, truth):
@@ -95,13 +84,13 @@ def measure(n, args):
 
   flat = faiss.IndexFlatL2(DIM)
   flat.add(db)
-  seconds, (_, truth) = timed(partial(flat.search, queries, K), args.repeats)
+  seconds, (_, truth) = median_seconds(partial(flat.search, queries, K), args.repeats)
   rows.append(("faiss flat (exact)", "-", seconds, 1.0))
   del flat
   gc.collect()
 
   for lists in args.lists:
-    seconds, (_, ids) = timed(partial(
+    seconds, (_, ids) = median_seconds(partial(
         index.search, queries, K, two_stage=True, num_lists=lists),
         args.repeats)
     rows.append(("ra_jax two-stage", lists, seconds, recall(ids, truth)))
@@ -109,7 +98,7 @@ def measure(n, args):
   gc.collect()
   ivf = index.to_faiss()
   for lists in args.lists:
-    seconds, (_, ids) = timed(partial(
+    seconds, (_, ids) = median_seconds(partial(
         faiss_interop.search, ivf, queries, K, num_lists=lists), args.repeats)
     rows.append(("faiss IVF, anchors as centroids", lists, seconds,
                  recall(ids, truth)))
@@ -123,7 +112,7 @@ def measure(n, args):
   kmeans.add(db)
   for lists in args.lists:
     kmeans.nprobe = lists
-    seconds, (_, ids) = timed(partial(kmeans.search, queries, K),
+    seconds, (_, ids) = median_seconds(partial(kmeans.search, queries, K),
                               args.repeats)
     rows.append(("faiss IVF, own k-means centroids", lists, seconds,
                  recall(ids, truth)))

@@ -58,7 +58,7 @@ failed=()
   run vit_s16 -m benchmarks.model_speed "${vit[@]}" "${speed[@]}" \
     --dtype bfloat16 --json "$OUT/vit_s16.json"
   run loss -m benchmarks.loss_speed "${loss[@]}" \
-    --losses class_anchor_margin softmax_ce --json "$OUT/loss.json"
+    --losses cam ce --json "$OUT/loss.json"
   run search benchmarks/search_speed.py "${search[@]}" --skip_faiss \
     --num_lists 1 2 --json "$OUT/search.json"
   if [[ ${#failed[@]} -gt 0 ]]; then

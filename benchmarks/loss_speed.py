@@ -5,7 +5,7 @@ rounds (every loss once per round, so drifts in machine load hit all of them
 alike); the table reports the median over rounds, and the class anchor margin
 loss's ratio to softmax cross-entropy of the same shape.
 
-  python benchmarks/loss_speed.py [--rounds 7] [--min_seconds 0.2] [--json out.json]
+  python -m benchmarks.loss_speed [--rounds 7] [--min_seconds 0.2] [--json out.json]
 """
 
 import argparse
@@ -17,28 +17,26 @@ import time
 import jax
 import jax.numpy as jnp
 
+from configs import validated
 from ra_jax import files, losses
 
-# name -> (function of (e, y, *params), number of (C, D) parameter matrices)
-LOSSES = {
-    "class_anchor_margin": (losses.class_anchor_margin_loss, 1),
-    "softmax_ce": (losses.softmax_cross_entropy_loss, 1),
-    "center": (losses.center_loss, 2),
-    "arcface": (losses.arcface_loss, 1),
-    "proxy_anchor": (losses.proxy_anchor_loss, 1),
-    "contrastive": (losses.contrastive_loss, 0),
-    "triplet_all": (lambda e, y: losses.triplet_loss(e, y, mining="all"), 0),
-    "triplet_hard": (lambda e, y: losses.triplet_loss(e, y, mining="hard"), 0),
-    "triplet_semi_hard": (
-        lambda e, y: losses.triplet_loss(e, y, mining="semi_hard"), 0),
-}
+# name -> (the registered loss, its hyperparameters): every loss with the
+# values the configs train it with (configs/validated.py), and the triplet
+# loss's other minings.
+LOSSES = {name: (spec, dict(validated.LOSS.get(name, {})))
+          for name, spec in losses.LOSSES.items()}
+LOSSES.update({f"triplet_{mining}": (losses.LOSSES["triplet"],
+                                     {**validated.LOSS["triplet"],
+                                      "mining": mining})
+               for mining in losses.MININGS
+               if mining != validated.LOSS["triplet"]["mining"]})
 
 
-def make_step(fn, num_params):
-  """jit(value_and_grad) w.r.t. the embeddings and every class matrix."""
-  def total(e, y, *params):
-    return jnp.mean(fn(e, y, *params))
-  return jax.jit(jax.value_and_grad(total, argnums=(0, *range(2, 2 + num_params))))
+def make_step(spec: losses.LossSpec, hyperparameters: dict):
+  """jit(value_and_grad) w.r.t. the embeddings and every class parameter."""
+  def total(e, y, params):
+    return jnp.mean(spec(e, y, params, **hyperparameters))
+  return jax.jit(jax.value_and_grad(total, argnums=(0, 2)))
 
 
 def time_once(step, args, min_seconds):
@@ -52,16 +50,25 @@ def time_once(step, args, min_seconds):
       return elapsed / calls
 
 
+def class_params(spec: losses.LossSpec, classes: int, dim: int,
+                 scale: float, key) -> dict:
+  """The loss's per-class parameters: (C, D) matrices of N(0, scale^2)
+  entries, (C,) vectors of zeros."""
+  keys = jax.random.split(key, max(1, len(spec.class_params)))
+  return {name: (scale * jax.random.normal(k, (classes, dim))
+                 if shape == "matrix" else jnp.zeros((classes,)))
+          for k, (name, shape) in zip(keys, spec.class_params.items())}
+
+
 def bench_shape(batch, classes, dim, rounds, min_seconds, names, anchor_scale):
-  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
   e = jax.random.normal(keys[0], (batch, dim))
   y = jax.random.randint(keys[1], (batch,), 0, classes)
-  mats = [anchor_scale * jax.random.normal(k, (classes, dim))
-          for k in keys[2:]]
   steps = {}
   for name in names:
-    fn, num_params = LOSSES[name]
-    steps[name] = (make_step(fn, num_params), (e, y, *mats[:num_params]))
+    spec, hyperparameters = LOSSES[name]
+    params = class_params(spec, classes, dim, anchor_scale, keys[2])
+    steps[name] = (make_step(spec, hyperparameters), (e, y, params))
     jax.block_until_ready(steps[name][0](*steps[name][1]))  # compile
   samples = {name: [] for name in names}
   for _ in range(rounds):
@@ -82,8 +89,9 @@ def main():
   parser.add_argument(
       "--anchors", choices=["spread", "collapsed"], default="spread",
       help="spread: N(0, 1) per coordinate, every anchor pair > 2*margin apart"
-      " (the state training reaches and keeps); collapsed: N(0, 0.01^2), every"
-      " pair too close, the repeller's worst case")
+      " at the configs' margin (the state training reaches and keeps);"
+      " collapsed: N(0, 0.01^2), every pair too close, the repeller's worst"
+      " case")
   parser.add_argument("--json", help="also write the results here")
   args = parser.parse_args()
 
@@ -92,7 +100,7 @@ def main():
         f" {args.anchors} anchors, median of {args.rounds} interleaved rounds,"
         " ms per forward+backward")
   header = ["B", "C", "D", *args.losses]
-  if {"class_anchor_margin", "softmax_ce"} <= set(args.losses):
+  if {"cam", "ce"} <= set(args.losses):
     header.append("CAM/CE")
   print("| " + " | ".join(header) + " |")
   print("|" + "---|" * len(header))
@@ -104,7 +112,7 @@ def main():
     row = [str(batch), str(classes), str(dim)]
     row += [f"{1e3 * medians[n]:.3f}" for n in args.losses]
     if "CAM/CE" in header:
-      row.append(f"{medians['class_anchor_margin'] / medians['softmax_ce']:.2f}")
+      row.append(f"{medians['cam'] / medians['ce']:.2f}")
     print("| " + " | ".join(row) + " |", flush=True)
     results.append({"batch": batch, "classes": classes, "dim": dim,
                     "seconds": medians})

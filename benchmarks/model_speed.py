@@ -52,6 +52,15 @@ PEAK_TFLOPS = (
 )
 
 
+def model_flops_utilization(flops_per_image: float, images_per_second: float,
+                            peak_tflops_per_device: float,
+                            devices: int) -> float:
+  """MFU: the FLOP/s the model's training steps achieve over the devices'
+  datasheet peak."""
+  return (flops_per_image * images_per_second /
+          (peak_tflops_per_device * 1e12 * devices))
+
+
 def peak_tflops(device_kind: str, dtype: str) -> Optional[float]:
   """The datasheet peak of one device for `dtype`, or None if unknown."""
   for key, peaks in PEAK_TFLOPS:
@@ -120,7 +129,7 @@ def measure(model_name: str, *, image_size: int, batch: int, dtype: str,
   rate = statistics.median(rates)
   device = jax.devices()[0]
   peak = peak if peak is not None else peak_tflops(device.device_kind, dtype)
-  mfu = (flops * rate / batch / (peak * 1e12 * mesh.size)
+  mfu = (model_flops_utilization(flops / batch, rate, peak, mesh.size)
          if flops and peak else None)
   return {"model": model_name, "image_size": image_size, "batch": batch,
           "dtype": dtype, "loss": loss, "embedding_dim": embedding_dim,

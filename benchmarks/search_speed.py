@@ -19,20 +19,11 @@ import jax
 import numpy as np
 
 from ra_jax import files
+from ra_jax.timing import median_seconds
 from ra_jax.retrieval import exact_search
 from ra_jax.retrieval import build_lists
 from ra_jax.retrieval import evaluate_ranking
 from ra_jax.retrieval import two_stage_search
-
-
-def timed(fn, repeats):
-  jax.block_until_ready(fn())  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def clustered(rng, n, classes, dim, spread):
@@ -111,7 +102,8 @@ def compare_two_stage(rng, args, n):
                                                    ).astype(np.float32)
   db_dev = jax.device_put(db)
   lists = build_lists(db_dev, db_labels, 100)
-  exact_s = timed(lambda: exact_search(q, db_dev, 100), args.repeats)
+  exact_s, _ = median_seconds(lambda: exact_search(q, db_dev, 100),
+                              args.repeats)
   _, exact_i = exact_search(q, db_dev, 100)
   exact_map = evaluate_ranking(exact_i, q_labels, db_labels, ks=(100,))[
       "map@100"]
@@ -121,7 +113,7 @@ def compare_two_stage(rng, args, n):
   for num_lists in args.num_lists:
     search = lambda: two_stage_search(q, centers, db_dev, db_labels,
                                       num_lists=num_lists, k=100, lists=lists)
-    two_s = timed(search, args.repeats)
+    two_s, _ = median_seconds(search, args.repeats)
     two_map = evaluate_ranking(search()[1], q_labels, db_labels, ks=(100,))[
         "map@100"]
     print(f"| N={n:,}, spread {args.spread}, lists {num_lists} | exact"

@@ -12,7 +12,7 @@ written as JSON. Needs Debian's dataset-fashion-mnist.
   python -m benchmarks.trainer_speed [--steps 60] [--repeats 3] \
       [--set data.cache=none] [--out results/trainer_speed.json]
 
-The configuration is the results grid's recipe (`benchmarks.grid.recipe`).
+The configuration is configs/fashion_mnist.py's (the validated recipe).
 """
 
 import argparse
@@ -70,9 +70,9 @@ def main() -> int:
   args = parser.parse_args()
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from benchmarks import grid
-  config = grid.recipe(args.loss)
-  grid.apply_overrides(config, args.set)
+  from configs import common, fashion_mnist
+  config = fashion_mnist.get_config(f"loss={args.loss}")
+  common.apply_overrides(config, args.set)
   bare, trainer = [], []
   for repeat in range(args.repeats):
     bare.append(bare_rate(config, args.steps))

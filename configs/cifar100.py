@@ -9,5 +9,5 @@ from configs import common
 
 def get_config(arg=None):
   return common.base_config("cifar100", arg, model="resnet18_cifar",
-                            image_size=32, epochs=200,
+                            epochs=200,
                             checkpoint_every=500)

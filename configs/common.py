@@ -5,7 +5,8 @@
 message naming the key and the allowed values.
 """
 
-from typing import Optional
+import ast
+from typing import Any, Iterable, Optional
 
 import ml_collections
 
@@ -40,16 +41,51 @@ def parse_arg(arg: Optional[str]) -> dict[str, str]:
   return out
 
 
+def set_fields(config: ml_collections.ConfigDict,
+               settings: dict[str, Any]) -> None:
+  """Sets dotted fields ("optim.learning_rate") that must already exist
+  (ml_collections' update_from_flattened_dict would add a misspelt one)."""
+  for field in settings:
+    *sections, key = field.split(".")
+    node = config
+    for section in sections:
+      if section not in node:
+        raise KeyError(f"config field {field!r}: no section {section!r}")
+      node = node[section]
+    if key not in node:
+      raise KeyError(f"config field {field!r} does not exist;"
+                     f" {'.'.join(sections)} has: {', '.join(sorted(node))}")
+  config.update_from_flattened_dict(settings)
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Iterable[str]) -> None:
+  """`FIELD=VALUE` strings (VALUE a Python literal, else a string) onto
+  `config`; unknown fields are errors naming them."""
+  settings = {}
+  for item in overrides:
+    field, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"override {item!r}: expected FIELD=VALUE")
+    try:
+      settings[field] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      settings[field] = text
+  set_fields(config, settings)
+
+
 def loss_config(name: str) -> ml_collections.ConfigDict:
-  """`name`, its geometry and its hyperparameters at their defaults (the
-  loss function's signature, through the registry; docs/losses.md)."""
+  """`name`, its geometry and its hyperparameters: the values validated
+  on Fashion-MNIST (configs/validated.py) over the literature's defaults of
+  its signature (through the registry; docs/losses.md)."""
   spec = losses.get_loss(name)
   return ml_collections.ConfigDict(
-      {"name": name, "geometry": spec.geometry, **spec.hyperparameters})
+      {"name": name, "geometry": spec.geometry, **spec.hyperparameters,
+       **validated.LOSS.get(name, {})})
 
 
 def base_config(dataset: str, arg: Optional[str], *, model: str,
-                image_size: int, embedding_dim: int = 128,
+                image_size: Optional[int] = None, embedding_dim: int = 128,
                 epochs: int = 30, global_batch_size: int = 128,
                 images_per_class: int = 0, width: int = 0,
                 warmup_steps: int = 100, checkpoint_every: int = 500,
@@ -57,9 +93,12 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
                 eval_every: int = 1000) -> ml_collections.ConfigDict:
   """One run's full configuration; `size=tiny` in `arg` shrinks it to a
   few-step CPU run (used by the tests) after the dataset's choices.
+  `image_size`: the model's input side (default: the dataset's preset,
+  `ra_jax.data.DATASETS`).
   `images_per_class` > 0: class-balanced batches for every loss (pair and
   triplet losses get 4 when it is 0)."""
   args = parse_arg(arg)
+  image_size = image_size or data.preset(dataset).image_size
   loss = args.get("loss", "cam")
   shot = args.get("shot", "full")
   config = ml_collections.ConfigDict()

@@ -16,6 +16,6 @@ def get_config(arg=None):
   # the best baseline (ArcFace) converged there on validation (+0.006 mAP
   # over the last quarter; results/grid/length/arcface/epochs12).
   return common.base_config("fashion_mnist", arg, model="resnet18_cifar",
-                            image_size=28, epochs=12, width=8,
+                            epochs=12, width=8,
                             global_batch_size=250, images_per_class=25,
                             checkpoint_every=500)

@@ -9,5 +9,5 @@ from configs import common
 
 def get_config(arg=None):
   return common.base_config("svhn_cropped", arg, model="resnet18_cifar",
-                            image_size=32, epochs=50,
+                            epochs=50,
                             checkpoint_every=500)

@@ -10,5 +10,5 @@ from configs import common
 
 def get_config(arg=None):
   return common.base_config("tiny_imagenet", arg, model="resnet18",
-                            image_size=64, epochs=90,
+                            epochs=90,
                             checkpoint_every=1000)

@@ -9,10 +9,11 @@ and keeps its traceback.
 
 import re
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Optional
 
 from absl import app
 from absl import flags
+from absl import logging
 
 # What a user can get wrong on the command line: flags, config overrides
 # (typos surface as KeyError / AttributeError, wrong types as TypeError),
@@ -109,3 +110,25 @@ def run(main: Callable[[list[str]], object],
       fail(one_line(error))
 
   app.run(guarded, flags_parser=_parse)
+
+
+def workdir_flag(help_text: str = "a trained run's work dir"
+                 ) -> flags.FlagHolder:
+  """The required --workdir flag every command takes."""
+  holder = flags.DEFINE_string("workdir", None, help_text)
+  flags.mark_flag_as_required("workdir")
+  return holder
+
+
+def start(workdir: Optional[str] = None, config=None):
+  """What a command does first: absl logging at WARNING (orbax logs every
+  save at INFO), the run's config (`config`, else `workdir`'s config.json)
+  and `jax.distributed` when that config asks for it. Returns the
+  config."""
+  logging.set_verbosity(logging.WARNING)
+  from ra_jax.training import runtime
+  from ra_jax.training import workdir as workdir_lib
+  if config is None:
+    config = workdir_lib.config_of(workdir)
+  runtime.initialize(config.get("distributed", "auto"))
+  return config

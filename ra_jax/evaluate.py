@@ -10,28 +10,26 @@ match it in dataset, model and loss. Results go to
 as it is).
 """
 
-from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from ra_jax import cli
-from ra_jax.training import evaluation, experiment, runtime, trained
+from ra_jax.trained import evaluate_workdir
+from ra_jax.training import evaluation
+from ra_jax.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "a configs/*.py file (optional)")
-_WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
-flags.mark_flags_as_required(["workdir"])
+_WORKDIR = cli.workdir_flag()
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value or experiment.config_of(_WORKDIR.value)
-  runtime.initialize(config.get("distributed", "auto"))
-  step, results = trained.evaluate_workdir(_WORKDIR.value, _CONFIG.value)
+  cli.start(_WORKDIR.value, _CONFIG.value)
+  step, results = evaluate_workdir(_WORKDIR.value, _CONFIG.value)
   print(f"checkpoint step {step}")
   print(evaluation.format_table(results))
-  print(f"results written to {_WORKDIR.value}/evaluation/step_{step}.json")
+  print(f"results written to"
+        f" {workdir_lib.evaluation_path(_WORKDIR.value, step)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Export a trained run for use without ra_jax (see ra_jax/training/export.py).
+"""Export a trained run for use without ra_jax (see ra_jax/trained/export.py).
 
   python -m ra_jax.export --workdir /tmp/ra_jax_digits --out /tmp/digits_export
       [--platforms cpu,cuda,tpu]
@@ -10,12 +10,11 @@ with faiss installed, database.faiss (an IVF index over the anchors).
 """
 
 from absl import flags
-from absl import logging
 
 from ra_jax import cli
-from ra_jax.training import export, experiment, runtime
+from ra_jax.trained import export
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
+_WORKDIR = cli.workdir_flag()
 _OUT = flags.DEFINE_string("out", None, "directory to write the export to")
 _PLATFORMS = flags.DEFINE_list(
     "platforms", list(export.PLATFORMS),
@@ -23,14 +22,12 @@ _PLATFORMS = flags.DEFINE_list(
 _FAISS = flags.DEFINE_bool(
     "faiss", None, "also write database.faiss (default: when faiss is"
     " installed)")
-flags.mark_flags_as_required(["workdir", "out"])
+flags.mark_flags_as_required(["out"])
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  config = experiment.config_of(_WORKDIR.value)
-  runtime.initialize(config.get("distributed", "auto"))
+  cli.start(_WORKDIR.value)
   manifest = export.export_run(_WORKDIR.value, _OUT.value,
                                platforms=_PLATFORMS.value,
                                faiss=_FAISS.value, progress=True)

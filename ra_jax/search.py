@@ -8,21 +8,21 @@ database split's embeddings (built on first use with a progress bar and
 cached as `workdir/index/step_<N>.npz`, so a newer checkpoint gets a new
 one). Prints the classes stage 1 keeps (nearest anchors) and the top-k
 neighbours (database id, label, distance), and writes a PNG grid of the
-query and its neighbours (default `workdir/search/<query>.png`).
+query and its neighbours (default `workdir/search/<query>.png`). Image files
+are read as the web page reads uploads (`ra_jax.trained.images`).
 """
 
 import os
 from typing import Optional
 
-import numpy as np
 from absl import flags
-from absl import logging
 
-from ra_jax import cli, files
-from ra_jax.training import experiment, runtime
-from ra_jax.training import image_search
+from ra_jax import cli
+from ra_jax.trained import images
+from ra_jax.trained.search import MAX_TILES, Searcher
+from ra_jax.training import workdir as workdir_lib
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a trained run's work dir")
+_WORKDIR = cli.workdir_flag()
 _QUERY = flags.DEFINE_multi_string("query", [], "image file(s) to search with")
 _QUERY_INDEX = flags.DEFINE_multi_integer(
     "query_index", [], "example(s) of the dataset's query split to search with")
@@ -30,37 +30,33 @@ _K = flags.DEFINE_integer("k", 10, "neighbours to return")
 _NUM_LISTS = flags.DEFINE_integer("num_lists", 1, "classes stage 1 keeps")
 _EXACT = flags.DEFINE_bool("exact", False, "rank the whole database instead")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG grid path (one query)")
-flags.mark_flags_as_required(["workdir"])
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels", images.MAX_PIXELS, "larger query images are refused"
+    " before they are decoded")
 
 
-def _queries(searcher: image_search.Searcher):
+def _queries(searcher: Searcher):
   for path in _QUERY.value:
     name = os.path.splitext(os.path.basename(path))[0]
-    yield name, searcher.load_image(path), None
-  split = searcher.source.splits[searcher.source.query_split]
+    yield name, searcher.load_image(path, max_pixels=_MAX_PIXELS.value), None
   for i in _QUERY_INDEX.value:
-    if not 0 <= i < len(split):
-      raise ValueError(f"--query_index {i}: the query split has {len(split)}"
-                       " examples")
-    record = split[i]
-    image = np.asarray(record["image"])
-    yield (f"{searcher.source.query_split}_{i}",
-           image[..., None] if image.ndim == 2 else image,
-           int(record["label"]))
+    try:
+      image, label = searcher.query_example(i)
+    except ValueError as error:
+      raise ValueError(f"--query_index {i}: {error}") from None
+    yield f"{searcher.source.query_split}_{i}", image, label
 
 
 def main(argv) -> Optional[int]:
   del argv
-  logging.set_verbosity(logging.WARNING)
   if not _QUERY.value and not _QUERY_INDEX.value:
     cli.fail("give --query IMAGE or --query_index N")
   if _OUTPUT.value and len(_QUERY.value) + len(_QUERY_INDEX.value) > 1:
     cli.fail("--output names one grid; give one query")
   if _K.value < 1:
     cli.fail(f"--k {_K.value}: give at least 1 neighbour")
-  runtime.initialize(experiment.config_of(_WORKDIR.value).get(
-      "distributed", "auto"))
-  searcher = image_search.Searcher(_WORKDIR.value)
+  cli.start(_WORKDIR.value)
+  searcher = Searcher(_WORKDIR.value)
   if _K.value > len(searcher.index):
     cli.fail(f"--k {_K.value}: the database has {len(searcher.index)}"
              " images")
@@ -79,16 +75,11 @@ def main(argv) -> Optional[int]:
     for rank, (i, label, d) in enumerate(zip(found["ids"], found["labels"],
                                              found["distances"]), 1):
       print(f"{rank:>4}  {i:>6}  {searcher.class_name(int(label)):<16}  {d:.4f}")
-    path = _OUTPUT.value or files.join(_WORKDIR.value, "search",
-                                       f"{name}.png")
-    shown = found["ids"][:image_search.MAX_TILES]
-    neighbours = [np.asarray(searcher.database[int(i)]["image"])
-                  for i in shown]
-    image_search.write_grid(path, image, neighbours, [
-        f"{searcher.class_name(int(l))} {d:.2f}"
-        for l, d in zip(found["labels"], found["distances"])])
-    more = (f" (the first {len(shown)} of {len(found['ids'])})"
-            if len(shown) < len(found["ids"]) else "")
+    path = _OUTPUT.value or workdir_lib.search_grid_path(_WORKDIR.value, name)
+    images.write_png(path, searcher.grid(image, found))
+    shown = min(MAX_TILES, len(found["ids"]))
+    more = (f" (the first {shown} of {len(found['ids'])})"
+            if shown < len(found["ids"]) else "")
     print(f"grid written to {path}{more}")
   return 0
 

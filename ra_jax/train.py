@@ -5,7 +5,6 @@
 """
 
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from ra_jax import cli
@@ -13,15 +12,14 @@ from ra_jax.training import evaluation, runtime
 from ra_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/*.py file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics"
-                               " and results go; rerun to resume")
-flags.mark_flags_as_required(["config", "workdir"])
+_WORKDIR = cli.workdir_flag("where checkpoints, metrics and results go;"
+                            " rerun to resume")
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  runtime.initialize(_CONFIG.value.get("distributed", "auto"))
+  cli.start(config=_CONFIG.value)
   results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if runtime.is_writer():
     print(evaluation.format_table(results))

@@ -26,28 +26,42 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_STEPS = 8
 
 
-# The shared run on the command line: configs/digits.py:size=tiny plus these.
-TINY_OVERRIDES = ("--config.model.name=mlp", "--config.model.width=32",
-                  f"--config.train.steps={SHARED_STEPS}",
-                  "--config.train.checkpoint_every=4", "--config.eval.every=4",
-                  "--config.optim.learning_rate=0.01")
+# The shared run: configs/digits.py:size=tiny (TINY_CONFIG) with these
+# fields: a width-32 MLP, 8 steps of 16 images at learning rate 0.01 (stable
+# enough that runs on other device counts stay within float rounding),
+# checkpoints at steps 4 and 8, subset evaluation at the same steps,
+# two-stage search with 1 and 2 lists (the default). `tiny_config` and
+# `tiny_flags` are this one description, in Python and on the command line.
+TINY_CONFIG = "configs/digits.py:size=tiny"
+TINY_FIELDS = {"model.name": "mlp", "model.width": 32,
+               "train.steps": SHARED_STEPS, "train.checkpoint_every": 4,
+               "eval.every": 4, "optim.learning_rate": 0.01}
 
 
 def tiny_config(loss: str = "cam", **train):
-  """The shared run's configuration: digits, a width-32 MLP, 8 steps
-  of 16 images at learning rate 0.01 (stable enough that runs on other
-  device counts stay within float rounding), checkpoints at steps 4 and 8,
-  subset evaluation at the same steps, two-stage search with 1 and 2 lists
-  (the default)."""
+  """The shared run's configuration (another loss and train.* fields on
+  request)."""
+  from configs import common
   config = digits.get_config(f"size=tiny,loss={loss}")
-  config.model.name, config.model.width = "mlp", 32
-  config.train.steps = SHARED_STEPS
-  config.train.checkpoint_every = 4
-  config.eval.every = 4
-  config.optim.learning_rate = 0.01
-  for key, value in train.items():
-    setattr(config.train, key, value)
+  common.set_fields(config, {**TINY_FIELDS, **{
+      f"train.{key}": value for key, value in train.items()}})
   return config
+
+
+def tiny_flags(loss: str = "cam") -> list[str]:
+  """`--config` and overrides that give `ra_jax.train` the shared run's
+  configuration."""
+  return ["--config", f"{TINY_CONFIG},loss={loss}"] + [
+      f"--config.{field}={value}" for field, value in TINY_FIELDS.items()]
+
+
+def cli(module: str, *args: str, devices: int = 1, timeout: float = 300
+        ) -> subprocess.CompletedProcess:
+  """`python -m module args...` from the checkout, on `devices` fake CPU
+  devices; its output captured as text."""
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                        env=cli_env(devices), capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def copy_run(source: str, target: str) -> str:

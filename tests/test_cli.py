@@ -3,20 +3,17 @@ mistake is one line naming it, exit status 2, no traceback, and nothing
 left in the work dir."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ra_jax import cli
 from ra_jax.training import experiment
+from ra_jax.training import workdir as workdir_lib
 from tests import runs
 
 
 def _cli(module, *args):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=runs.ROOT,
-                        env=runs.cli_env(), capture_output=True, text=True,
-                        timeout=120)
+  return runs.cli(module, *args, timeout=120)
 
 
 def _one_line_error(result, *fragments):
@@ -85,15 +82,15 @@ def test_work_dirs_that_cannot_be_are_refused_before_anything(tmp_path):
   config = runs.tiny_config()
   (tmp_path / "file").write_text("not a directory")
   with pytest.raises(ValueError, match="is a file, not a directory"):
-    experiment.check_workdir(str(tmp_path / "file"), config)
+    workdir_lib.check(str(tmp_path / "file"), config)
   with pytest.raises(ValueError, match=r"file/run/more: .*file is a file"):
-    experiment.check_workdir(str(tmp_path / "file" / "run" / "more"), config)
+    workdir_lib.check(str(tmp_path / "file" / "run" / "more"), config)
   try:
     import gcsfs  # noqa: F401
   except ImportError:  # as in CI: a gs:// work dir names what is missing
     with pytest.raises(ValueError, match=r"work dir gs://b/run: .*gcsfs.*"
                        r"\(the \.\[gcs\] extra"):
-      experiment.check_workdir("gs://b/run", config)
+      workdir_lib.check("gs://b/run", config)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -130,8 +127,8 @@ def test_training_labels_outside_the_classes_stop_the_run():
 def test_a_search_grid_shows_at_most_max_tiles(tmp_path):
   import numpy as np
   from PIL import Image
-  from ra_jax.training import image_search
+  from ra_jax.trained import images, search
   tile = np.zeros((8, 8, 1), np.uint8)
   path = str(tmp_path / "grid.png")
-  image_search.write_grid(path, tile, [tile] * 500, ["x"] * 500)
-  assert Image.open(path).size[0] == 96 * (1 + image_search.MAX_TILES)
+  images.write_png(path, search.grid(tile, [tile] * 500, ["x"] * 500))
+  assert Image.open(path).size[0] == 96 * (1 + search.MAX_TILES)

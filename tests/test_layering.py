@@ -11,17 +11,21 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ra_jax"
 # package -> the ra_jax packages it may import (besides itself)
+_LIBRARY = {"distances", "files", "timing", "losses", "retrieval", "models",
+            "data"}
 ALLOWED = {
     "files": set(),
     "distances": set(),
+    "timing": set(),
     "losses": {"distances", "files"},
-    "retrieval": {"distances", "files"},
+    "retrieval": {"distances", "files", "timing"},
     "models": {"distances", "files"},
     "data": {"files"},
-    "training": {"distances", "files", "losses", "retrieval", "models",
-                 "data"},
+    "training": _LIBRARY,
+    "trained": _LIBRARY | {"training"},
+    "report": _LIBRARY | {"training", "trained", "cli"},
 }
-NO_FLAX = ("files", "distances", "losses", "retrieval")
+NO_FLAX = ("files", "distances", "timing", "losses", "retrieval")
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -61,7 +65,8 @@ def test_every_import_statement_keeps_to_the_layers(package):
 
 @pytest.mark.slow  # a fresh interpreter each
 @pytest.mark.parametrize("module", ["ra_jax.losses", "ra_jax.distances",
-                                    "ra_jax.retrieval", "ra_jax.files"])
+                                    "ra_jax.retrieval", "ra_jax.files",
+                                    "ra_jax.timing"])
 def test_module_imports_neither_flax_nor_the_trainer(module):
   _check_imports(module, forbid_flax=True)
 
@@ -76,7 +81,7 @@ def _check_imports(module, forbid_flax):
   code = (f"import sys, {module}; "
           "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'flax' "
           f"and {forbid_flax} "
-          "or m.startswith(('ra_jax.training', 'ra_jax.train'))); "
+          "or m.startswith(('ra_jax.train', 'ra_jax.report'))); "
           "print(','.join(bad))")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, check=True)

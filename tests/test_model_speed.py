@@ -44,10 +44,19 @@ def test_mfu_is_xla_flops_times_rate_over_peak():
   # flatten 4x4x3 -> 8 -> 8 -> embedding 8: forward alone is > 2 * 48 * 8
   # FLOPs per image; forward + backward is more.
   assert result["flops_per_image"] > 2 * 48 * 8
-  assert result["mfu"] == pytest.approx(
-      result["flops_per_step"] * result["images_per_second"] / 8
-      / (1e-3 * 1e12 * result["devices"]))
+  assert result["flops_per_step"] == pytest.approx(
+      8 * result["flops_per_image"])
+  assert 0 < result["mfu"]
   assert np.isfinite(result["final_loss"])
+
+
+def test_mfu_of_known_numbers():
+  # 1 GFLOP per image at 1,000 images/s = 1 TFLOP/s, on 2 devices of 4
+  # TFLOP/s peak: 1/8 of the peak.
+  assert model_speed.model_flops_utilization(1e9, 1000, 4.0, 2) == (
+      pytest.approx(0.125))
+  assert model_speed.model_flops_utilization(2e9, 1000, 4.0, 1) == (
+      pytest.approx(0.5))
 
 
 def test_a_batch_the_devices_cannot_split_is_refused():

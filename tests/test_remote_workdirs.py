@@ -18,7 +18,8 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from ra_jax import data, files, retrieval
-from ra_jax.training import experiment, writers
+from ra_jax.training import workdir as workdir_lib
+from ra_jax.training import writers
 from tests import runs
 
 
@@ -90,11 +91,11 @@ def test_metrics_config_and_few_shot_selection_on_gs(bucket):
       {"step": 2, "train/loss": 1.5, "eval/map@100": 0.25}]
 
   config = runs.tiny_config()
-  experiment.claim_workdir(workdir, config)
-  assert experiment.load_config_json(workdir)["loss"]["name"] == "cam"
+  workdir_lib.claim(workdir, config)
+  assert workdir_lib.load_config_json(workdir)["loss"]["name"] == "cam"
   other = runs.tiny_config("ce")
   with pytest.raises(ValueError, match="holds a run with another loss"):
-    experiment.check_workdir(workdir, other)
+    workdir_lib.check(workdir, other)
 
   path = f"{workdir}/few_shot_indices.json"
   data.save_few_shot_indices(path, np.array([3, 1]), {"shot": 1, "seed": 0})
@@ -124,7 +125,7 @@ def test_a_report_of_runs_in_a_bucket(bucket, shared_digits_run):
   from ra_jax.report import build
   build.write_report("gs://b/runs", "gs://b/RESULTS.md", analyze=False)
   report = files.read_text("gs://b/RESULTS.md")
-  assert "| class anchor margin | 1 |" in report
+  assert "| class anchor margin (margin=6.46, min_norm=2.2) | 1 |" in report
   assert "![training curves](RESULTS_figures/training_curves.png)" in report
   assert (bucket / "b" / "RESULTS_figures" / "training_curves.png"
           ).stat().st_size > 0

@@ -1,5 +1,6 @@
 """Per-image preprocessing on the host (NumPy/PIL): training augmentation and
-the deterministic evaluation transform, with per-dataset presets.
+the deterministic evaluation transform (each dataset's preset is in
+`datasets.DATASETS`).
 
 Every function maps a uint8 image (H, W, C) to float32 (S, S, C) normalised
 by the preset's mean and std; random ones draw from the `np.random.Generator`
@@ -13,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from ra_jax.data.source import as_hwc
 
 Kind = Literal["crop_flip", "resized_crop", "none"]
 
@@ -36,27 +39,6 @@ class AugmentConfig:
   flip: bool = True
   mean: tuple[float, ...] = (0.5,)
   std: tuple[float, ...] = (0.5,)
-
-
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-PRESETS = {
-    "cifar100": AugmentConfig(32, "crop_flip", 4, True,
-                              (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
-    "svhn_cropped": AugmentConfig(32, "crop_flip", 4, False,
-                                  (0.438, 0.444, 0.473), (0.198, 0.201, 0.197)),
-    "fashion_mnist": AugmentConfig(28, "crop_flip", 2, True, (0.286,),
-                                   (0.353,)),
-    "digits": AugmentConfig(8, "crop_flip", 1, False, (0.3,), (0.38,)),
-    "food101": AugmentConfig(64, "resized_crop", 0, True, **_IMAGENET),
-    "tiny_imagenet": AugmentConfig(64, "resized_crop", 0, True, **_IMAGENET),
-}
-
-
-def preset(dataset: str, **overrides) -> AugmentConfig:
-  """The preset for `dataset` (ImageNet-style at 64 px for unknown ones)."""
-  base = PRESETS.get(dataset, AugmentConfig(64, "resized_crop", 0, True,
-                                            **_IMAGENET))
-  return dataclasses.replace(base, **overrides)
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -83,9 +65,7 @@ def eval_shorter_side(config: AugmentConfig) -> int:
 
 def eval_transform(image: np.ndarray, config: AugmentConfig) -> np.ndarray:
   """Resize the shorter side to `eval_shorter_side` and center-crop."""
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = image[..., None]
+  image = as_hwc(image)
   size = config.image_size
   height, width = image.shape[:2]
   if (height, width) != (size, size):
@@ -101,9 +81,7 @@ def eval_transform(image: np.ndarray, config: AugmentConfig) -> np.ndarray:
 def train_transform(image: np.ndarray, config: AugmentConfig,
                     rng: np.random.Generator) -> np.ndarray:
   """The preset's random augmentation, then normalisation."""
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = image[..., None]
+  image = as_hwc(image)
   size = config.image_size
   if config.train == "resized_crop":
     image = _random_resized_crop(image, size, rng)

@@ -12,16 +12,9 @@ from typing import Optional
 
 import numpy as np
 
+from ra_jax.data import datasets
 from ra_jax.data.source import ArraySplit
 from ra_jax.data.source import DatasetSource
-
-# The split used for retrieval queries (the database is the train split).
-QUERY_SPLIT = {
-    "cifar100": "test", "cifar10": "test", "food101": "validation",
-    "svhn_cropped": "test", "fashion_mnist": "test", "mnist": "test",
-    "tiny_imagenet": "validation", "digits": "test",
-}
-_OWN_BUILDERS = ("fashion_mnist", "tiny_imagenet")
 
 
 def digits_source(test_fraction: float = 0.25, seed: int = 0) -> DatasetSource:
@@ -43,14 +36,13 @@ def digits_source(test_fraction: float = 0.25, seed: int = 0) -> DatasetSource:
 def _own_builder(name: str, data_dir: Optional[str],
                  manual_dir: Optional[str]):
   """Our builder for `name`, prepared (built once, atomically) if needed."""
+  import importlib
   import tensorflow_datasets as tfds
-  if name == "fashion_mnist":
-    from ra_jax.data.builders import fashion_mnist_idx as module
-    builder_cls = module.FashionMnistIdx
-    manual_dir = manual_dir or module.DEBIAN_DIR
-  else:
-    from ra_jax.data.builders import tiny_imagenet as module
-    builder_cls = module.TinyImagenet
+  entry = datasets.info(name)
+  module, _, class_name = entry.builder.partition(":")
+  builder_cls = getattr(importlib.import_module(
+      f"ra_jax.data.builders.{module}"), class_name)
+  manual_dir = manual_dir or entry.manual_dir
   builder = builder_cls(data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
     if manual_dir is None:
@@ -71,29 +63,31 @@ def tfds_source(name: str, *, data_dir: Optional[str] = None,
                 own_builder: Optional[bool] = None) -> DatasetSource:
   """A TFDS dataset read with `tfds.data_source` (array_record, no TF).
 
-  `own_builder` (fashion_mnist, tiny_imagenet): build with ra_jax's builder
-  from local files. Default: always for tiny_imagenet (not in the catalogue);
-  for fashion_mnist, the catalogue's data when it is already prepared in
-  `data_dir`, else ours from Debian's IDX files (no network needed).
+  `own_builder`: build with ra_jax's builder from local files (datasets
+  with one: `datasets.own_builders()`). Default: the table's choice —
+  always for tiny_imagenet (not in the catalogue); for fashion_mnist, the
+  catalogue's data when it is already prepared in `data_dir`, else ours
+  from Debian's IDX files (no network needed).
   """
   import tensorflow_datasets as tfds
-  if own_builder is None and name in _OWN_BUILDERS:
-    own_builder = name == "tiny_imagenet" or not tfds.builder(
+  entry = datasets.info(name)
+  if own_builder is None and entry.own_builder:
+    own_builder = entry.own_builder == "always" or not tfds.builder(
         name, data_dir=data_dir).is_prepared()
   if own_builder:
-    if name not in _OWN_BUILDERS:
+    if not entry.own_builder:
       raise ValueError(f"ra_jax has no builder of its own for {name!r}; it"
-                       f" has: {', '.join(_OWN_BUILDERS)}")
+                       f" has: {', '.join(datasets.own_builders())}")
     builder = _own_builder(name, data_dir, manual_dir)
   else:
     try:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
       raise ValueError(f"unknown dataset {name!r}: not in the TFDS catalogue"
-                       " (and not one of digits, folder,"
-                       f" {', '.join(_OWN_BUILDERS)})") from e
+                       " (and not one of"
+                       f" {', '.join(datasets.DATASETS)})") from e
   info = builder.info
-  split_names = list(info.splits) or ["train", QUERY_SPLIT.get(name, "test")]
+  split_names = list(info.splits) or ["train", entry.query_split]
   try:
     splits = {split: builder.as_data_source(split) if own_builder else
               tfds.data_source(name, split=split, data_dir=data_dir,
@@ -113,17 +107,35 @@ def tfds_source(name: str, *, data_dir: Optional[str] = None,
   shape = tuple(image.shape) if None not in image.shape else None
   names = label.names if label.names else [str(i) for i in
                                            range(label.num_classes)]
-  query = query_split or QUERY_SPLIT.get(name, "test")
+  query = query_split or entry.query_split
   return DatasetSource(name=name, class_names=list(names), image_shape=shape,
                        splits=splits, query_split=query,
                        database_split=database_split)
 
 
 def get_source(name: str, **kwargs) -> DatasetSource:
-  """The source called `name`: "digits", "folder" (root=...), or TFDS."""
-  if name == "digits":
+  """The source called `name`: "digits", "folder" (root=...), or TFDS
+  (`datasets.DATASETS` says which)."""
+  loader = datasets.info(name).loader
+  if loader == "digits":
     return digits_source(**kwargs)
-  if name == "folder":
+  if loader == "folder":
     from ra_jax.data.folder import folder_source
     return folder_source(**kwargs)
   return tfds_source(name, **kwargs)
+
+
+def source_options(name: str, *, data_dir: str = "", manual_dir: str = "",
+                   builder: str = "auto") -> dict:
+  """`get_source` keyword arguments from a run's dataset config fields,
+  for the loaders that take them. `builder`: "auto", "catalogue" or "own"
+  (a TFDS dataset with a builder of ours)."""
+  if builder not in ("auto", "catalogue", "own"):
+    raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
+                     f" {builder!r}")
+  if datasets.info(name).loader != "tfds":
+    return {}
+  options = {"data_dir": data_dir or None, "manual_dir": manual_dir or None}
+  if builder != "auto":
+    options["own_builder"] = builder == "own"
+  return {k: v for k, v in options.items() if v is not None}

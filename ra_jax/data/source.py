@@ -92,6 +92,13 @@ class ArraySplit:
     return {"image": self.images[index], "label": int(self.labels[index])}
 
 
+def as_hwc(image) -> np.ndarray:
+  """A record's image as an (H, W, C) array: a 2-D grayscale image gets its
+  channel axis (TFDS and PIL give 2-D arrays for one channel)."""
+  image = np.asarray(image)
+  return image[..., None] if image.ndim == 2 else image
+
+
 def split_labels(split: RandomAccessSplit) -> np.ndarray:
   """All labels of a split (N,), reading only labels where the split can."""
   if isinstance(split, ArraySplit):

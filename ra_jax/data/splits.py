@@ -14,6 +14,7 @@ import numpy as np
 
 from ra_jax import files
 from ra_jax.data.source import ArraySplit
+from ra_jax.data.source import as_hwc
 from ra_jax.data.source import DatasetSource
 from ra_jax.data.source import RandomAccessSplit
 from ra_jax.data.source import split_labels
@@ -149,9 +150,7 @@ def _decode(split: RandomAccessSplit) -> ArraySplit:
 
   def read(start):
     records = [split[i] for i in range(start, min(start + chunk, len(split)))]
-    images = np.stack([np.asarray(r["image"]) for r in records])
-    if images.ndim == 3:
-      images = images[..., None]
+    images = np.stack([as_hwc(r["image"]) for r in records])
     return images, np.asarray([int(r["label"]) for r in records])
 
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:

@@ -9,8 +9,8 @@ mask. They import no Flax and nothing from the trainer. `LOSSES` (see
 
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_loss
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
-from ra_jax.losses.class_anchor_margin import DEFAULT_MARGIN
-from ra_jax.losses.class_anchor_margin import DEFAULT_MIN_NORM
+from ra_jax.losses.class_anchor_margin import default_margin
+from ra_jax.losses.class_anchor_margin import default_min_norm
 from ra_jax.losses.class_anchor_margin import nearest_anchor
 from ra_jax.losses.classification import arcface_loss
 from ra_jax.losses.classification import center_loss
@@ -24,8 +24,6 @@ from ra_jax.losses.triplet import MININGS
 from ra_jax.losses.triplet import triplet_loss
 
 __all__ = [
-    "DEFAULT_MARGIN",
-    "DEFAULT_MIN_NORM",
     "LOSSES",
     "LossSpec",
     "MININGS",
@@ -34,6 +32,8 @@ __all__ = [
     "class_anchor_margin_loss",
     "class_anchor_margin_terms",
     "contrastive_loss",
+    "default_margin",
+    "default_min_norm",
     "get_loss",
     "nearest_anchor",
     "proxy_anchor_loss",

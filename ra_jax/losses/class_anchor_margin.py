@@ -7,6 +7,7 @@ least 2*margin apart, and anchors are kept at norm >= min_norm so the whole
 configuration cannot shrink to the origin.
 """
 
+import math
 from typing import Optional
 
 import jax
@@ -19,19 +20,30 @@ from ra_jax.losses import _common
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
 
-# The paper states no constants. Selected on Fashion-MNIST validation by
-# benchmarks/grid.py (issue 14) at D = 128 with N(0, 1) anchors, rounded to
-# 3 significant digits: results/grid/tuning/cam/trial2 (validation mAP
-# 0.8314). The configuration shrinks until the closest anchors are 2m apart
-# (docs/losses.md, "Gradients"), so m sets its scale.
-DEFAULT_MARGIN = 6.46
-DEFAULT_MIN_NORM = 2.2
+def default_margin(dim: int) -> float:
+  """m = sqrt(D / 2): half the typical distance, sqrt(2D), between two
+  anchors drawn from N(0, I_D) (how `models.EmbeddingHead` starts them)."""
+  return math.sqrt(dim / 2.0)
+
+
+def default_min_norm(dim: int) -> float:
+  """p = sqrt(D): the typical norm of an anchor drawn from N(0, I_D)."""
+  return math.sqrt(dim)
+
+
+def _margins(margin, min_norm, dim: int) -> tuple[float, float]:
+  """(m, p), each its scale-aware default when None."""
+  return (default_margin(dim) if margin is None else margin,
+          default_min_norm(dim) if min_norm is None else min_norm)
 
 
 def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
                            attract_weight=1.0, push_weight=0.0):
-  _common.check_hyperparameter("margin", margin, minimum=0.0, inclusive=False)
-  _common.check_hyperparameter("min_norm", min_norm, minimum=0.0)
+  if margin is not None:
+    _common.check_hyperparameter("margin", margin, minimum=0.0,
+                                 inclusive=False)
+  if min_norm is not None:
+    _common.check_hyperparameter("min_norm", min_norm, minimum=0.0)
   _common.check_hyperparameter("repel_weight", repel_weight, minimum=0.0)
   _common.check_hyperparameter("norm_weight", norm_weight, minimum=0.0)
   _common.check_hyperparameter("attract_weight", attract_weight, minimum=0.0)
@@ -68,8 +80,8 @@ def class_anchor_margin_loss(
     labels: jax.Array,
     anchors: jax.Array,
     *,
-    margin: float = DEFAULT_MARGIN,
-    min_norm: float = DEFAULT_MIN_NORM,
+    margin: Optional[float] = None,
+    min_norm: Optional[float] = None,
     repel_weight: float = 1.0,
     norm_weight: float = 1.0,
     attract_weight: float = 1.0,
@@ -115,12 +127,22 @@ def class_anchor_margin_loss(
   label ranges and non-finite inputs do so when the call is eager, and
   under jit only with ``checks=True`` inside `jax.experimental.checkify`.
 
+  Defaults: the paper states no constants. m and p set the scale of the
+  anchor configuration (it shrinks until the closest anchors are 2m apart;
+  docs/losses.md, "Gradients"), so the defaults follow the embedding size:
+  m = sqrt(D/2) and p = sqrt(D), the typical half-distance and norm of
+  anchors drawn from N(0, I_D), so that all three terms act from the first
+  step on such anchors (`default_margin`, `default_min_norm`). Values tuned
+  on a dataset belong in configs (configs/validated.py).
+
   Args:
     embeddings: (B, D) float embeddings.
     labels: (B,) integer class ids in [0, C).
     anchors: (C, D) float class anchors (learnable parameters).
-    margin: m; anchors are pushed until every pair is >= 2m apart.
-    min_norm: p; anchors with norm below p are pushed outward.
+    margin: m; anchors are pushed until every pair is >= 2m apart (None:
+      sqrt(D / 2)).
+    min_norm: p; anchors with norm below p are pushed outward (None:
+      sqrt(D)).
     repel_weight: w_R, weight of the repeller (1 in the paper).
     norm_weight: w_N, weight of the minimum-norm term (1 in the paper).
     attract_weight: w_A, weight of the attractor (1 in the paper; the
@@ -133,11 +155,28 @@ def class_anchor_margin_loss(
 
   Returns:
     (B,) per-example loss in the compute dtype (>= float32).
+  Examples:
+    Two anchors 3 apart; the third example sits 2 from its anchor. With
+    m = 1 the anchors are far enough apart (R = 0); with m = 2 the repeller
+    R = 1/2 (4 - 3)^2 x 2 ordered pairs = 1 is added to every example:
+
+    >>> import jax.numpy as jnp
+    >>> from ra_jax.losses import class_anchor_margin_loss
+    >>> anchors = jnp.array([[0.0, 0.0], [3.0, 0.0]])
+    >>> embeddings = jnp.array([[0.0, 1.0], [3.0, 0.0], [1.0, 0.0]])
+    >>> labels = jnp.array([0, 1, 1])
+    >>> print(class_anchor_margin_loss(embeddings, labels, anchors,
+    ...                                margin=1.0, min_norm=0.0))
+    [0.5 0.  2. ]
+    >>> print(class_anchor_margin_loss(embeddings, labels, anchors,
+    ...                                margin=2.0, min_norm=0.0))
+    [1.5 1.  3. ]
   """
   _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
                          attract_weight, push_weight)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
       embeddings, labels, "anchors", anchors, where, checks)
+  margin, min_norm = _margins(margin, min_norm, anchors.shape[-1])
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
@@ -153,8 +192,8 @@ def class_anchor_margin_terms(
     labels: jax.Array,
     anchors: jax.Array,
     *,
-    margin: float = DEFAULT_MARGIN,
-    min_norm: float = DEFAULT_MIN_NORM,
+    margin: Optional[float] = None,
+    min_norm: Optional[float] = None,
     push_weight: float = 0.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
@@ -167,10 +206,20 @@ def class_anchor_margin_terms(
   ``push`` (mean P_i; not computed otherwise, since the trainer logs the
   terms from inside every step and P costs a (B, C) distance matrix). Same
   arguments as `class_anchor_margin_loss`.
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from ra_jax.losses import class_anchor_margin_terms
+    >>> anchors = jnp.array([[0.0, 0.0], [3.0, 0.0]])
+    >>> embeddings = jnp.array([[0.0, 1.0], [3.0, 0.0], [1.0, 0.0]])
+    >>> terms = class_anchor_margin_terms(embeddings, jnp.array([0, 1, 1]),
+    ...                                   anchors, margin=2.0, min_norm=0.0)
+    >>> print(terms["repel"], terms["min_anchor_distance"])
+    1.0 3.0
   """
   _check_hyperparameters(margin, min_norm, 1.0, 1.0)
   embeddings, labels, anchors, valid = _common.prepare_class_batch(
       embeddings, labels, "anchors", anchors, where, checks)
+  margin, min_norm = _margins(margin, min_norm, anchors.shape[-1])
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
   repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
@@ -191,6 +240,12 @@ def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:
   """Class of the nearest anchor (L2) for each embedding: (B, D) -> (B,) int32.
 
   The classifier the anchors give for free; ties go to the lower class id.
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from ra_jax.losses import nearest_anchor
+    >>> anchors = jnp.array([[0.0, 0.0], [3.0, 0.0]])
+    >>> print(nearest_anchor(jnp.array([[0.0, 1.0], [2.0, 0.0]]), anchors))
+    [0 1]
   """
   embeddings, anchors = jnp.asarray(embeddings), jnp.asarray(anchors)
   if embeddings.ndim != 2:

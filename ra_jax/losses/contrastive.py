@@ -7,9 +7,11 @@ import jax.numpy as jnp
 
 from ra_jax.losses import _common
 
-# Defaults selected on validation (docs/losses.md, "Defaults"):
-POSITIVE_MARGIN = 0.162  # results/grid/tuning/contrastive/trial3
-NEGATIVE_MARGIN = 0.712  # same run (unit-sphere embeddings)
+# Hadsell et al.'s form (no positive margin) with the negative margin of 1
+# that pytorch-metric-learning's ContrastiveLoss uses (docs/losses.md,
+# "Defaults").
+POSITIVE_MARGIN = 0.0
+NEGATIVE_MARGIN = 1.0
 
 
 def contrastive_loss(
@@ -33,9 +35,7 @@ def contrastive_loss(
 
   Each mean is 0 when its set is empty. Averaging positives and negatives
   separately keeps the C-1 times more numerous negatives from swamping the
-  positives. Defaults m_+ = 0.162, m_- = 0.712,
-  selected on validation on the unit sphere (POSITIVE_MARGIN; Hadsell et
-  al.'s form has m_+ = 0).
+  positives. Defaults m_+ = 0 (Hadsell et al.'s form) and m_- = 1.
   Cost O(B^2 * D).
 
   Args:
@@ -45,6 +45,13 @@ def contrastive_loss(
     squared: use squared L2 distances.
     where: optional (B,) mask; masked examples give 0 and take part in no pair.
     checks: see `class_anchor_margin_loss` (non-finite embeddings).
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from ra_jax.losses import contrastive_loss
+    >>> embeddings = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> loss = contrastive_loss(embeddings, jnp.array([0, 0, 1]))
+    >>> print([f"{value:.3f}" for value in loss])
+    ['0.400', '0.468', '0.034']
   """
   _common.check_hyperparameter("positive_margin", positive_margin,
                                minimum=0.0)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from ra_jax.distances import cosine_similarity_matrix
 from ra_jax.losses import _common
 
-# Defaults selected on validation (docs/losses.md, "Defaults"):
-SCALE = 22.8  # results/grid/tuning/proxy_anchor/trial4
-MARGIN = 0.178  # same run
+# The paper's constants (docs/losses.md, "Defaults"):
+SCALE = 32.0  # alpha
+MARGIN = 0.1  # delta
 
 
 def _log1p_sum_exp(logits: jax.Array, mask: jax.Array) -> jax.Array:
@@ -45,13 +45,22 @@ def proxy_anchor_loss(
           e^{\alpha (s(x,p) + \delta)}\Big)
 
   Every valid example carries L, so ``loss.mean()`` (or
-  ``loss.sum() / where.sum()``) is L. Defaults alpha = 22.8, delta = 0.178,
-  selected on validation (SCALE, MARGIN; the paper's are 32 and 0.1).
+  ``loss.sum() / where.sum()``) is L. Defaults alpha = 32, delta = 0.1, the
+  paper's.
 
   Args:
     embeddings: (B, D). labels: (B,) ints in [0, C). proxies: (C, D).
     scale: alpha (> 0). margin: delta (>= 0). where: optional (B,) mask.
     checks: see `class_anchor_margin_loss`.
+  Examples:
+    A batch-level loss: every example carries the same value.
+
+    >>> import jax.numpy as jnp
+    >>> from ra_jax.losses import proxy_anchor_loss
+    >>> embeddings = jnp.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> print(proxy_anchor_loss(embeddings, jnp.array([0, 1]),
+    ...                         jnp.eye(2)).round(2))
+    [3.24 3.24]
   """
   _common.check_hyperparameter("scale", scale, minimum=0.0, inclusive=False)
   _common.check_hyperparameter("margin", margin, minimum=0.0)

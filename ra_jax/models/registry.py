@@ -4,11 +4,14 @@ Names: `mlp` (flattened pixels, two 256-unit ReLU layers; `width=`,
 `depth=`), `resnet{18,34,50,101,152}` (ImageNet stem, for >= 64 px images),
 `resnet{depth}_cifar` (CIFAR stem, for 32 px), and `vit_{ti,s,b}{patch}`
 (e.g. `vit_s16` at 224 px, `vit_s8` at 64 px, `vit_s4` at 32 px; pass
-`image_size=` for other sizes).
+`image_size=` for other sizes). `FAMILIES` is the one table of which name
+builds what and which run options (`model.width`, `model.depth`, the image
+size) each family takes.
 """
 
+import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,16 +25,74 @@ from ra_jax.models.head import RetrievalModel
 
 # The image size a ViT's position embeddings are made for, by patch size.
 VIT_DEFAULT_IMAGE_SIZE = {16: 224, 14: 224, 32: 224, 8: 64, 4: 32}
-_RESNET = re.compile(r"resnet(\d+)(_cifar)?")
-_VIT = re.compile(r"vit_(ti|s|b)(\d+)")
+
+
+def _mlp(match, common, kwargs):
+  return mlp_lib.MLP(**common, **kwargs)
+
+
+def _resnet(match, common, kwargs):
+  depth = int(match.group(1))
+  if depth not in resnet_lib.DEPTHS:
+    return None
+  stem = "cifar" if match.group(2) else "imagenet"
+  return resnet_lib.resnet(depth, stem=stem, **common, **kwargs)
+
+
+def _vit(match, common, kwargs):
+  patch = int(match.group(2))
+  image_size = kwargs.pop("image_size", VIT_DEFAULT_IMAGE_SIZE.get(patch))
+  if image_size is None:
+    raise ValueError(f"model {match.group(0)!r}: pass image_size= (no"
+                     f" default for patch size {patch})")
+  return vit_lib.vit(match.group(1), patch, image_size, **common, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """Backbones whose names match `pattern`, built by `build(match, common
+  kwargs, kwargs)` (None: the name matches but is not a model). `options`:
+  the run options (`backbone_options`) the family takes."""
+  pattern: re.Pattern
+  build: Callable[..., Optional[nn.Module]]
+  options: tuple[str, ...]
+  names: tuple[str, ...]  # the standard names, for error messages
+
+
+FAMILIES = {
+    "mlp": Family(re.compile(r"mlp"), _mlp, ("width", "depth"), ("mlp",)),
+    "resnet": Family(
+        re.compile(r"resnet(\d+)(_cifar)?"), _resnet, ("width",),
+        tuple(f"resnet{d}{s}" for d in resnet_lib.DEPTHS
+              for s in ("", "_cifar"))),
+    "vit": Family(
+        re.compile(r"vit_(ti|s|b)(\d+)"), _vit, ("depth", "image_size"),
+        tuple(f"vit_{size}{p}" for size in vit_lib.SIZES for p in (16, 8, 4))),
+}
 
 
 def model_names() -> list[str]:
   """The standard names (any depth in DEPTHS / ViT patch size also works)."""
-  names = ["mlp"]
-  names += [f"resnet{d}{s}" for d in resnet_lib.DEPTHS for s in ("", "_cifar")]
-  names += [f"vit_{size}{p}" for size in vit_lib.SIZES for p in (16, 8, 4)]
-  return names
+  return [name for family in FAMILIES.values() for name in family.names]
+
+
+def family_of(name: str) -> tuple[str, re.Match]:
+  """(family name, the name's match) of a model name; a ValueError lists
+  the known names."""
+  for family_name, family in FAMILIES.items():
+    match = family.pattern.fullmatch(name)
+    if match:
+      return family_name, match
+  raise ValueError(f"unknown model name {name!r}; known names:"
+                   f" {', '.join(model_names())}")
+
+
+def backbone_options(name: str, **options) -> dict[str, Any]:
+  """The run options (width, depth, image_size) that model `name`'s family
+  takes, leaving out those at 0 (the architecture's default)."""
+  family = FAMILIES[family_of(name)[0]]
+  return {key: value for key, value in options.items()
+          if key in family.options and value}
 
 
 def get_backbone(name: str, *, num_classes: Optional[int] = None,
@@ -41,23 +102,12 @@ def get_backbone(name: str, *, num_classes: Optional[int] = None,
   `num_classes`. kwargs go to `MLP` (width, depth), `ResNet` (e.g. width)
   or `ViT` (e.g. image_size, pool, depth)."""
   common = dict(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype)
-  if name == "mlp":
-    return mlp_lib.MLP(**common, **kwargs)
-  match = _RESNET.fullmatch(name)
-  if match and int(match.group(1)) in resnet_lib.DEPTHS:
-    stem = "cifar" if match.group(2) else "imagenet"
-    return resnet_lib.resnet(int(match.group(1)), stem=stem, **common,
-                             **kwargs)
-  match = _VIT.fullmatch(name)
-  if match:
-    patch = int(match.group(2))
-    image_size = kwargs.pop("image_size", VIT_DEFAULT_IMAGE_SIZE.get(patch))
-    if image_size is None:
-      raise ValueError(f"model {name!r}: pass image_size= (no default for"
-                       f" patch size {patch})")
-    return vit_lib.vit(match.group(1), patch, image_size, **common, **kwargs)
-  raise ValueError(f"unknown model name {name!r}; known names:"
-                   f" {', '.join(model_names())}")
+  family_name, match = family_of(name)
+  backbone = FAMILIES[family_name].build(match, common, dict(kwargs))
+  if backbone is None:
+    raise ValueError(f"unknown model name {name!r}; known names:"
+                     f" {', '.join(model_names())}")
+  return backbone
 
 
 def get_model(name: str, *, embedding_dim: int, num_classes: int,

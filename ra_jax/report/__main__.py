@@ -1,7 +1,8 @@
-"""python -m ra_jax.report --workdir DIR [--output DIR/RESULTS.md] [--no-analyze]
+"""python -m ra_jax.report --workdir DIR [--output DIR/RESULTS.md]
+    [--focus LOSS] [--no-analyze]
 
-DIR is one run's work dir or a directory of runs (e.g. benchmarks/grid.py's
---out). Figures go next to the report, in <output stem>_figures/.
+DIR is one run's work dir or a directory of runs. Figures go next to the
+report, in <output stem>_figures/.
 """
 
 import argparse
@@ -15,6 +16,9 @@ def main() -> int:
                   " runs under --workdir.")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--output", help="default: <workdir>/RESULTS.md")
+  parser.add_argument("--focus", help="the loss (registry name) the"
+                      " verdicts compare with the others; default: the one"
+                      " DIR/protocol.json names, else cam")
   parser.add_argument("--no-analyze", action="store_true",
                       help="do not embed data for the two-stage table and"
                            " figures that need embeddings")
@@ -25,7 +29,8 @@ def main() -> int:
   from ra_jax.report import build
   output = args.output or files.join(args.workdir, "RESULTS.md")
   try:
-    build.write_report(args.workdir, output, analyze=not args.no_analyze)
+    build.write_report(args.workdir, output, analyze=not args.no_analyze,
+                       focus=args.focus)
   except (OSError, ValueError) as error:  # the user's paths or files
     from ra_jax import cli
     cli.fail(cli.one_line(error))

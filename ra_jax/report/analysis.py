@@ -2,10 +2,10 @@
 `analysis.json` + `analysis.npz` in its work dir (so the report itself only
 reads files):
 
-- two-stage vs exact search over all queries (`retrieval.compare_searches`):
-  mAP@100, P@10, P@100 and wall time (median of 3 warm calls) for 1, 2, 3
-  lists kept, with label lists and with lists from each database item's
-  nearest anchor;
+- two-stage vs exact search over all queries (`retrieval.evaluate_searches`:
+  full-ranking metrics, distances and top-100 wall time, median of 3 warm
+  calls) for 1, 2, 3 lists kept, with label lists and with lists from each
+  database item's nearest anchor;
 - a precision-recall curve (interpolated precision at 11 recall levels,
   averaged over up to 1,000 evenly spaced queries, full ranking);
 - a 2-D PCA projection of up to 2,000 query embeddings and the anchors;
@@ -16,18 +16,21 @@ reads files):
 import numpy as np
 
 from ra_jax import files, retrieval
-from ra_jax.training import trained
+from ra_jax.trained import TrainedRun
+from ra_jax.training import workdir as workdir_lib
 
 
 def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
             ) -> dict:
-  run = trained.TrainedRun(workdir)
+  """Computes the analyses of the module docstring from `workdir`'s newest
+  checkpoint and writes them beside its results (analysis.json, .npz)."""
+  run = TrainedRun(workdir)
   query, query_labels = run.embed_split(run.split("query"))
   db, db_labels = run.embed_split(run.split("database"))
   out = {"step": run.step, "num_queries": len(query), "num_database": len(db)}
   lists = [n for n in (1, 2, 3)
            if run.anchors is not None and n <= len(run.anchors)]
-  out["search"] = retrieval.compare_searches(
+  out["search"], _ = retrieval.evaluate_searches(
       query, query_labels, db, db_labels, run.anchors, k=min(100, len(db)),
       ks=tuple(x for x in (10, 100) if x <= len(db)), num_lists=lists,
       list_sources=("labels", "anchors"), repeats=repeats)
@@ -44,10 +47,12 @@ def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
                      for q, row in zip(chosen, ids)]
   shown = _spread(len(query), 2000)
   points, anchors = project(query[shown], run.anchors)
-  with files.atomic_write(files.join(workdir, "analysis.npz"), "wb") as f:
+  with files.atomic_write(workdir_lib.path(workdir,
+                                          workdir_lib.ANALYSIS_ARRAYS),
+                          "wb") as f:
     np.savez(f, points=points, labels=query_labels[shown],
              anchors=anchors if anchors is not None else np.zeros((0, 2)))
-  files.write_json(files.join(workdir, "analysis.json"), out)
+  files.write_json(workdir_lib.path(workdir, workdir_lib.ANALYSIS), out)
   return out
 
 

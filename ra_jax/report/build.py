@@ -1,78 +1,85 @@
-"""Assembles the Markdown report from run files and analyses."""
+"""Assembles a Markdown report from run files and analyses: the generic
+report of any directory of runs (`write_report`) and the sections a study's
+own report reuses (`header`, `group_table`, `figures_section`)."""
 
 import datetime
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ra_jax import files
-from ra_jax.data import augment
-from ra_jax.report import analysis, diagnostics, figures, stages, verdicts
+from ra_jax import data, files
+from ra_jax.report import analysis, comparison, figures
 from ra_jax.report import runs as runs_lib
-from ra_jax.report.runs import OURS
+from ra_jax.trained import images
+from ra_jax.training import workdir as workdir_lib
 from ra_jax.training import writers
 
-_map = runs_lib.exact_value  # a run's exact mAP (or another metric)
+# The loss the verdicts are about when neither the caller nor a study's
+# protocol.json names one: this library's subject.
+DEFAULT_FOCUS = "cam"
 
 
-def write_report(root: str, output: str, *, analyze: bool = True) -> str:
-  runs = runs_lib.find_runs(root)
-  if not runs:
-    raise FileNotFoundError(f"no finished run (results.json + config.json)"
-                            f" at or below {root}")
+def focus_of(root: str, focus: Optional[str] = None) -> str:
+  """`focus`, else the focus a study's protocol.json at `root` names, else
+  DEFAULT_FOCUS."""
+  path = files.join(root, "protocol.json")
+  if focus is None and files.exists(path):
+    focus = files.read_json(path).get("focus")
+  return focus or DEFAULT_FOCUS
+
+
+def write_report(root: str, output: str, *, analyze: bool = True,
+                 focus: Optional[str] = None,
+                 command: Optional[str] = None) -> str:
+  """The report of every finished run at or below `root`: per group its
+  table, the focus loss against the others (with per-query APs, paired
+  tests) and its two-stage search, then figures. `command`: what the
+  header says generated it."""
+  runs = find(root)
+  focus = focus_of(root, focus)
   summaries = runs_lib.summarise(runs)
-  figure_dir = os.path.splitext(output)[0] + "_figures"
-  rel = os.path.basename(figure_dir)  # beside the report
-  staged = [r for r in runs if r.stage]
-  lines = _header(root, runs)
-  protocol = stages.read_protocol(root) if staged else None
-  # Bootstraps over queries, once per final group: the answer up front and
-  # the group's own section show the same tests.
-  tests = {group: verdicts.paired_tests(runs, group) for group in summaries
-           if staged and group.startswith("final/")}
-  if staged:
-    lines += verdicts.answer_section(runs, summaries, protocol, tests)
-    lines += stages.protocol_section(protocol) + stages.missing_stages(staged)
-    lines += stages.tuning_section(staged, protocol)
-    lines += stages.variants_section(staged, protocol)
-    lines += stages.length_section(staged, protocol, figure_dir, rel)
-  else:
-    lines += _protocol(runs)
+  figure_dir, rel = figure_paths(output)
+  lines = header(root, runs, command or
+                 f"python -m ra_jax.report --workdir {root}")
+  lines += _protocol(runs)
   for group, rows in summaries.items():
-    if any(r.group == group and r.stage not in (None, "final") for r in runs):
-      continue  # tuning, variants, length, ablation: sections of their own
-    lines += _group_table(group, rows)
-    if staged:
-      lines += verdicts.final_significance(runs, group, tests.get(group))
-      lines += verdicts.targets_section(runs, protocol, group)
-      lines += verdicts.two_stage_section(runs, group)
-  if staged:
-    lines += diagnostics.ablation_section(staged)
-    lines += diagnostics.diagnosis_section(root, staged)
-  primary, featured = _featured(runs, summaries)
-  lines += ["## Figures", ""]
-  metrics = [writers.read_metrics(r.workdir) for r in featured]
-  figures.training_curves(files.join(figure_dir, "training_curves.png"),
-                          featured, metrics)
-  lines += [f"Training curves, {primary}" + (
-      "" if primary.startswith("tuning") else
-      f" (seed {featured[0].seed} of each loss)") + ":", "",
-            f"![training curves]({rel}/training_curves.png)", ""]
-  if analyze:
-    lines += _analysis_sections(featured, primary, figure_dir, rel)
+    lines += group_table(group, rows, focus, runs)
+    tests = comparison.paired_tests(runs, group, focus)
+    if any(test is not None or len(per_seed) > 1
+           for per_seed, test in tests.values()):  # something to test
+      lines += comparison.final_significance(runs, group, focus, tests)
+    lines += comparison.two_stage_section(runs, group, focus)
+  primary = _primary_group(summaries, focus)
+  lines += figures_section(primary, featured_runs(runs, primary),
+                           figure_dir, rel, analyze=analyze, focus=focus)
   files.write_text(output, "\n".join(lines) + "\n")
   return output
 
 
-def _header(root, runs) -> list[str]:
+def find(root: str) -> list[runs_lib.RunRecord]:
+  """`runs_lib.find_runs`, refusing a directory with no finished run."""
+  runs = runs_lib.find_runs(root)
+  if not runs:
+    raise FileNotFoundError(f"no finished run ({workdir_lib.RESULTS} +"
+                            f" {workdir_lib.CONFIG}) at or below {root}")
+  return runs
+
+
+def figure_paths(output: str) -> tuple[str, str]:
+  """(the figures' directory beside the report, its name relative to it)."""
+  figure_dir = os.path.splitext(output)[0] + "_figures"
+  return figure_dir, os.path.basename(figure_dir)
+
+
+def header(root, runs, command: str) -> list[str]:
   env = runs[0].results.get("run", {})
   machine = env.get("machine", {})
   versions = env.get("versions", {})
   wall = sum(r.wall_seconds for r in runs)
   lines = [
       "# Results", "",
-      f"Generated by `python -m ra_jax.report --workdir {root}` on"
+      f"Generated by `{command}` on"
       f" {datetime.date.today().isoformat()} from {len(runs)} runs' result"
       " files; regenerate it rather than editing it.", "",
       f"- Hardware: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')}"
@@ -108,7 +115,7 @@ def _protocol(runs) -> list[str]:
       values = sorted({str(r.config.get(section, {}).get(key, "-"))
                        for r in members})
       parts.append(f"{title} {' / '.join(values)}")
-    aug = augment.preset(name)
+    aug = data.preset(name)
     parts.append(f"augmentation {aug.train} (padding {aug.padding}, flips"
                  f" {'on' if aug.flip else 'off'})")
     lines.append(f"- {name} ({len(members)} runs): " + ", ".join(parts))
@@ -138,7 +145,21 @@ def _fmt(summary: runs_lib.Summary, key: str) -> str:
   return f"{summary.mean[key]:.4f}"
 
 
-def _group_table(group: str, rows) -> list[str]:
+def _protocol_text(runs, group: str) -> str:
+  """"queries = test split, database = training split" of a group's runs
+  (both joined by / where its runs differ)."""
+  def names(role):
+    found = sorted({r.results.get("dataset", {}).get(f"{role}_split", "?")
+                    for r in runs if r.group == group})
+    return " / ".join("training" if n == "train" else n for n in found)
+  return f"queries = {names('query')} split, database = {names('database')}" \
+         " split"
+
+
+def group_table(group: str, rows, focus: str, runs=None) -> list[str]:
+  """A group's table (mean ± std over seeds per label) and the focus
+  loss's verdict sentence. `runs`: the group's runs, to name its query and
+  database splits (default: the test and training splits)."""
   columns = runs_lib.METRICS + (("nearest_anchor_accuracy",
                                  "nearest-anchor acc."),)
   best = {key: max((r.mean[key] for r in rows if key in r.mean), default=None)
@@ -156,56 +177,66 @@ def _group_table(group: str, rows) -> list[str]:
     lines.append(f"| {row.label} | {len(row.seeds)} | " + " | ".join(cells)
                  + " |")
   lines.append("")
+  where = (_protocol_text(runs, group) if runs else
+           "queries = test split, database = training split")
   lines.append("Mean ± sample std over seeds; bold = best mean in the"
-               " column. Exact search, queries = test split, database ="
-               " training split, full ranking for mAP.")
-  sentence = runs_lib.verdict(rows, OURS)
+               f" column. Exact search, {where}, full ranking for mAP.")
+  sentence = runs_lib.verdict(rows, focus)
   if sentence:
     lines += ["", sentence]
   return lines + [""]
 
 
-def _featured(runs, summaries):
-  """The group the figures show and one run per loss of it: the final
-  full-set runs (lowest seed) of a staged grid, else its best tuning trial
-  per loss, else the group with the most seeds of our loss."""
-  if any(r.group == "final/full" for r in runs) or not any(
-      r.stage == "tuning" for r in runs):
-    primary = ("final/full" if any(r.group == "final/full" for r in runs)
-               else _primary_group(summaries))
-    return primary, [r for r in runs if r.group == primary and r.seed == min(
-        x.seed for x in runs if x.group == primary and x.label == r.label)]
-  best = {}
-  for run in runs:
-    if run.stage == "tuning" and (run.loss not in best or
-                                  _map(run) > _map(best[run.loss])):
-      best[run.loss] = run
-  return "tuning (best trial of each loss)", list(best.values())
+def featured_runs(runs, group: str) -> list[runs_lib.RunRecord]:
+  """One run per label of `group`: its lowest seed."""
+  return [r for r in runs if r.group == group and r.seed == min(
+      x.seed for x in runs if x.group == group and x.label == r.label)]
 
 
-def _primary_group(summaries) -> str:
-  with_ours = [g for g, rows in summaries.items()
-               if any(r.loss == OURS for r in rows)] or list(summaries)
-  return max(with_ours, key=lambda g: (sum(len(r.seeds) for r in
-                                           summaries[g]), "full" in g,
-                                       summaries[g][0].num_queries))
+def _primary_group(summaries, focus: str) -> str:
+  """The group with the most runs among those with the focus loss."""
+  with_focus = [g for g, rows in summaries.items()
+                if any(r.loss == focus for r in rows)] or list(summaries)
+  return max(with_focus, key=lambda g: (sum(len(r.seeds) for r in
+                                            summaries[g]), "full" in g,
+                                        summaries[g][0].num_queries))
+
+
+def figures_section(primary: str, featured: Sequence[runs_lib.RunRecord],
+                    figure_dir: str, rel: str, *, analyze: bool,
+                    focus: str, seeds_text: bool = True) -> list[str]:
+  """Training curves of `featured` (one run per loss of group `primary`),
+  and with `analyze` the figures that need the runs' embeddings."""
+  lines = ["## Figures", ""]
+  metrics = [writers.read_metrics(r.workdir) for r in featured]
+  figures.training_curves(files.join(figure_dir, "training_curves.png"),
+                          featured, metrics)
+  lines += [f"Training curves, {primary}" + (
+      f" (seed {featured[0].seed} of each loss)" if seeds_text else "")
+            + ":", "", f"![training curves]({rel}/training_curves.png)", ""]
+  if analyze:
+    lines += _analysis_sections(featured, primary, figure_dir, rel, focus)
+  return lines
 
 
 def _load_or_analyze(run) -> Optional[dict]:
-  path = files.join(run.workdir, "analysis.json")
+  path = workdir_lib.path(run.workdir, workdir_lib.ANALYSIS)
   if not files.exists(path):
     try:
       analysis.analyze(run.workdir)
     except FileNotFoundError:  # no checkpoint left: nothing to embed
       return None
-  data = files.read_json(path)
-  with files.open_file(files.join(run.workdir, "analysis.npz"), "rb") as raw:
+  found = files.read_json(path)
+  with files.open_file(workdir_lib.path(run.workdir,
+                                        workdir_lib.ANALYSIS_ARRAYS),
+                       "rb") as raw:
     with np.load(raw) as f:
-      data["projection"] = {k: f[k] for k in f.files}
-  return data
+      found["projection"] = {k: f[k] for k in f.files}
+  return found
 
 
-def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
+def _analysis_sections(featured, primary, figure_dir, rel,
+                       focus: str) -> list[str]:
   analyses = [(r, _load_or_analyze(r)) for r in featured]
   analyses = [(r, a) for r, a in analyses if a is not None]
   if not analyses:
@@ -218,21 +249,19 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
             " ranking):", "", f"![precision-recall]({rel}/precision_recall.png)",
             ""]
   shown = {r.label: a["projection"] for r, a in analyses
-           if r.loss in (OURS, "ce")} or {
+           if r.loss in (focus, "ce")} or {
                analyses[0][0].label: analyses[0][1]["projection"]}
   figures.projections(files.join(figure_dir, "projection.png"), shown)
   lines += ["2-D PCA projection of 2,000 test embeddings (colour = class;"
             " stars = class anchors):", "",
             f"![projection]({rel}/projection.png)", ""]
-  ours = next(((r, a) for r, a in analyses if r.loss == OURS), None)
+  ours = next(((r, a) for r, a in analyses if r.loss == focus), None)
   if ours is not None:
     run, a = ours
-    from ra_jax.training import trained
-    loaded = trained.TrainedRun(run.workdir)
-    figures.example_queries(
-        files.join(figure_dir, "example_queries.png"), a["examples"],
-        loaded.split("query"), loaded.split("database"),
-        loaded.source.class_names)
+    from ra_jax.trained import TrainedRun
+    loaded = TrainedRun(run.workdir)
+    images.write_png(files.join(figure_dir, "example_queries.png"),
+                     example_queries(a["examples"], loaded))
     lines += [f"Example test queries and their top-10 training images"
               f" ({run.label}, exact search; green = same class):", "",
               f"![example queries]({rel}/example_queries.png)", ""]
@@ -240,22 +269,43 @@ def _analysis_sections(featured, primary, figure_dir, rel) -> list[str]:
   return lines
 
 
+def example_queries(examples: Sequence[dict], run):
+  """Each row: a query, then its neighbours, captioned with their class
+  (green = the query's class, red = another)."""
+  names = run.source.class_names
+  name = lambda label: names[label] if label < len(names) else str(label)
+  queries, database = run.split("query"), run.split("database")
+  rows = []
+  for example in examples:
+    row = [(queries[example["query"]]["image"],
+            f"query: {name(example['label'])}", "black")]
+    for item, label in zip(example["neighbours"],
+                           example["neighbour_labels"]):
+      row.append((database[item]["image"], name(label),
+                  "green" if label == example["label"] else "red"))
+    rows.append(row)
+  return images.render_rows(rows)
+
+
 def _search_table(primary, label, a) -> list[str]:
   rows = a["search"]
   exact = rows[0]
   lines = [f"## Two-stage vs exact search ({primary}, {label})", "",
            f"{a['num_queries']} queries against {a['num_database']} database"
-           " items, top 100 per query, this machine's CPU.", "",
-           "| search | lists kept | lists from | mAP@100 | P@10 | P@100 |"
-           " seconds | speed-up |", "|---|---|---|---|---|---|---|---|"]
+           " items; full-ranking metrics (a two-stage search's kept lists"
+           " first); top-100 search time on this machine's CPU.", "",
+           "| search | lists kept | lists from | mAP | mAP@100 | P@10 |"
+           " distances (share of exact) | seconds | speed-up |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
+    m = row["metrics"]
     lines.append(
-        f"| {row['search']} | {row['lists'] or 'all'} |"
-        f" {row['list_source'] or '-'} | {row['map@100']:.4f} |"
-        f" {row.get('precision@10', float('nan')):.4f} |"
-        f" {row['precision@100']:.4f} | {row['seconds']:.3f} |"
+        f"| {row['search'].replace('_', '-')} | {row['lists'] or 'all'} |"
+        f" {row['list_source'] or '-'} | {m['map']:.4f} |"
+        f" {m.get('map@100', float('nan')):.4f} |"
+        f" {m.get('precision@10', float('nan')):.4f} |"
+        f" {row['distance_fraction']:.3f} | {row['seconds']:.3f} |"
         f" {exact['seconds'] / row['seconds']:.1f}x |")
   return lines + ["", "Label lists: a database item is in its class's list;"
                   " anchor lists: in the list of its nearest anchor (for"
-                  " unlabelled databases). Items outside the kept lists are"
-                  " not returned.", ""]
+                  " unlabelled databases).", ""]

@@ -92,33 +92,6 @@ def projections(path: str, panels: dict[str, dict]) -> None:
   _save(fig, path)
 
 
-def example_queries(path: str, examples: Sequence[dict], query_split,
-                    db_split, class_names: Sequence[str]) -> None:
-  """Each row: a query, then its top-10 neighbours (green = same class)."""
-  plt = _pyplot()
-  width = 1 + max(len(e["neighbours"]) for e in examples)
-  fig, axes = plt.subplots(len(examples), width,
-                           figsize=(1.3 * width, 1.5 * len(examples)),
-                           squeeze=False)
-  for row, example in zip(axes, examples):
-    images = [query_split[example["query"]]["image"]] + [
-        db_split[i]["image"] for i in example["neighbours"]]
-    labels = [example["label"]] + example["neighbour_labels"]
-    for col, axis in enumerate(row):
-      axis.axis("off")
-      if col >= len(images):
-        continue
-      image = np.squeeze(np.asarray(images[col]))
-      axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
-      name = class_names[labels[col]] if labels[col] < len(class_names) else (
-          str(labels[col]))
-      color = "black" if col == 0 else (
-          "green" if labels[col] == example["label"] else "red")
-      axis.set_title(("query: " if col == 0 else "") + name[:12], fontsize=7,
-                     color=color)
-  _save(fig, path)
-
-
 def _save(fig, path: str) -> None:
   fig.tight_layout()
   with files.atomic_write(path, "wb") as f:

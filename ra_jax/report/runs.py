@@ -1,9 +1,9 @@
 """Finding finished runs under a directory and summarising them by group.
 
 A run is a work dir with results.json and config.json. Its group comes from
-`grid.json` (written by benchmarks/grid.py: the path <group...>/<label>/<run>,
-and the stage the run belongs to),
-else from its config: "<dataset>/full" or "<dataset>/<shot>-shot". Its label
+the study record a study writes into it (`workdir.STUDY_RECORD`: the path
+<group...>/<label>/<run>, and the stage the run belongs to), else from its
+config: "<dataset>/full" or "<dataset>/<shot>-shot". Its label
 is the loss's full name from the loss registry, with the hyperparameters
 that differ from the defaults ("triplet (mining=hard)"), plus the grid's
 variant for runs that change another setting ("... [emb=128]") and the model
@@ -16,8 +16,9 @@ import statistics
 from typing import Optional
 
 from ra_jax import files, losses
+from ra_jax.training import evaluation
+from ra_jax.training import workdir as workdir_lib
 
-OURS = "cam"  # the registry name of the loss the report is about
 METRICS = (("map", "mAP"), ("map@100", "mAP@100"),
            ("precision@10", "P@10"), ("precision@100", "P@100"))
 
@@ -36,8 +37,8 @@ class RunRecord:
   loss: str = ""
   name: str = ""
   variant: Optional[str] = None
-  stage: Optional[str] = None  # benchmarks/grid.py's stage, if any
-  grid: dict = dataclasses.field(default_factory=dict)  # its grid.json
+  stage: Optional[str] = None  # the study's stage, if any
+  grid: dict = dataclasses.field(default_factory=dict)  # its study record
 
   @property
   def wall_seconds(self) -> float:
@@ -52,17 +53,18 @@ def _load(path: str) -> Optional[dict]:
 
 
 def find_runs(root: str) -> list[RunRecord]:
-  """Every finished run at or below `root`, sorted by group, label, seed."""
+  """Every finished run at or below `root`, sorted by group, label, seed;
+  results.json files of older versions are read in today's form
+  (`evaluation.upgraded_results`)."""
   runs = []
   for directory, subdirs, names in files.walk(root):
-    subdirs[:] = sorted(d for d in subdirs if d not in (
-        "checkpoints", "checkpoints_unreadable", "tensorboard", "index",
-        "search", "evaluation", "logs"))
-    if "results.json" not in names or "config.json" not in names:
+    subdirs[:] = sorted(d for d in subdirs if d not in workdir_lib.NOT_RUNS)
+    if not workdir_lib.is_run(names):
       continue
-    results = _load(files.join(directory, "results.json"))
-    config = _load(files.join(directory, "config.json"))
-    grid = _load(files.join(directory, "grid.json"))
+    results = evaluation.upgraded_results(_load(workdir_lib.path(
+        directory, workdir_lib.RESULTS)))
+    config = _load(workdir_lib.path(directory, workdir_lib.CONFIG))
+    grid = workdir_lib.read_study_record(directory)
     loss = config["loss"]["name"]
     name = loss_name(config["loss"])
     if grid is not None:
@@ -84,6 +86,13 @@ def find_runs(root: str) -> list[RunRecord]:
 def loss_title(loss: str) -> str:
   """A registered loss's title, e.g. "class anchor margin" for "cam"."""
   return loss_name({"name": loss})
+
+
+def loss_subject(loss: str) -> str:
+  """A loss as the subject of a sentence: "The class anchor margin loss",
+  "The center loss"."""
+  title = loss_title(loss)
+  return f"The {title}" + ("" if title.endswith("loss") else " loss")
 
 
 def loss_name(loss_config: dict) -> str:
@@ -152,25 +161,27 @@ def summarise(runs: list[RunRecord]) -> dict[str, list[Summary]]:
   return out
 
 
-def verdict(rows: list[Summary], ours: str = OURS) -> Optional[str]:
-  """One sentence: who has the best mean mAP, and where `ours` stands."""
+def verdict(rows: list[Summary], focus: Optional[str]) -> Optional[str]:
+  """One sentence: who has the best mean mAP, and where the `focus` loss
+  (a registry name; None: no sentence) stands."""
   rows = [r for r in rows if "map" in r.mean]
-  mine = next((r for r in rows if r.loss == ours), None)
+  mine = next((r for r in rows if r.loss == focus), None)
   if mine is None or len(rows) < 2:
     return None
+  subject = loss_subject(focus)
   others = [r for r in rows if r is not mine]
   best_other = max(others, key=lambda r: r.mean["map"])
   gap = mine.mean["map"] - best_other.mean["map"]
   spread = max(mine.std["map"], best_other.std["map"])
   if gap > 0:
-    return (f"The class anchor margin loss has the best mean mAP"
+    return (f"{subject} has the best mean mAP"
             f" ({mine.mean['map']:.4f}), {gap:+.4f} over the best baseline,"
             f" {best_other.label} ({best_other.mean['map']:.4f})"
             + (f"; the gap is {'larger' if gap > 2 * spread else 'not larger'}"
                f" than twice the larger seed std ({spread:.4f})."
                if len(mine.seeds) > 1 else "."))
   rank = 1 + sum(r.mean["map"] > mine.mean["map"] for r in others)
-  return (f"The class anchor margin loss does not win here: {best_other.label}"
-          f" has the best mean mAP ({best_other.mean['map']:.4f}), the class"
-          f" anchor margin loss is ranked {rank} of {len(rows)} with"
-          f" {mine.mean['map']:.4f} ({gap:+.4f}).")
+  return (f"{subject} does not win here: {best_other.label}"
+          f" has the best mean mAP ({best_other.mean['map']:.4f}),"
+          f" {subject[0].lower() + subject[1:]} is ranked {rank} of"
+          f" {len(rows)} with {mine.mean['map']:.4f} ({gap:+.4f}).")

@@ -12,16 +12,21 @@ from ra_jax.retrieval.metrics import RECALL_LEVELS
 from ra_jax.retrieval.metrics import retrieval_per_query
 from ra_jax.retrieval.metrics import summarize
 from ra_jax.retrieval.ranking import RelevantRanks
-from ra_jax.retrieval.search_evaluation import compare_searches
+from ra_jax.retrieval.search_evaluation import evaluate_searches
+from ra_jax.retrieval.search_evaluation import EXACT
+from ra_jax.retrieval.search_evaluation import find_row
+from ra_jax.retrieval.search_evaluation import TWO_STAGE
 from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
 from ra_jax.retrieval.two_stage import build_lists
+from ra_jax.retrieval.two_stage import check_num_lists
 from ra_jax.retrieval.two_stage import list_table
 from ra_jax.retrieval.two_stage import Lists
+from ra_jax.retrieval.two_stage import stage_one
 from ra_jax.retrieval.two_stage import two_stage_search
 
-__all__ = ["Index", "Lists", "RECALL_LEVELS", "RelevantRanks",
-           "build_lists", "compare_searches", "evaluate_ranking",
-           "evaluate_retrieval", "exact_search", "list_table",
-           "nearest_anchor_accuracy", "precision_recall",
-           "retrieval_per_query", "summarize", "two_stage_full_ranking",
-           "two_stage_search"]
+__all__ = ["EXACT", "Index", "TWO_STAGE", "Lists", "RECALL_LEVELS", "RelevantRanks",
+           "build_lists", "check_num_lists", "evaluate_ranking",
+           "evaluate_retrieval", "evaluate_searches", "exact_search",
+           "find_row", "list_table", "nearest_anchor_accuracy",
+           "precision_recall", "retrieval_per_query", "stage_one",
+           "summarize", "two_stage_full_ranking", "two_stage_search"]

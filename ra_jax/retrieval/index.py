@@ -103,13 +103,29 @@ class Index:
       return self.labels
     return np.asarray(nearest(self.embeddings, self.anchors, 1)[1][:, 0])
 
-  def search(self, queries, k: int, *, two_stage: bool = False,
-             num_lists: int = 1, outside: two_stage_lib.Outside = "absent"):
-    """(distances, ids), each (Q, k), nearest first; id -1 = no result."""
+  def stage_one(self, queries, num_lists: int) -> np.ndarray:
+    """Two-stage search's stage 1: the `num_lists` lists nearest each query
+    (Q, num_lists), to pass to `search(kept=...)`."""
+    if self.anchors is None:
+      raise ValueError("two-stage search needs anchors in the index")
+    two_stage_lib.check_num_lists(num_lists, len(self.anchors))
+    queries = self._queries(queries)
+    return np.asarray(two_stage_lib.stage_one(queries, self.anchors,
+                                              num_lists))
+
+  def _queries(self, queries) -> np.ndarray:
     queries = _floats("Index.search", "queries", queries)
     if queries.ndim != 2 or queries.shape[1] != self.embeddings.shape[1]:
       raise ValueError(f"Index.search: queries must be (Q,"
                        f" {self.embeddings.shape[1]}), got {queries.shape}")
+    return queries
+
+  def search(self, queries, k: int, *, two_stage: bool = False,
+             num_lists: int = 1, kept: Optional[np.ndarray] = None):
+    """(distances, ids), each (Q, k), nearest first; id -1 = no result.
+    Two-stage search returns only the kept lists' items; `kept`: its stage
+    1 already made (`stage_one`)."""
+    queries = self._queries(queries)
     if not 1 <= k <= len(self):
       raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
                        f" index's size), got {k}")
@@ -123,7 +139,7 @@ class Index:
             self._device, self.db_lists(), len(self.anchors))
       distances, index = two_stage_lib.two_stage_search(
           queries, self.anchors, self._device, None, num_lists=num_lists,
-          k=k, outside=outside, lists=self._lists)
+          k=k, lists=self._lists, kept=kept)
     else:
       distances, index = exact_lib.exact_search(queries, self._device, k)
     index = np.asarray(index)

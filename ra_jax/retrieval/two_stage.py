@@ -7,7 +7,7 @@ missing results have distance inf and index -1.
 """
 
 import functools
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,19 @@ import numpy as np
 from ra_jax.distances import nearest
 from ra_jax.retrieval import scoring
 
-Outside = Literal["absent", "append"]
+
+
+def check_num_lists(num_lists: Union[int, Sequence[int]], num_anchors: int,
+                    what: str = "num_lists") -> None:
+  """Lists kept by stage 1 must be in [1, C]: a ValueError naming `what`
+  (the argument or config field) and the value otherwise. `num_lists`: one
+  count or several."""
+  single = isinstance(num_lists, (int, np.integer))
+  values = [int(num_lists)] if single else [int(n) for n in num_lists]
+  if not all(1 <= n <= num_anchors for n in values):
+    shown = values[0] if single else tuple(values)
+    raise ValueError(f"{what} {shown}: {'' if single else 'each '}must be in"
+                     f" [1, {num_anchors}] (the number of anchors)")
 
 
 class Lists(NamedTuple):
@@ -121,33 +133,29 @@ def _best_k(queries, db, candidates, k):
           jnp.pad(top_i, ((0, 0), (0, k - width)), constant_values=-1))
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _append_rest(queries, db, db_augmented, top_i, k):
-  """Fill the slots after the candidates with the rest of the database, by
-  distance (a full ranking for mAP)."""
-  scores = scoring.scores(queries, db_augmented)
-  taken = jnp.zeros(scores.shape, bool).at[
-      jnp.arange(queries.shape[0])[:, None], jnp.maximum(top_i, 0)].max(
-          top_i >= 0)
-  _, rest_i = scoring.top_k_smallest(jnp.where(taken, jnp.inf, scores), k, False)
-  found = jnp.sum(top_i >= 0, axis=1, keepdims=True)
-  slot = jnp.arange(k)[None, :]
-  rest = jnp.take_along_axis(rest_i, jnp.clip(slot - found, 0, k - 1), axis=1)
-  top_i = jnp.where(slot < found, top_i, rest)
-  return scoring.direct_distances(queries, db, top_i), top_i
+def stage_one(queries, anchors, num_lists: int) -> jax.Array:
+  """Stage 1: the `num_lists` lists (anchors) nearest each query, (Q, L),
+  nearest first (ties to the lower index)."""
+  return nearest(jnp.asarray(queries, jnp.float32),
+                 jnp.asarray(anchors, jnp.float32), num_lists)[1]
 
 
 def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
-                     k: int, outside: Outside = "absent",
+                     k: int,
                      method: Literal["grouped", "gathered"] = "grouped",
                      query_chunk: int = 1024,
-                     lists: Optional[Lists] = None):
+                     lists: Optional[Lists] = None,
+                     kept: Optional[np.ndarray] = None):
   """The paper's two-stage retrieval: anchors first, then those lists only.
 
-  Stage 1 keeps the `num_lists` anchors nearest to each query; stage 2 ranks
-  by L2 distance only the database items whose list id (class) is among
-  them. With num_lists = C (every list) it returns the same indices as
-  `exact_search` (distances equal up to float rounding).
+  Stage 1 keeps the `num_lists` anchors nearest to each query
+  (`stage_one`); stage 2 ranks by L2 distance only the database items
+  whose list id (class) is among them. Items outside the kept lists are
+  not returned: slots beyond the candidates hold index -1, distance inf.
+  With num_lists = C (every list) it returns the same indices as
+  `exact_search` (distances equal up to float rounding). The full ranking
+  such a search implies, for mAP over the whole database, is
+  `search_evaluation.two_stage_full_ranking`.
 
   Args:
     queries: (Q, D). anchors: (C, D) class anchors. db: (N, D).
@@ -155,16 +163,14 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
       labels, or `nearest_anchor(db, anchors)` for an unlabelled database.
     num_lists: lists kept in stage 1 (1 <= num_lists <= C).
     k: results per query.
-    outside: "absent" — items outside the chosen lists are not returned
-      (slots beyond the candidates hold index -1, distance inf); "append" —
-      they follow the candidates, by distance (as a full ranking needs; this
-      costs a full exact pass).
     method: "grouped" — one matrix product per list for the queries that
       chose it (fast; the host loops over lists); "gathered" — every
       candidate vector gathered per query (pure jit, memory-bound, memory
       O(query_chunk * num_lists * L_max * D)).
     query_chunk: queries per step.
     lists: `build_lists(db, db_lists, C)`, to reuse across calls.
+    kept: (Q, num_lists) stage 1's choice, already made (`stage_one`), so
+      that a caller can time and rank from the same choice.
 
   Returns:
     (distances, indices), each (Q, k).
@@ -181,14 +187,13 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
   if not 1 <= k <= db.shape[0]:
     raise ValueError(f"k must be in [1, {db.shape[0]}] (the database size),"
                      f" got {k}")
-  if not 1 <= num_lists <= num_classes:
-    raise ValueError(f"num_lists must be in [1, {num_classes}], got"
-                     f" {num_lists}")
-  if outside not in ("absent", "append"):
-    raise ValueError(f"outside must be 'absent' or 'append', got {outside!r}")
+  check_num_lists(num_lists, num_classes)
   if method not in ("grouped", "gathered"):
     raise ValueError(f"method must be 'grouped' or 'gathered', got"
                      f" {method!r}")
+  if kept is not None and np.shape(kept) != (queries.shape[0], num_lists):
+    raise ValueError(f"kept must be ({queries.shape[0]}, {num_lists}) (one"
+                     f" row of list ids per query), got {np.shape(kept)}")
   if lists is None:
     if db_lists is None:
       raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
@@ -196,18 +201,15 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
   elif lists.index.shape[0] != num_classes:
     raise ValueError(f"lists hold {lists.index.shape[0]} lists, but there are"
                      f" {num_classes} anchors")
-  db_augmented = scoring.augment_db(db) if outside == "append" else None
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
     chunk = queries[start:start + query_chunk]
-    _, chosen = nearest(chunk, anchors, num_lists)  # stage 1
+    chosen = (stage_one(chunk, anchors, num_lists) if kept is None else
+              jnp.asarray(kept[start:start + query_chunk]))
     if method == "grouped":
       candidates = _stage_two_grouped(chunk, chosen, lists, k)
     else:
       candidates = _stage_two_gathered(chunk, chosen, lists.index)
-    top_d, top_i = _best_k(chunk, db, candidates, k)
-    if outside == "append":
-      top_d, top_i = _append_rest(chunk, db, db_augmented, top_i, k)
-    outs.append((top_d, top_i))
+    outs.append(_best_k(chunk, db, candidates, k))
   return (jnp.concatenate([o[0] for o in outs]),
           jnp.concatenate([o[1] for o in outs]))

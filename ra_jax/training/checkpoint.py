@@ -17,6 +17,10 @@ from jax.experimental import multihost_utils
 
 from ra_jax import files
 
+# Where a checkpoint that fails to restore is moved: beside the checkpoints
+# directory, with this suffix.
+UNREADABLE_SUFFIX = "_unreadable"
+
 
 def manager(directory: str, *, every: int, keep: int) -> ocp.CheckpointManager:
   """Saves every `every` steps (plus forced saves), keeps the last `keep`."""
@@ -59,7 +63,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any
 
 def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception):
   directory = os.fspath(mngr.directory)
-  target = os.path.join(directory.rstrip("/") + "_unreadable", str(step))
+  target = os.path.join(directory.rstrip("/") + UNREADABLE_SUFFIX, str(step))
   logging.warning("checkpoint %s/%d cannot be restored (%s: %s); skipping it"
                   " and moving it to %s", directory, step,
                   type(error).__name__, str(error).splitlines()[0][:200],

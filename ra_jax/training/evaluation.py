@@ -53,9 +53,10 @@ def evaluate(model, state, source: data.DatasetSource, augment,
              eval_config, loss: losses.LossSpec,
              apply: Optional[Callable] = None) -> dict[str, Any]:
   """Exact retrieval metrics (full ranking), and with anchors the
-  nearest-anchor accuracy and two-stage search with 1, 2, ... label lists
-  (`eval_config.two_stage_lists`). `apply`: a jitted `model.apply` to reuse
-  (e.g. `SubsetEvaluator.apply`)."""
+  nearest-anchor accuracy and two-stage search with 1, 2, ... lists
+  (`eval_config.two_stage_lists`) from each of `eval_config.list_sources`;
+  every search as one row of "searches" (`retrieval.evaluate_searches`).
+  `apply`: a jitted `model.apply` to reuse (e.g. `SubsetEvaluator.apply`)."""
   apply = apply or jax.jit(model.apply)  # one compilation for both splits
   variables = variables_of(state)
   query, query_labels = embed(apply, variables,
@@ -65,32 +66,51 @@ def evaluate(model, state, source: data.DatasetSource, augment,
                         source.splits[source.database_split], augment,
                         eval_config.batch_size)
   ks = tuple(k for k in eval_config.ks if k <= len(db))
-  exclude_self = source.query_split == source.database_split
-  per_query = retrieval.retrieval_per_query(
-      query, query_labels, db, db_labels, ks=ks, exclude_self=exclude_self)
-  results = {"exact": retrieval.summarize(per_query, query_labels)}
+  anchors = anchors_of(state, loss)
+  rows, per_query = retrieval.evaluate_searches(
+      query, query_labels, db, db_labels, anchors, ks=ks,
+      num_lists=tuple(eval_config.two_stage_lists),
+      list_sources=tuple(eval_config.get("list_sources", ("labels",))),
+      exclude_self=source.query_split == source.database_split)
+  results = {"exact": rows[0]["metrics"]}
   if eval_config.get("per_query", False):  # for paired significance tests
     results["per_query_ap"] = [None if math.isnan(v) else round(float(v), 5)
                                for v in per_query["map"]]
-  anchors = anchors_of(state, loss)
-  if anchors is None:
+  if anchors is not None:
+    results["nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(
+        query, query_labels, anchors)
+  results["searches"] = rows
+  return results
+
+
+def upgraded_results(results: dict) -> dict:
+  """results.json as this version writes it, from any version's: before
+  "searches", exact search's time was "exact_search_seconds" and each
+  two-stage search a key "two_stage_<n>" (label lists) or
+  "two_stage_anchors_<n>" (anchor lists) holding its seconds, distances and
+  metrics together."""
+  if "searches" in results or "exact" not in results:
     return results
-  results["nearest_anchor_accuracy"] = retrieval.nearest_anchor_accuracy(
-      query, query_labels, anchors)
-  sources = tuple(eval_config.get("list_sources", ("labels",)))
-  rows = retrieval.compare_searches(
-      query, query_labels, db, db_labels, anchors, k=max(ks), ks=ks,
-      num_lists=tuple(eval_config.two_stage_lists), list_sources=sources)
-  results["exact_search_seconds"] = rows[0]["seconds"]
-  for row in rows[1:]:  # top-k timings and metrics, then the full ranking's
-    key = ("two_stage_" + ("" if row["list_source"] == "labels" else
-                           f"{row['list_source']}_") + str(row["lists"]))
-    results[key] = {
-        **{k: v for k, v in row.items()
-           if k not in ("search", "lists", "list_source")},
-        **retrieval.two_stage_full_ranking(
-            query, query_labels, db, db_labels, anchors,
-            num_lists=row["lists"], ks=ks, list_source=row["list_source"])}
+  results = dict(results)
+  dataset = results.get("dataset") or {}
+  size = dataset.get("split_sizes", {}).get(dataset.get("database_split"))
+  rows = [{"search": retrieval.EXACT, "list_source": None, "lists": None,
+           "seconds": results.pop("exact_search_seconds", None),
+           "distance_computations": None if size is None else float(size),
+           "distance_fraction": 1.0,
+           "metrics": results["exact"]}]
+  for key in [k for k in results if k.startswith("two_stage_")]:
+    values = dict(results.pop(key))
+    source, _, lists = key.removeprefix("two_stage_").rpartition("_")
+    rows.append({"search": retrieval.TWO_STAGE,
+                 "list_source": "anchors" if source == "anchors" else
+                 "labels", "lists": int(lists),
+                 "seconds": values.pop("seconds", None),
+                 "distance_computations": values.pop(
+                     "distance_computations", None),
+                 "distance_fraction": values.pop("distance_fraction", None),
+                 "metrics": values})
+  results["searches"] = rows
   return results
 
 
@@ -150,35 +170,36 @@ def _spread(split, count: int):
 
 
 def format_table(results: dict) -> str:
-  """The results table the CLIs print: exact and two-stage rows (mAP over
-  the full ranking, the two-stage one with the lists not kept appended;
-  the top-k search time when measured), then nearest-anchor accuracy and
-  training speed when present."""
-  exact = results["exact"]
+  """The results table the CLIs print: one row per search (mAP over the
+  full ranking, the two-stage one with the lists not kept appended; the
+  share of exact search's distances; the top-k search time when measured),
+  then nearest-anchor accuracy and training speed when present."""
+  results = upgraded_results(results)
+  rows = results["searches"]
+  exact = rows[0]["metrics"]
   ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
-  timed = "exact_search_seconds" in results
+  timed = all(row.get("seconds") is not None for row in rows)
   header = ["search", "mAP"] + [f"mAP@{k}" for k in ks] + [
-      f"P@{k}" for k in ks] + (["top-k search s"] if timed else [])
-  rows = [["exact", f"{exact['map']:.4f}"] +
-          [f"{exact[f'map@{k}']:.4f}" for k in ks] +
-          [f"{exact[f'precision@{k}']:.4f}" for k in ks] +
-          ([f"{results['exact_search_seconds']:.3f}"] if timed else [])]
-  for name, value in results.items():
-    if name.startswith("two_stage_"):
-      source = "anchor" if name.startswith("two_stage_anchors_") else "label"
-      full = f"{value['map']:.4f}" if "map" in value else "-"
-      rows.append([f"two-stage, {name.split('_')[-1]} {source} list(s)",
-                   full] +
-                  [f"{value[f'map@{k}']:.4f}" for k in ks] +
-                  [f"{value[f'precision@{k}']:.4f}" for k in ks] +
-                  ([f"{value['seconds']:.3f}"] if timed else []))
-  widths = [max(len(r[i]) for r in [header] + rows) for i in
-            range(len(header))]
-  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-           for row in [header] + rows]
+      f"P@{k}" for k in ks] + ["distances"] + (
+          ["top-k search s"] if timed else [])
+  lines = [header]
+  for row in rows:
+    m = row["metrics"]
+    name = ("exact" if row["search"] == retrieval.EXACT else
+            f"two-stage, {row['lists']}"
+            f" {row['list_source'].removesuffix('s')} list(s)")
+    fraction = row.get("distance_fraction")
+    lines.append([name, f"{m['map']:.4f}" if "map" in m else "-"] +
+                 [f"{m[f'map@{k}']:.4f}" for k in ks] +
+                 [f"{m[f'precision@{k}']:.4f}" for k in ks] +
+                 ["-" if fraction is None else f"{fraction:.3f}"] +
+                 ([f"{row['seconds']:.3f}"] if timed else []))
+  widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+  out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+         for row in lines]
   if "nearest_anchor_accuracy" in results:
-    lines.append("nearest-anchor accuracy:"
-                 f" {results['nearest_anchor_accuracy']:.4f}")
+    out.append("nearest-anchor accuracy:"
+               f" {results['nearest_anchor_accuracy']:.4f}")
   if "train_images_per_second" in results:
-    lines.append(f"training: {results['train_images_per_second']:.0f} images/s")
-  return "\n".join(lines)
+    out.append(f"training: {results['train_images_per_second']:.0f} images/s")
+  return "\n".join(out)

@@ -6,10 +6,8 @@ agree on what a work dir holds.
 
 import dataclasses
 import functools
-import json
 import math
-import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +16,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ra_jax import data, files, losses, models
+from ra_jax import data, files, losses, models, retrieval
 from ra_jax.training import checkpoint, objective, optimizer
 from ra_jax.training import step as step_lib
-
-# The parts of a config that make a work dir's checkpoints what they are.
-IDENTITY_KEYS = ("dataset", "model", "loss")
-
+from ra_jax.training import workdir as workdir_lib
 
 @dataclasses.dataclass
 class Experiment:
@@ -45,6 +40,9 @@ class Experiment:
   # "l2" or "sphere": the space embeddings are trained, evaluated and
   # searched in (the head projects onto the sphere for "sphere").
   geometry: str
+  # The few-shot run's training records (indices into the training split),
+  # or None.
+  few_shot_indices: Optional[np.ndarray] = None
 
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters (with the pretrained backbone if configured),
@@ -91,11 +89,21 @@ class Experiment:
     return data.preset(self.source.name,
                        image_size=self.config.dataset.image_size)
 
+  def save_few_shot_selection(self) -> None:
+    """Records a few-shot run's training records in the work dir (the
+    trainer does, before the first step); refuses to replace another
+    selection. Nothing for other runs."""
+    if self.few_shot_indices is not None:
+      data.save_few_shot_indices(
+          workdir_lib.path(self.workdir, workdir_lib.FEW_SHOT),
+          self.few_shot_indices, {"shot": self.config.dataset.shot,
+                                  "seed": self.config.dataset.shot_seed})
+
   def checkpoints(self):
     train = self.config.train
     # orbax needs an absolute path (or a URL); users pass relative ones.
-    return checkpoint.manager(files.absolute(files.join(self.workdir,
-                                                        "checkpoints")),
+    return checkpoint.manager(files.absolute(workdir_lib.path(
+        self.workdir, workdir_lib.CHECKPOINTS)),
                               every=train.checkpoint_every,
                               keep=train.keep_checkpoints)
 
@@ -152,7 +160,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
-  """Everything but the state. Writes only few_shot_indices.json (once)."""
+  """Everything but the state. Reads the data; writes nothing."""
   validate_config(config)
   loss = objective.spec_of(config.loss)
   geometry = objective.geometry_of(config.loss)
@@ -161,16 +169,14 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   source = _source(config)
   objective.check_values(loss, config.loss, source.num_classes,
                          config.model.embedding_dim)
-  lists = tuple(config.eval.two_stage_lists)
-  if loss.anchors and not all(1 <= n <= source.num_classes for n in lists):
-    raise ValueError(f"eval.two_stage_lists {lists}: each must be in [1,"
-                     f" {source.num_classes}] (the classes of"
-                     f" {source.name!r})")
+  if loss.anchors:
+    retrieval.check_num_lists(tuple(config.eval.two_stage_lists),
+                              source.num_classes, "eval.two_stage_lists")
   batch = config.train.global_batch_size
   if batch % jax.device_count():
     raise ValueError(f"train.global_batch_size {batch} is not divisible by"
                      f" the {jax.device_count()} devices")
-  train_split, labels = _training_examples(config, source, workdir)
+  train_split, labels, few_shot = _training_examples(config, source)
   total_steps = (int(config.train.steps) if config.train.steps else
                  max(1, config.train.epochs * len(train_split) // batch))
   model = models.get_model(
@@ -190,12 +196,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
                     train_split=train_split, train_labels=labels, model=model,
                     image_shape=image_shape, total_steps=total_steps, tx=tx,
                     mesh=step_lib.data_mesh(), loss=loss, loss_fn=loss_fn,
-                    geometry=geometry)
+                    geometry=geometry, few_shot_indices=few_shot)
 
 
-def _training_examples(config, source: data.DatasetSource, workdir: str):
-  """The training records and their labels: the whole training split, its
-  few-shot selection (`dataset.shot`, saved to the work dir) or a
+def _training_examples(config, source: data.DatasetSource):
+  """(training records, their labels, the few-shot selection or None): the
+  whole training split, its few-shot selection (`dataset.shot`) or a
   stratified subset (`dataset.train_examples`)."""
   split = source.splits[source.train_split]
   labels = data.split_labels(split)
@@ -205,124 +211,20 @@ def _training_examples(config, source: data.DatasetSource, workdir: str):
                      " training examples; set one of them to 0")
   if shot:
     chosen = data.few_shot_indices(labels, shot, config.dataset.shot_seed)
-    data.save_few_shot_indices(
-        files.join(workdir, "few_shot_indices.json"), chosen,
-        {"shot": shot, "seed": config.dataset.shot_seed})
   elif count:
     chosen = data.stratified_subset(labels, count, config.train.seed)
   else:
-    return split, labels
-  return data.SubsetSplit(split, chosen), labels[chosen]
-
-
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """A work dir belongs to one configuration: refuses a config that differs
-  from the saved one in IDENTITY_KEYS, and a path that cannot be one (a
-  file, a local directory this process may not write; a bucket's
-  permissions show at the first write). Writes nothing."""
-  try:
-    exists = files.exists(workdir)
-  except ImportError as error:  # fsspec names the missing package
-    raise ValueError(f"work dir {workdir}: {error} (the .[gcs] extra has"
-                     " what gs:// needs)") from error
-  if exists and not files.isdir(workdir):
-    raise ValueError(f"work dir {workdir} is a file, not a directory")
-  if not files.is_remote(workdir):
-    existing = os.path.abspath(workdir)
-    while not os.path.exists(existing):
-      existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-      raise ValueError(f"work dir {workdir}: {existing} is a file, not a"
-                       " directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-      raise ValueError(f"work dir {workdir}: {existing} is not writable")
-  if not files.exists(files.join(workdir, "config.json")):
-    return
-  saved = _identity(load_config_json(workdir))
-  current = _identity(json.loads(config.to_json_best_effort()))
-  differ = [k for k in IDENTITY_KEYS if saved.get(k) != current.get(k)]
-  if differ:
-    raise ValueError(f"{workdir} holds a run with another {', '.join(differ)}"
-                     f" configuration ({workdir}/config.json); train in"
-                     " another work dir")
-
-
-def claim_workdir(workdir: str, config: ml_collections.ConfigDict, *,
-                  update: bool = False) -> None:
-  """`check_workdir`, then saves the config on first use (process 0).
-  `update`: also when it exists (a resumed training run records the
-  settings it continues with, e.g. more epochs)."""
-  check_workdir(workdir, config)
-  path = files.join(workdir, "config.json")
-  if files.exists(path) and not update:
-    return
-  if jax.process_index() == 0:
-    files.write_text(path, config.to_json_best_effort(indent=1))
-
-
-# Fields added after runs were saved without them, with the value those
-# runs had; and dataset fields that do not change what a run computes.
-_ADDED_FIELDS = {
-    "dataset": {"validation_examples": 0, "validation_seed": 0},
-    "model": {"head_batch_norm": False, "anchor_init": "normal",
-              "anchor_init_scale": 1.0},
-}
-_NOT_IDENTITY = {"dataset": ("in_memory",)}
-# Loss hyperparameters added since, per loss, at the value that leaves the
-# loss as it was (the paper's class anchor margin loss).
-_ADDED_LOSS_FIELDS = {"cam": {"attract_weight": 1.0, "push_weight": 0.0}}
-
-
-def _identity(config: dict) -> dict:
-  """The parts of a config that make its checkpoints what they are."""
-  config = _upgraded(config)
-  for section, fields in _NOT_IDENTITY.items():
-    for field in fields:
-      config.get(section, {}).pop(field, None)
-  return config
-
-
-def _upgraded(saved: dict) -> dict:
-  """A saved config with the fields added since filled in as the run had
-  them. Runs saved before `loss.geometry` existed trained pair and triplet
-  losses on raw embeddings: they get "l2" (the others their only one)."""
-  saved = json.loads(json.dumps(saved))
-  for section, fields in _ADDED_FIELDS.items():
-    for field, value in fields.items():
-      saved.get(section, {}).setdefault(field, value)
-  loss = saved.get("loss", {})
-  for field, value in _ADDED_LOSS_FIELDS.get(loss.get("name"), {}).items():
-    loss.setdefault(field, value)
-  if "geometry" not in loss and loss.get("name") in losses.LOSSES:
-    spec = losses.get_loss(loss["name"])
-    loss["geometry"] = ("l2" if "l2" in spec.allowed_geometries else
-                        spec.geometry)
-  return saved
-
-
-def load_config_json(workdir: str) -> dict:
-  path = files.join(workdir, "config.json")
-  if not files.exists(path):
-    raise FileNotFoundError(f"{workdir} holds no run: {path} does not exist")
-  return files.read_json(path)
-
-
-def config_of(workdir: str) -> ml_collections.ConfigDict:
-  """The config a work dir was trained with (its config.json), with the
-  fields added since filled in as the run had them."""
-  return ml_collections.ConfigDict(_upgraded(load_config_json(workdir)))
+    return split, labels, None
+  return (data.SubsetSplit(split, chosen), labels[chosen],
+          chosen if shot else None)
 
 
 def _backbone_kwargs(config) -> dict:
-  kwargs = {}
-  name = config.model.name
-  if config.model.width and name.startswith(("resnet", "mlp")):
-    kwargs["width"] = config.model.width
-  if config.model.get("depth", 0) and name.startswith(("vit", "mlp")):
-    kwargs["depth"] = config.model.depth
-  if name.startswith("vit"):
-    kwargs["image_size"] = config.dataset.image_size
-  return kwargs
+  """The run options `config.model.name`'s family takes."""
+  return models.backbone_options(
+      config.model.name, width=config.model.width,
+      depth=config.model.get("depth", 0),
+      image_size=config.dataset.image_size)
 
 
 def _source(config) -> data.DatasetSource:
@@ -347,15 +249,6 @@ def _source(config) -> data.DatasetSource:
 @functools.lru_cache(maxsize=2)
 def _loaded_source(name: str, data_dir: str, manual_dir: str, builder: str,
                    in_memory: str) -> data.DatasetSource:
-  kwargs = {}
-  if name not in ("digits",):
-    if data_dir:
-      kwargs["data_dir"] = data_dir
-    if manual_dir:
-      kwargs["manual_dir"] = manual_dir
-    if builder not in ("auto", "catalogue", "own"):
-      raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
-                       f" {builder!r}")
-    if builder != "auto":
-      kwargs["own_builder"] = builder == "own"
-  return data.in_memory(data.get_source(name, **kwargs), in_memory)
+  options = data.source_options(name, data_dir=data_dir,
+                                manual_dir=manual_dir, builder=builder)
+  return data.in_memory(data.get_source(name, **options), in_memory)

@@ -22,6 +22,7 @@ import numpy as np
 from ra_jax import data, files
 from ra_jax.training import checkpoint, evaluation, experiment
 from ra_jax.training import runtime, writers
+from ra_jax.training import workdir as workdir_lib
 from ra_jax.training import step as step_lib
 from ra_jax.training.throughput import Throughput
 
@@ -57,7 +58,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     "wall_seconds": time.time() - wall_start,
                     **runtime.environment()}
   if runtime.is_writer():
-    files.write_json(files.join(workdir, "results.json"), results)
+    files.write_json(workdir_lib.path(workdir, workdir_lib.RESULTS), results)
   return results
 
 
@@ -66,9 +67,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
   logging metrics and subset evaluations and saving checkpoints; no final
   evaluation."""
   runtime.log_start()
-  experiment.check_workdir(workdir, config)
+  workdir_lib.check(workdir, config)
   exp = experiment.build(config, workdir)  # fails early on a missing dataset
-  experiment.claim_workdir(workdir, config, update=True)
+  workdir_lib.claim(workdir, config)
+  if runtime.is_writer():
+    exp.save_few_shot_selection()
   train_step = step_lib.shard_step(
       step_lib.make_train_step(exp.model, exp.tx, exp.loss_fn), exp.mesh)
   evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,

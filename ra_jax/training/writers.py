@@ -15,6 +15,7 @@ from absl import logging
 
 from ra_jax import files
 from ra_jax.training import runtime
+from ra_jax.training import workdir as workdir_lib
 
 
 class MetricWriter:
@@ -27,11 +28,11 @@ class MetricWriter:
   def __init__(self, workdir: str, *, enabled: Optional[bool] = None,
                tensorboard: bool = True):
     self.enabled = runtime.is_writer() if enabled is None else enabled
-    self.path = files.join(workdir, "metrics.jsonl")
+    self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
     self._tensorboard = None
     if self.enabled and tensorboard:
       import tensorboardX  # only process 0 needs it
-      events = files.join(workdir, "tensorboard")
+      events = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
       try:
         self._tensorboard = tensorboardX.SummaryWriter(events, flush_secs=30)
       except ImportError as error:  # gs:// without google-cloud-storage
@@ -56,7 +57,7 @@ class MetricWriter:
 def read_metrics(workdir: str) -> list[dict]:
   """metrics.jsonl merged by step (a later line for a step wins), sorted."""
   by_step: dict[int, dict] = {}
-  path = files.join(workdir, "metrics.jsonl")
+  path = workdir_lib.path(workdir, workdir_lib.METRICS)
   if files.exists(path):
     for line in files.read_text(path).splitlines():
       if line.strip():

@@ -10,8 +10,7 @@ from ra_jax import losses
 
 def test_hyperparameters_are_read_from_the_signature():
   cam = losses.get_loss("cam")
-  assert cam.hyperparameters == {"margin": losses.DEFAULT_MARGIN,
-                                 "min_norm": losses.DEFAULT_MIN_NORM,
+  assert cam.hyperparameters == {"margin": None, "min_norm": None,
                                  "repel_weight": 1.0, "norm_weight": 1.0,
                                  "attract_weight": 1.0, "push_weight": 0.0}
   assert cam.warmup == ("attract_weight",)

@@ -3,8 +3,6 @@ embeddings, and it works on any work dir."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ from ra_jax.report import build
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import loop
 from tests import runs as test_runs
-
-ROOT = test_runs.ROOT
 
 
 def test_precision_recall_on_a_known_ranking():
@@ -55,12 +51,15 @@ def test_summary_and_verdict_say_who_wins():
   assert cam.mean["map"] == pytest.approx(0.81)
   assert cam.std["map"] == pytest.approx(np.std([0.8, 0.82], ddof=1))
   assert ("has the best mean mAP (0.8100), +0.0900 over the best baseline,"
-          " cross-entropy") in runs_lib.verdict(rows["g/full"])
+          " cross-entropy") in runs_lib.verdict(rows["g/full"], "cam")
+  assert runs_lib.verdict(rows["g/full"], "triplet") is None  # not in it
+  assert runs_lib.verdict(rows["g/full"], "ce").startswith(
+      "The cross-entropy loss does not win here: class anchor margin")
   rows = runs_lib.summarise([_record("cam", 0, 0.6), _record("ce", 0, 0.7),
                              _record("triplet", 0, 0.65)])
   assert ("does not win here: cross-entropy has the best mean mAP (0.7000),"
           " the class anchor margin loss is ranked 3 of 3") in (
-              runs_lib.verdict(rows["g/full"]))
+              runs_lib.verdict(rows["g/full"], "cam"))
 
 
 @pytest.mark.slow
@@ -75,23 +74,28 @@ def test_report_of_two_digits_runs(digits_run, tmp_path):
   ce = json.load(open(runs_dir / "ce" / "results.json"))
   assert "## digits/full" in report
   # numbers from the files, under the losses' full names
-  for name, results in (("class anchor margin", cam), ("cross-entropy", ce)):
+  # the configs' validated margins differ from the library's defaults
+  for name, results in (("class anchor margin (margin=6.46, min_norm=2.2)",
+                         cam), ("cross-entropy", ce)):
     value = f"{results['exact']['map']:.4f}"
     assert (f"| {name} | 1 | {value} |" in report or
             f"| {name} | 1 | **{value}** |" in report)  # bold: the best
   assert "class anchor margin loss" in report  # the verdict sentence
-  assert ("## Two-stage vs exact search (digits/full, class anchor margin)"
-          in report)
+  assert ("## Two-stage vs exact search (digits/full, class anchor margin"
+          " (margin=6.46, min_norm=2.2))") in report
   assert "| two-stage | 2 | anchors |" in report
+  # the group's own two-stage table, from the run's search rows
+  assert "### Two-stage search (digits/full, class anchor margin)" in report
+  two = retrieval.find_row(cam["searches"], "two_stage", "labels", 2)
+  assert (f"| label | 2 | {two['metrics']['map']:.4f} |"
+          f" {two['metrics']['precision@10']:.4f} |") in report
   for name in ("training_curves", "precision_recall", "projection",
                "example_queries"):
     assert (tmp_path / "RESULTS_figures" / f"{name}.png").stat().st_size > 0
     assert f"RESULTS_figures/{name}.png" in report
   analysed = json.load(open(runs_dir / "cam" / "analysis.json"))
-  exact = analysed["search"][0]
-  # top-k search orders equidistant items by index, the full ranking counts
-  # ties against the query: duplicate digits may differ that little
-  assert exact["map@100"] == pytest.approx(cam["exact"]["map@100"], abs=1e-3)
+  exact = analysed["search"][0]  # the same full ranking as the run's
+  assert exact["metrics"]["map"] == pytest.approx(cam["exact"]["map"])
   assert len(analysed["precision_recall"]) == 11
   machine = cam["run"]["machine"]
   assert (f"- Hardware: {machine['cpu']}, {machine['cpu_count']} cores"
@@ -116,15 +120,12 @@ def test_labels_name_the_model_only_where_a_group_mixes_models():
 @pytest.mark.slow
 def test_report_cli_writes_a_report_or_says_why_not(shared_digits_run,
                                                     tmp_path):
-  empty = subprocess.run(
-      [sys.executable, "-m", "ra_jax.report", "--workdir",
-       str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True,
-      env=test_runs.cli_env())
+  empty = test_runs.cli("ra_jax.report", "--workdir",
+                        str(tmp_path / "nothing"))
   assert empty.returncode == 2 and "no finished run" in empty.stderr
-  out = subprocess.run(
-      [sys.executable, "-m", "ra_jax.report", "--workdir", shared_digits_run,
-       "--output", str(tmp_path / "R.md"), "--no-analyze"], cwd=ROOT,
-      capture_output=True, text=True, env=test_runs.cli_env(), timeout=300)
+  out = test_runs.cli("ra_jax.report", "--workdir", shared_digits_run,
+                      "--output", str(tmp_path / "R.md"), "--no-analyze")
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"report written to {tmp_path / 'R.md'}" in out.stdout
-  assert "| class anchor margin | 1 |" in (tmp_path / "R.md").read_text()
+  assert "| class anchor margin (margin=6.46, min_norm=2.2) | 1 |" in (
+      tmp_path / "R.md").read_text()

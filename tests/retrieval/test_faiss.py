@@ -70,8 +70,8 @@ def test_an_index_without_anchors_has_only_the_flat_form():
 
 @pytest.mark.slow
 def test_faiss_returns_two_stage_results_on_trained_embeddings(digits_run):
-  from ra_jax.training import trained
-  run = trained.TrainedRun(digits_run)
+  from ra_jax.trained import TrainedRun
+  run = TrainedRun(digits_run)
   index = run.database_index(progress=False)
   queries, _ = run.embed_split(run.split("query"))
   ivf = index.to_faiss()

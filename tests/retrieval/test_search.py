@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from ra_jax import losses
+from ra_jax import losses, retrieval
 from ra_jax.retrieval import evaluate_retrieval, exact_search, two_stage_search
 
 
@@ -46,13 +46,12 @@ def test_two_stage_with_every_list_equals_exact_search(method):
   rng = np.random.default_rng(2)
   anchors = rng.normal(size=(6, 16)).astype(np.float32)
   lists = rng.integers(0, 6, len(db))
-  for outside in ("absent", "append"):
-    d, i = two_stage_search(q, anchors, db, lists, num_lists=6, k=25,
-                            outside=outside, query_chunk=16, method=method)
-    want_d, want_i = exact_search(q, db, 25)
-    np.testing.assert_array_equal(i, want_i)
-    # Same formula, other fusion per chunk shape: equal up to 1-2 ulp.
-    np.testing.assert_allclose(d, want_d, rtol=1e-6)
+  d, i = two_stage_search(q, anchors, db, lists, num_lists=6, k=25,
+                          query_chunk=16, method=method)
+  want_d, want_i = exact_search(q, db, 25)
+  np.testing.assert_array_equal(i, want_i)
+  # Same formula, other fusion per chunk shape: equal up to 1-2 ulp.
+  np.testing.assert_allclose(d, want_d, rtol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["grouped", "gathered"])
@@ -70,14 +69,24 @@ def test_two_stage_ranks_only_the_chosen_lists(method):
     assert sorted(found.tolist()) == expected.tolist()  # exactly that list
     assert np.all(np.diff(d[row][: len(found)]) >= 0)
     assert np.all(np.isinf(d[row][len(found):]))
-  # "append": the same candidates first, then the rest of the database.
-  d2, i2 = two_stage_search(q, anchors, db, lists, num_lists=1, k=300,
-                            outside="append", method=method)
+  # Stage 1 made beforehand (as the evaluation times it): the same search;
+  # another choice of lists searches those lists instead.
+  kept = np.asarray(retrieval.stage_one(q, anchors, 1))
+  np.testing.assert_array_equal(kept[:, 0], nearest)
+  _, i2 = two_stage_search(q, anchors, db, lists, num_lists=1, k=300,
+                           method=method, kept=kept, query_chunk=7)
+  np.testing.assert_array_equal(i2, i)
+  other = (kept + 1) % 5
+  _, i3 = two_stage_search(q, anchors, db, lists, num_lists=1, k=300,
+                           method=method, kept=other)
   for row in range(len(q)):
-    n = np.sum(i[row] >= 0)
-    np.testing.assert_array_equal(i2[row][:n], i[row][:n])
-    assert sorted(i2[row].tolist()) == list(range(300))
-    assert np.all(np.diff(d2[row][n:]) >= 0)
+    found = i3[row][i3[row] >= 0]
+    assert sorted(found.tolist()) == np.flatnonzero(
+        lists == other[row, 0]).tolist()
+  index = retrieval.Index.build(db, lists, anchors=anchors)
+  np.testing.assert_array_equal(index.stage_one(q, 1), kept)
+  np.testing.assert_array_equal(
+      index.search(q, 300, two_stage=True, kept=kept)[1], i)
 
 
 def test_two_stage_reaches_exact_map_on_separable_clusters():
@@ -104,8 +113,8 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="method"):
     two_stage_search(q, db[:3], db, np.zeros(len(db), int), num_lists=1, k=5,
                      method="fast")
-  with pytest.raises(ValueError, match="outside"):
+  with pytest.raises(ValueError, match=r"kept must be \(\d+, 1\)"):
     two_stage_search(q, db[:3], db, np.zeros(len(db), int), num_lists=1, k=5,
-                     outside="later")
+                     kept=np.zeros((2, 1), int))
   with pytest.raises(ValueError, match="k must be"):
     exact_search(q, db, 0)

@@ -9,9 +9,11 @@ import struct
 import numpy as np
 import pytest
 
-from configs import digits
+from configs import digits, validated
 from ra_jax import data, losses, models
-from ra_jax.training import evaluation, experiment, loop, trained
+from ra_jax.trained import TrainedRun
+from ra_jax.training import evaluation, experiment, loop
+from ra_jax.training import workdir as workdir_lib
 from tests import runs
 
 
@@ -39,12 +41,17 @@ def test_digits_tiny_run_writes_results(shared_digits_run):
   for key in ("map", "map@10", "precision@10", "mrr"):
     assert 0.0 <= saved["exact"][key] <= 1.0
   assert saved["exact"]["num_queries"] == 450
-  for lists in (1, 2):  # top-k timings and the full ranking's metrics
-    assert set(saved[f"two_stage_{lists}"]) >= {
-        "precision@10", "map@100", "seconds", "map", "distance_fraction"}
-  assert (saved["two_stage_1"]["distance_fraction"] <
-          saved["two_stage_2"]["distance_fraction"] < 1.0)
-  assert saved["exact_search_seconds"] > 0
+  searches = saved["searches"]  # one row per search: exact, 1 list, 2
+  assert [(r["search"], r["list_source"], r["lists"]) for r in searches] == [
+      ("exact", None, None), ("two_stage", "labels", 1),
+      ("two_stage", "labels", 2)]
+  assert searches[0]["metrics"] == saved["exact"]
+  for row in searches:  # timed, and ranked in full
+    assert row["seconds"] > 0
+    assert set(row["metrics"]) >= {"precision@10", "map@100", "map"}
+  assert (searches[1]["distance_fraction"] <
+          searches[2]["distance_fraction"] < 1.0 ==
+          searches[0]["distance_fraction"])
   assert 0.0 <= saved["nearest_anchor_accuracy"] <= 1.0
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == list(range(1, 9))
@@ -62,7 +69,8 @@ def test_digits_tiny_run_writes_results(shared_digits_run):
   assert {"train/loss", "train/attract", "eval/map_100"} <= tags
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["loss"] == {"name": "cam", "geometry": "l2",
-                            **losses.get_loss("cam").hyperparameters}
+                            **losses.get_loss("cam").hyperparameters,
+                            **validated.LOSS["cam"]}
 
 
 def test_workdir_of_another_configuration_is_refused(digits_run):
@@ -146,12 +154,12 @@ def test_a_loss_without_anchors_trains_and_evaluates(tmp_path, monkeypatch):
   # the loss plumbing is under test, not the ResNet
   config.model.name, config.model.width = "mlp", 32
   results = loop.train_and_evaluate(config, "run")
-  run = trained.TrainedRun("run", config)
+  run = TrainedRun("run", config)
   step, params = run.step, run.state.params
   assert step == 3 and 0.0 < results["exact"]["map"] <= 1.0
   assert set(models.class_parameters(params)) == {"kernel", "bias"}
   assert "nearest_anchor_accuracy" not in results  # no anchors, so
-  assert "two_stage_1" not in results  # no two-stage search either
+  assert [r["search"] for r in results["searches"]] == ["exact"]  # only
   logged = json.load(open(tmp_path / "run" / "results.json"))
   assert logged["exact"] == results["exact"]
   assert params["head"]["kernel"].shape == (10, 16)
@@ -166,12 +174,14 @@ def test_pair_losses_get_class_balanced_batches(tmp_path):
   labels = next(iter(exp.train_pipeline()))["label"]
   assert sorted(np.bincount(labels)[np.bincount(labels) > 0]) == [4] * 4
   assert exp.loss.describe(dict(config.loss.items())) == (
-      "triplet (mining=semi_hard)")
+      "triplet (margin=0.203, mining=semi_hard)")
 
 
 def test_few_shot_runs_train_on_their_saved_selection(tmp_path):
   config = digits.get_config("size=tiny,shot=2")
   exp = experiment.build(config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # building a run writes nothing
+  exp.save_few_shot_selection()  # the trainer does, before training
   saved = json.load(open(tmp_path / "few_shot_indices.json"))
   assert len(saved["indices"]) == len(exp.train_split) == 20
   assert np.bincount(exp.train_labels).tolist() == [2] * 10
@@ -212,19 +222,26 @@ def test_validation_runs_hold_out_queries_from_the_training_split(tmp_path):
   np.testing.assert_array_equal(again.splits["validation"].indices, held)
   config.dataset.shot = 2
   few = experiment.build(config, str(tmp_path / "c"))
+  few.save_few_shot_selection()
   chosen = json.load(open(tmp_path / "c" / "few_shot_indices.json"))
   original = few.train_split.split.indices[few.train_split.indices]
   assert len(original) == 20 and not set(original) & set(held)
   np.testing.assert_array_equal(few.train_split.indices, chosen["indices"])
-  config.dataset.shot, config.train.seed = 0, 0
-  results = loop.train_and_evaluate(config, str(tmp_path / "a"))
-  assert results["dataset"]["query_split"] == "validation"
-  assert results["exact"]["num_queries"] == 200
-  assert results["dataset"]["split_sizes"]["train"] == 1147
   config.dataset.query_split = "test"
   with pytest.raises(ValueError, match="validation_examples replaces the"
                      " query and database splits"):
     experiment.build(config, str(tmp_path / "d"))
+
+
+@pytest.mark.slow
+def test_a_validation_run_evaluates_on_its_hold_out(tmp_path):
+  config = runs.tiny_config()
+  config.train.steps, config.eval.every = 2, 0
+  config.dataset.validation_examples = 200
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["dataset"]["query_split"] == "validation"
+  assert results["exact"]["num_queries"] == 200
+  assert results["dataset"]["split_sizes"]["train"] == 1147
 
 
 def test_losses_on_the_sphere_embed_on_the_sphere(tmp_path):
@@ -257,16 +274,16 @@ def test_runs_saved_before_geometry_existed_keep_their_geometry(tmp_path):
   for field in ("validation_examples", "validation_seed", "in_memory"):
     del saved["dataset"][field]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  assert experiment.config_of(str(tmp_path)).loss.geometry == "l2"
-  experiment.check_workdir(str(tmp_path), config)
+  assert workdir_lib.config_of(str(tmp_path)).loss.geometry == "l2"
+  workdir_lib.check(str(tmp_path), config)
   config.loss.geometry = "sphere"
   with pytest.raises(ValueError, match="another loss configuration"):
-    experiment.check_workdir(str(tmp_path), config)
+    workdir_lib.check(str(tmp_path), config)
   arcface = json.loads(digits.get_config(
       "size=tiny,loss=arcface").to_json_best_effort())
   del arcface["loss"]["geometry"]
   (tmp_path / "config.json").write_text(json.dumps(arcface))
-  assert experiment.config_of(str(tmp_path)).loss.geometry == "sphere"
+  assert workdir_lib.config_of(str(tmp_path)).loss.geometry == "sphere"
 
 
 def test_cam_runs_saved_before_its_added_weights_resume(tmp_path):
@@ -276,12 +293,12 @@ def test_cam_runs_saved_before_its_added_weights_resume(tmp_path):
   saved = json.loads(config.to_json_best_effort())
   del saved["loss"]["attract_weight"], saved["loss"]["push_weight"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  loss = experiment.config_of(str(tmp_path)).loss
+  loss = workdir_lib.config_of(str(tmp_path)).loss
   assert (loss.attract_weight, loss.push_weight) == (1.0, 0.0)
-  experiment.check_workdir(str(tmp_path), config)
+  workdir_lib.check(str(tmp_path), config)
   config.loss.push_weight = 0.5
   with pytest.raises(ValueError, match="another loss configuration"):
-    experiment.check_workdir(str(tmp_path), config)
+    workdir_lib.check(str(tmp_path), config)
 
 
 def test_two_stage_list_counts_are_checked_before_training(tmp_path):

@@ -12,21 +12,17 @@ import jax
 import numpy as np
 import pytest
 
-from ra_jax.training import loop, trained
+from ra_jax.trained import evaluate_workdir, TrainedRun
+from ra_jax.training import loop
+from ra_jax.training import workdir as workdir_lib
 from tests import runs
 
 ROOT = runs.ROOT
-TINY = "configs/digits.py:size=tiny"
 _env = runs.cli_env
 
 
-def _train_command(workdir, *overrides):
-  return [sys.executable, "-m", "ra_jax.train", "--config", TINY,
-          "--workdir", str(workdir), *overrides]
-
-
 def _final_params(config, workdir):
-  run = trained.TrainedRun(str(workdir), config)
+  run = TrainedRun(str(workdir), config)
   return run.step, jax.tree.map(np.asarray, run.state.params)
 
 
@@ -38,7 +34,8 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(
   one device instead of 8: equal up to the order of float sums, while a
   resume from the wrong batches or optimizer state would be far off)."""
   workdir = tmp_path / "killed"
-  command = _train_command(workdir, *runs.TINY_OVERRIDES)
+  command = [sys.executable, "-m", "ra_jax.train", *runs.tiny_flags(),
+             "--workdir", str(workdir)]
   process = subprocess.Popen(command, cwd=ROOT, env=_env(1),
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -51,9 +48,12 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(
   process.wait()
   assert not (workdir / "results.json").exists()  # killed mid-training
 
-  rerun = subprocess.run(command, cwd=ROOT, env=_env(1), capture_output=True,
-                         text=True, timeout=300)
+  rerun = runs.cli("ra_jax.train", *command[3:])
   assert rerun.returncode == 0, rerun.stderr[-3000:]
+  # The command line and tiny_config are one configuration.
+  config = runs.tiny_config()
+  assert workdir_lib.config_of(str(workdir)).to_dict() == json.loads(
+      config.to_json_best_effort())
   resumed_from = int(rerun.stdout.split("resumed from step ")[1].split()[0])
   assert resumed_from == 4
   assert "results written to" in rerun.stdout and "mAP@10" in rerun.stdout
@@ -61,7 +61,6 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(
   straight = json.load(open(os.path.join(shared_digits_run, "results.json")))
   assert resumed["exact"]["map"] == pytest.approx(straight["exact"]["map"],
                                                   abs=1e-3)
-  config = runs.tiny_config()
   step_a, params_a = _final_params(config, shared_digits_run)
   step_b, params_b = _final_params(config, workdir)
   assert step_a == step_b == runs.SHARED_STEPS
@@ -82,7 +81,7 @@ def test_unreadable_checkpoint_is_skipped_with_a_warning_and_kept(
     if name.startswith("ocdbt") or name == "d":
       subprocess.run(["rm", "-rf", os.path.join(state_dir, name)], check=True)
 
-  step, results = trained.evaluate_workdir(workdir)
+  step, results = evaluate_workdir(workdir)
   assert step == 4
   assert "checkpoint" in caplog.text and "cannot be restored" in caplog.text
   assert os.path.isdir(os.path.join(workdir, "checkpoints_unreadable", "8",
@@ -98,9 +97,7 @@ def test_unreadable_checkpoint_is_skipped_with_a_warning_and_kept(
 
 @pytest.mark.slow
 def test_evaluate_cli_reproduces_the_final_evaluation(digits_run):
-  out = subprocess.run(
-      [sys.executable, "-m", "ra_jax.evaluate", "--workdir", digits_run],
-      cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=300)
+  out = runs.cli("ra_jax.evaluate", "--workdir", digits_run, devices=8)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"checkpoint step {runs.SHARED_STEPS}" in out.stdout
   trained_results = json.load(open(os.path.join(digits_run, "results.json")))
@@ -112,7 +109,7 @@ def test_evaluate_cli_reproduces_the_final_evaluation(digits_run):
 
 def test_evaluating_a_directory_without_a_run_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="holds no run"):
-    trained.evaluate_workdir(str(tmp_path / "nothing"))
+    evaluate_workdir(str(tmp_path / "nothing"))
 
 
 @pytest.mark.slow
@@ -120,7 +117,7 @@ def test_two_processes_follow_one_process(shared_digits_run, tmp_path):
   """launch/local.sh: two processes of one device each, coordinated by
   jax.distributed, take the steps the shared run took in this process on 8
   devices (the same global batches; sums in another order)."""
-  args = ["--config", TINY, *runs.TINY_OVERRIDES]
+  args = runs.tiny_flags()
   double = subprocess.run(
       ["bash", "launch/local.sh", "--num_processes", "2",
        "--devices_per_process", "1", "--port", str(runs.free_port()),

@@ -129,11 +129,12 @@ def test_every_registered_loss_is_the_one_the_step_trains(loss):
 
 
 def test_loss_config_sections_come_from_the_registry():
-  from configs import common
+  from configs import common, validated
   for name, spec in losses.LOSSES.items():
     section = common.loss_config(name)
     assert section.to_dict() == {"name": name, "geometry": spec.geometry,
-                                 **spec.hyperparameters}
+                                 **spec.hyperparameters,
+                                 **validated.LOSS[name]}
     objective.spec_of(section)  # every default is accepted
   assert tuple(common.ARG_KEYS["loss"]) == tuple(losses.LOSSES)
 

@@ -17,7 +17,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+from ra_jax.data.datasets import DATASETS
+
+DEBIAN_DIR = DATASETS["fashion_mnist"].manual_dir
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 # file -> SHA-256 of its decompressed IDX content

@@ -37,7 +37,7 @@ from jax import export as jax_export
 import ra_jax
 from ra_jax import data, files
 from ra_jax.data import augment as augment_lib
-from ra_jax.training import trained
+from ra_jax.trained.run import TrainedRun
 
 FORMAT = "ra_jax.export"
 VERSION = 1
@@ -89,7 +89,7 @@ def export_run(workdir: str, out: str, *,
   if not platforms or unknown:
     raise ValueError(f"platforms must be some of {', '.join(PLATFORMS)};"
                      f" got {', '.join(platforms) or 'none'}")
-  run = trained.TrainedRun(workdir)
+  run = TrainedRun(workdir)
   exp = run.exp
   encoder = export_encoder(exp.model.apply, run.variables, exp.image_shape,
                            platforms)

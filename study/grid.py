@@ -1,8 +1,8 @@
 """The experiments behind docs/RESULTS.md (issue 14), resumable across
 interruptions and machines:
 
-  python -m benchmarks.grid --stage STAGE [--only cam/] [--dry-run]
-  python -m ra_jax.report --workdir results/grid --output docs/RESULTS.md
+  python -m study.grid --stage STAGE [--only cam/] [--dry-run]
+  python -m study.report --results results/grid --output docs/RESULTS.md
 
 STAGE, in order (each reads what the ones before selected, from the
 committed results, and says what is missing if they have not finished):
@@ -34,7 +34,7 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
 - "ablation": the class anchor margin loss's terms switched off (seed 0).
 - "diagnosis": cross-entropy's best trial with BatchNorm on the embedding
   (outside the equal-budget comparison); with
-  `python -m benchmarks.embedding_choices --workdir runs/grid/tuning/ce/trialK
+  `python -m study.embedding_choices --workdir runs/grid/tuning/ce/trialK
   --out results/grid/diagnosis/embedding_choices_ce.json`, where its
   embedding is taken. The final stage measures the same for each final
   cross-entropy run (DIAGNOSED) as soon as it has trained.
@@ -46,7 +46,6 @@ and what marks the run as done on any machine.
 """
 
 import argparse
-import ast
 import dataclasses
 import importlib
 import json
@@ -54,11 +53,17 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
-from benchmarks import search_spaces
+from configs.common import set_fields
 from ra_jax import files
-from ra_jax.report import stages
+from ra_jax.training import workdir as workdir_lib
+from study import rules
+from study import search_spaces
+
+# The loss the study is about: its variants are tried, its terms ablated,
+# and the report's verdicts compare it with every other loss.
+FOCUS = "cam"
 
 # The training recipe every loss shares.
 RECIPE = {
@@ -76,7 +81,7 @@ RECIPE = {
     "model.anchor_init_scale": 1.0, "train.loss_warmup_steps": 0,
 }
 # The same, for the hyperparameters of one loss outside its search space.
-LOSS_RECIPE = {"cam": {"loss.attract_weight": 1.0, "loss.push_weight": 0.0,
+LOSS_RECIPE = {FOCUS: {"loss.attract_weight": 1.0, "loss.push_weight": 0.0,
                        "loss.repel_weight": 1.0, "loss.norm_weight": 1.0}}
 VALIDATION = {"dataset.validation_examples": 10000,
               "dataset.validation_seed": 0}
@@ -86,7 +91,8 @@ TUNING_EPOCHS = 2
 TUNING_EVAL = {"train.epochs": TUNING_EPOCHS, "eval.every": 0,
                "eval.two_stage_lists": ()}
 # The files of a finished run that are committed under --results.
-KEPT_FILES = ("results.json", "config.json", "metrics.jsonl", "grid.json")
+KEPT_FILES = (workdir_lib.RESULTS, workdir_lib.CONFIG, workdir_lib.METRICS,
+              workdir_lib.STUDY_RECORD)
 
 
 def recipe(loss: str, dataset: str = "fashion_mnist"):
@@ -95,37 +101,6 @@ def recipe(loss: str, dataset: str = "fashion_mnist"):
       f"loss={loss}")
   set_fields(config, {**RECIPE, **LOSS_RECIPE.get(loss, {})})
   return config
-
-
-def set_fields(config, settings: dict[str, Any]) -> None:
-  """Sets dotted fields ("optim.learning_rate") that must already exist
-  (ml_collections' update_from_flattened_dict would add a misspelt one)."""
-  for field, value in settings.items():
-    *sections, key = field.split(".")
-    node = config
-    for section in sections:
-      if section not in node:
-        raise KeyError(f"config field {field!r}: no section {section!r}")
-      node = node[section]
-    if key not in node:
-      raise KeyError(f"config field {field!r} does not exist;"
-                     f" {'.'.join(sections)} has: {', '.join(sorted(node))}")
-  config.update_from_flattened_dict(settings)
-
-
-def apply_overrides(config, overrides: Iterable[str]) -> None:
-  """`FIELD=VALUE` strings (VALUE a Python literal, else a string) onto
-  `config`; unknown fields are errors naming them."""
-  settings = {}
-  for item in overrides:
-    field, sep, text = item.partition("=")
-    if not sep:
-      raise ValueError(f"override {item!r}: expected FIELD=VALUE")
-    try:
-      settings[field] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      settings[field] = text
-  set_fields(config, settings)
 
 
 @dataclasses.dataclass
@@ -163,7 +138,8 @@ def tuning_runs() -> list[Run]:
 
 
 def _results(results_dir: str, path: str) -> Optional[dict]:
-  target = files.join(results_dir, path, "results.json")
+  target = workdir_lib.path(files.join(results_dir, path),
+                            workdir_lib.RESULTS)
   return files.read_json(target) if files.exists(target) else None
 
 
@@ -215,14 +191,14 @@ VARIANT_SEEDS = (0, 1)
 def variant_changes(results_dir: str) -> dict[str, dict[str, Any]]:
   """Each variant's config changes, and once the single variants have all
   run with two or more beating the tuned setting on both seeds,
-  `stages.COMBINED`: all the winners' changes together."""
-  _, tuned = best_trial(results_dir, "cam")
+  `rules.COMBINED`: all the winners' changes together."""
+  _, tuned = best_trial(results_dir, FOCUS)
   changes = _variants(tuned, RECIPE["model.embedding_dim"])
   scores = variant_scores(results_dir, changes)
   if all(len(row) == len(VARIANT_SEEDS) for row in scores.values()):
-    winners = stages.variant_winners(scores)
+    winners = rules.variant_winners(scores)
     if len(winners) > 1:
-      changes[stages.COMBINED] = {k: v for name in winners
+      changes[rules.COMBINED] = {k: v for name in winners
                                   for k, v in changes[name].items()}
   return changes
 
@@ -232,12 +208,12 @@ def variant_runs(results_dir: str) -> list[Run]:
   tuning trial), each variant on seeds 0 and 1, and the winners combined
   when there are several, on validation. Run the stage again after the
   single variants to run the combination."""
-  best, tuned = best_trial(results_dir, "cam")
+  best, tuned = best_trial(results_dir, FOCUS)
   base = {**VALIDATION, **TUNING_EVAL, **tuned}
-  runs = [Run(f"variants/cam/tuned/seed{seed}", "variants", "cam", base,
+  runs = [Run(f"variants/{FOCUS}/tuned/seed{seed}", "variants", FOCUS, base,
               seed) for seed in VARIANT_SEEDS if seed != 0]
   for name, change in variant_changes(results_dir).items():
-    runs += [Run(f"variants/cam/{name}/seed{seed}", "variants", "cam",
+    runs += [Run(f"variants/{FOCUS}/{name}/seed{seed}", "variants", FOCUS,
                  {**base, **change}, seed) for seed in VARIANT_SEEDS]
   return runs
 
@@ -246,7 +222,7 @@ def variant_scores(results_dir: str, changes: dict[str, Any]
                    ) -> dict[str, dict[int, float]]:
   """Validation mAP per seed (those that ran) of the tuned setting and of
   the variants named in `changes`."""
-  best, _ = best_trial(results_dir, "cam")
+  best, _ = best_trial(results_dir, FOCUS)
   scores = {}
   for name in ("tuned", *changes):
     row = {}
@@ -261,21 +237,21 @@ def variant_scores(results_dir: str, changes: dict[str, Any]
 
 
 def adopted_variant(results_dir: str) -> Optional[str]:
-  """`stages.adopted_variant` on the variants' validation scores; an error
+  """`rules.adopted_variant` on the variants' validation scores; an error
   until every run it needs has finished."""
   changes = variant_changes(results_dir)
   scores = variant_scores(results_dir, changes)
   if any(len(row) < len(VARIANT_SEEDS) for row in scores.values()):
     raise ValueError("the variants of the class anchor margin loss have not"
                      f" all run (--stage variants): {scores}")
-  return stages.adopted_variant(scores)
+  return rules.adopted_variant(scores)
 
 
 def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
   """A loss's selected settings: its best trial, and for the class anchor
   margin loss the adopted variant."""
   _, settings = best_trial(results_dir, loss)
-  if loss == "cam":
+  if loss == FOCUS:
     variant = adopted_variant(results_dir)
     if variant:
       settings = {**settings, **variant_changes(results_dir)[variant]}
@@ -298,8 +274,8 @@ FEW_SHOT = {"dataset.shot": 10, "train.epochs": 0, "train.steps": 300,
 # seeds); the report says which were met, and by how much others missed.
 TARGETS = {"group": "final/full",
            "best_baseline": {"map": 0.85, "precision@10": 0.88},
-           "cam": {"map": 0.87, "precision@10": 0.89},
-           "cam_two_stage_1": {"map": 0.93, "distance_fraction": 0.1}}
+           "focus": {"map": 0.87, "precision@10": 0.89},
+           "focus_two_stage_1": {"map": 0.93, "distance_fraction": 0.1}}
 ABLATIONS = {"no_repel": {"loss.repel_weight": 0.0},
              "no_norm": {"loss.norm_weight": 0.0},
              "attract_only": {"loss.repel_weight": 0.0,
@@ -315,7 +291,7 @@ def best_baseline(results_dir: str) -> str:
   validation mAP."""
   scores = {}
   for loss in search_spaces.LOSS_SPACES:
-    if loss != "cam":
+    if loss != FOCUS:
       best, _ = best_trial(results_dir, loss)
       scores[loss] = _results(results_dir,
                               f"tuning/{loss}/trial{best}")["exact"]["map"]
@@ -327,7 +303,7 @@ def _converged(results_dir: str, path: str) -> bool:
   over its last quarter."""
   if _results(results_dir, path) is None:
     return False
-  gain = stages.last_quarter_gain(stages.validation_curve(
+  gain = rules.last_quarter_gain(rules.validation_curve(
       files.join(results_dir, path)))
   return gain is not None and gain < CONVERGED
 
@@ -343,7 +319,7 @@ def length_runs(results_dir: str) -> list[Run]:
   leader = best_baseline(results_dir)
   runs = []
   for epochs in LENGTH_EPOCHS:
-    for loss in (leader, "cam"):
+    for loss in (leader, FOCUS):
       runs.append(Run(_length_path(loss, epochs), "length", loss, {
           **VALIDATION, **final_settings(results_dir, loss),
           "train.epochs": epochs,
@@ -379,7 +355,7 @@ def final_runs(results_dir: str) -> list[Run]:
   epochs = final_epochs(results_dir)
   leader = best_baseline(results_dir)
   order = sorted(search_spaces.LOSS_SPACES,
-                 key=lambda loss: (loss != "cam", loss != leader))
+                 key=lambda loss: (loss != FOCUS, loss != leader))
   runs = []
   for seed in FINAL_SEEDS:
     for loss in order:
@@ -395,8 +371,8 @@ def final_runs(results_dir: str) -> list[Run]:
 def ablation_runs(results_dir: str) -> list[Run]:
   """The class anchor margin loss's terms switched off, final recipe,
   seed 0 (the full loss is final/full/cam/seed0)."""
-  settings = _final(results_dir, "cam", final_epochs(results_dir))
-  return [Run(f"ablation/cam/{name}/seed0", "ablation", "cam",
+  settings = _final(results_dir, FOCUS, final_epochs(results_dir))
+  return [Run(f"ablation/{FOCUS}/{name}/seed0", "ablation", FOCUS,
               {**settings, **change}) for name, change in ABLATIONS.items()]
 
 
@@ -405,7 +381,7 @@ def diagnosis_runs(results_dir: str) -> list[Run]:
   with BatchNorm on the embedding (the usual retrieval head for classifier
   training), same budget, on validation. Outside the equal-budget
   comparison. Where the embedding is taken is measured on the trial itself
-  (`benchmarks.embedding_choices`, written to diagnosis/)."""
+  (`study.embedding_choices`, written to diagnosis/)."""
   _, settings = best_trial(results_dir, "ce")
   return [Run("diagnosis/ce/head_batch_norm/seed0", "diagnosis", "ce",
               {**VALIDATION, **TUNING_EVAL, **settings,
@@ -428,13 +404,13 @@ VARIANT_TEXT = {
                       " the learning-rate warm-up",
     "push": "an added term (ours) pushes each embedding until it is margin"
             " nearer its own anchor than any other (push_weight = 1)",
-    stages.COMBINED: "every variant better than the tuned setting on both"
+    rules.COMBINED: "every variant better than the tuned setting on both"
                      " seeds, together (run only when there are several)",
 }
 
 
 def protocol() -> dict[str, Any]:
-  return {"recipe": RECIPE, "validation": VALIDATION,
+  return {"focus": FOCUS, "stages": list(STAGES), "recipe": RECIPE, "validation": VALIDATION,
           "tuning_epochs": TUNING_EPOCHS, "search": search_spaces.describe(),
           "variant_seeds": list(VARIANT_SEEDS), "variants": VARIANT_TEXT,
           "length_epochs": list(LENGTH_EPOCHS), "converged_gain": CONVERGED,
@@ -443,16 +419,18 @@ def protocol() -> dict[str, Any]:
 
 
 def done(results_dir: str, run: Run) -> bool:
-  return files.exists(files.join(results_dir, run.path, "results.json"))
+  return files.exists(workdir_lib.path(files.join(results_dir, run.path),
+                                       workdir_lib.RESULTS))
 
 
 def keep(workdir: str, results_dir: str, run: Run) -> None:
   """Copies the finished run's small files to `results_dir/run.path`,
   results.json last (it marks the run as done)."""
-  files.write_json(files.join(workdir, "grid.json"), run.record())
+  files.write_json(workdir_lib.path(workdir, workdir_lib.STUDY_RECORD),
+                   run.record())
   target = files.join(results_dir, run.path)
   files.makedirs(target)
-  for name in sorted(KEPT_FILES, key=lambda n: n == "results.json"):
+  for name in sorted(KEPT_FILES, key=lambda n: n == workdir_lib.RESULTS):
     source = files.join(workdir, name)
     if files.exists(source):
       files.write_text(files.join(target, name), files.read_text(source))
@@ -483,12 +461,12 @@ def run_stage(stage: str, results_dir: str, workdirs: str, *,
   plan (a converged length makes the longer lengths unnecessary).
   `train(config, workdir) -> results` defaults to the trainer;
   `diagnose(workdir) -> dict` (for DIAGNOSED runs) to
-  `benchmarks.embedding_choices`."""
+  `study.embedding_choices`."""
   if train is None:
     from ra_jax.training import loop
     train = loop.train_and_evaluate
   if diagnose is None:
-    from benchmarks import embedding_choices
+    from study import embedding_choices
     diagnose = embedding_choices.embedding_choices
   files.makedirs(results_dir)
   files.write_json(files.join(results_dir, "protocol.json"), protocol())

@@ -1,6 +1,6 @@
 """The web page's API, in process (starlette's TestClient): the results are
 `ra_jax.search`'s, and bad uploads get a 4xx while the server keeps
-serving."""
+serving; uploads are decoded by the search command's decoder."""
 
 import io
 
@@ -13,7 +13,8 @@ pytest.importorskip("httpx")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from ra_jax.training import image_search, serving  # noqa: E402
+from ra_jax.trained import images, page  # noqa: E402
+from ra_jax.trained.search import Searcher  # noqa: E402
 
 
 def _png(array: np.ndarray, mode: str) -> bytes:
@@ -27,17 +28,18 @@ def served(shared_digits_run, tmp_path_factory):
   from tests import runs
   workdir = runs.copy_run(shared_digits_run,
                           str(tmp_path_factory.mktemp("serve") / "run"))
-  searcher = image_search.Searcher(workdir, progress=False)
-  return searcher, TestClient(serving.make_app(searcher))
+  searcher = Searcher(workdir, progress=False)
+  return searcher, TestClient(page.make_app(searcher, max_pixels=4096))
 
 
 def test_the_page_and_its_info(served):
   searcher, client = served
-  page = client.get("/")
-  assert page.status_code == 200 and '<form id="form">' in page.text
+  html = client.get("/")
+  assert html.status_code == 200 and '<form id="form">' in html.text
   info = client.get("/api/info").json()
   assert info["classes"] == list(searcher.source.class_names)
   assert info["anchors"] == 10 and info["k_max"] == 100
+  assert info["max_pixels"] == 4096
 
 
 def test_an_upload_gives_the_search_commands_results(served):
@@ -51,7 +53,7 @@ def test_an_upload_gives_the_search_commands_results(served):
                            files={"image": ("q.png", png, "image/png")})
     assert response.status_code == 200, response.text
     data = response.json()
-    expected = searcher.search(serving.decode_upload(png, 1),
+    expected = searcher.search(searcher.load_image(png),
                                int(form["k"]), int(form.get("num_lists", 1)),
                                exact)
     assert [r["id"] for r in data["results"]] == list(expected["ids"])
@@ -81,14 +83,24 @@ def test_a_test_image_by_index_names_its_label(served):
      "num_lists must be in [1, 10]"),
     ({"query_index": "100000"}, {}, 400, "query_index must be in"),
     ({}, {}, 400, "send an image file or a query_index"),
-    ({}, {"image": ("big.png", b"0" * (serving.MAX_UPLOAD_BYTES + 1),
+    ({}, {"image": ("big.png", b"0" * (page.MAX_UPLOAD_BYTES + 1),
                     "image/png")}, 413, "at most"),
+    # 65 x 64 pixels: over the app's max_pixels (4096), refused from the
+    # header before decoding
+    ({}, {"image": ("wide.png", "65x64", "image/png")}, 413,
+     "65 x 64 pixels; at most 4,096 pixels"),
 ])
 def test_bad_queries_get_a_4xx_and_the_server_keeps_serving(
     served, form, files, status, message):
   _, client = served
-  files = {k: (name, data if data is not None else _png(
-      np.zeros((8, 8), np.uint8), "L"), kind)
+  def content(data):
+    if data is None:
+      return _png(np.zeros((8, 8), np.uint8), "L")
+    if isinstance(data, str):  # "WxH": a blank PNG of that size
+      width, height = map(int, data.split("x"))
+      return _png(np.zeros((height, width), np.uint8), "L")
+    return data
+  files = {k: (name, content(data), kind)
            for k, (name, data, kind) in files.items()}
   response = client.post("/api/search", data=form, files=files or None)
   assert response.status_code == status
@@ -96,13 +108,37 @@ def test_bad_queries_get_a_4xx_and_the_server_keeps_serving(
   assert client.get("/api/info").status_code == 200
 
 
-def test_a_grayscale_upload_for_an_rgb_model_is_refused():
-  gray = _png(np.zeros((8, 8), np.uint8), "L")
-  with pytest.raises(serving.BadQuery, match="grayscale image.*RGB"):
-    serving.decode_upload(gray, channels=3)
+def test_uploads_take_the_models_channels():
+  """One decoder for the page and the search command: a grayscale image
+  for an RGB model repeats its value in each channel, a colour one for a
+  grayscale model is converted to luminance."""
+  gray = np.arange(64, dtype=np.uint8).reshape(8, 8)
+  as_rgb = images.decode_image(_png(gray, "L"), channels=3)
+  assert as_rgb.shape == (8, 8, 3)
+  assert (as_rgb == gray[..., None]).all()
   rgb = _png(np.zeros((8, 8, 3), np.uint8), "RGB")
-  assert serving.decode_upload(rgb, channels=3).shape == (8, 8, 3)
-  assert serving.decode_upload(rgb, channels=1).shape == (8, 8, 1)
+  assert images.decode_image(rgb, channels=3).shape == (8, 8, 3)
+  assert images.decode_image(rgb, channels=1).shape == (8, 8, 1)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding():
+  """A PNG of a few kilobytes that declares 20,000 x 20,000 pixels (over
+  PIL's own limit) is a 413 naming the limit, never decoded."""
+  import zlib
+  import struct
+  def chunk(kind, body):
+    return (struct.pack(">I", len(body)) + kind + body +
+            struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff))
+  side = 20_000
+  row = b"\0" + b"\0" * side  # filter byte + one gray byte per pixel
+  bomb = (b"\x89PNG\r\n\x1a\n" +
+          chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(row * 16)) + chunk(b"IEND", b""))
+  assert len(bomb) < 10_000
+  for limit in (images.MAX_PIXELS, 10 * side * side):  # ours, then PIL's
+    with pytest.raises(images.ImageError) as error:
+      images.decode_image(bomb, channels=1, max_pixels=limit)
+    assert error.value.status == 413
 
 
 @pytest.mark.slow

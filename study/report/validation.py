@@ -1,8 +1,7 @@
-"""The report's validation-side sections for a staged results grid
-(benchmarks/grid.py: runs whose grid.json names a stage): the protocol and
-search spaces, the tuning on the validation split, the class anchor margin
-loss's variants and the training length. The test-side sections are in
-`verdicts` (final runs, significance, targets, two-stage search) and
+"""The study report's validation-side sections (runs whose study record
+names a stage of study/grid.py): the protocol and search spaces, the tuning
+on the validation split, the focus loss's variants and the training length.
+The test-side sections are in `verdicts` (the answer, targets) and
 `diagnostics` (the ablation, cross-entropy's diagnosis).
 
 Everything is read from the run files and `protocol.json` at the root; a
@@ -10,21 +9,27 @@ stage that has not run yet is reported as missing, not skipped silently.
 """
 
 import statistics
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from ra_jax import files
 from ra_jax.report import runs as runs_lib
-from ra_jax.report.runs import OURS
+from study.rules import adopted_variant
+from study.rules import COMBINED
+from study.rules import last_quarter_gain
+from study.rules import validation_curve
+from study.rules import variant_winners
 
 _map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 _title = runs_lib.loss_title
-STAGE_ORDER = ("tuning", "variants", "length", "final", "ablation",
-               "diagnosis")
 
 
-def read_protocol(root: str) -> Optional[dict]:
+def read_protocol(root: str) -> dict:
+  """The study's protocol.json at `root` (written by study/grid.py)."""
   path = files.join(root, "protocol.json")
-  return files.read_json(path) if files.exists(path) else None
+  if not files.exists(path):
+    raise FileNotFoundError(f"{root} holds no study: {path} does not exist"
+                            " (python -m study.grid writes it)")
+  return files.read_json(path)
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -44,9 +49,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
   return ", ".join(p for p in parts if p)
 
 
-def protocol_section(protocol: Optional[dict]) -> list[str]:
-  if protocol is None:
-    return []
+def protocol_section(protocol: dict) -> list[str]:
   recipe = protocol["recipe"]
   search = protocol["search"]
   lines = [
@@ -76,19 +79,28 @@ def protocol_section(protocol: Optional[dict]) -> list[str]:
   return lines
 
 
+def _split_sizes(run: runs_lib.RunRecord) -> str:
+  """"10,000 held-out training images against the other 50,000": the
+  run's query and database split sizes."""
+  dataset = run.results["dataset"]
+  sizes = dataset["split_sizes"]
+  return (f"{sizes[dataset['query_split']]:,} held-out training images"
+          f" against the other {sizes[dataset['database_split']]:,}")
+
+
 def tuning_section(runs: Sequence[runs_lib.RunRecord],
-                   protocol: Optional[dict]) -> list[str]:
+                   protocol: dict) -> list[str]:
   tuning = [r for r in runs if r.stage == "tuning"]
   if not tuning:
     return []
-  budget = protocol["search"]["trials_per_loss"] if protocol else None
+  focus = protocol["focus"]
+  budget = protocol["search"]["trials_per_loss"]
   by_loss: dict[str, list] = {}
   for run in tuning:
     by_loss.setdefault(run.loss, []).append(run)
   lines = ["## Tuning on the validation split", "",
-           "Validation mAP (10,000 held-out training images against the"
-           " other 50,000, full ranking) of every trial; each loss in its"
-           " declared geometry.", "",
+           f"Validation mAP ({_split_sizes(tuning[0])}, full ranking) of"
+           " every trial; each loss in its declared geometry.", "",
            "| loss | geometry | trials | best mAP | its P@10 | median mAP |"
            " worst mAP | best trial's settings |",
            "|---|---|---|---|---|---|---|---|"]
@@ -112,50 +124,25 @@ def tuning_section(runs: Sequence[runs_lib.RunRecord],
               f" of {budget * len(protocol['search']['losses'])} trials"
               " have run; the ranking below is provisional.", ""]
   ranked = sorted(best, key=lambda loss: -_map(best[loss]))
-  if OURS in best and len(ranked) > 1:
-    rank = ranked.index(OURS) + 1
-    leader = ranked[0] if ranked[0] != OURS else ranked[1]
-    gap = _map(best[OURS]) - _map(best[leader])
-    lines += [f"At its best trial the class anchor margin loss ranks {rank}"
-              f" of {len(ranked)} on validation ({_map(best[OURS]):.4f},"
+  if focus in best and len(ranked) > 1:
+    rank = ranked.index(focus) + 1
+    leader = ranked[0] if ranked[0] != focus else ranked[1]
+    gap = _map(best[focus]) - _map(best[leader])
+    subject = runs_lib.loss_subject(focus)
+    lines += [f"At its best trial {subject[0].lower() + subject[1:]} ranks"
+              f" {rank} of {len(ranked)} on validation"
+              f" ({_map(best[focus]):.4f},"
               f" {gap:+.4f} against {_title(leader)},"
               f" {_map(best[leader]):.4f}).", ""]
   return lines
-
-
-COMBINED = "combined"  # every single winning variant together
-
-
-def variant_winners(table: dict[str, dict[int, float]]) -> list[str]:
-  """The single variants (not "tuned", not COMBINED) better than "tuned" on
-  every seed, best mean first. `table`: setting -> {seed: validation mAP}."""
-  base = table.get("tuned")
-  if not base:
-    return []
-  winners = [name for name, row in table.items()
-             if name not in ("tuned", COMBINED) and set(row) == set(base)
-             and all(row[s] > base[s] for s in base)]
-  return sorted(winners, key=lambda n: -statistics.fmean(table[n].values()))
-
-
-def adopted_variant(table: dict[str, dict[int, float]]) -> Optional[str]:
-  """The class anchor margin loss's adopted variant (benchmarks/grid.py):
-  None if no single variant beats the tuned setting on every seed; with one
-  winner, it; with several, COMBINED if it beats the best single winner on
-  every seed, else that winner. `table` must hold every seed of every
-  setting the rule looks at."""
-  winners = variant_winners(table)
-  if len(winners) < 2:
-    return winners[0] if winners else None
-  best, combined = table[winners[0]], table[COMBINED]
-  return COMBINED if all(combined[s] > best[s] for s in best) else winners[0]
 
 
 def variants_section(runs, protocol) -> list[str]:
   variants = [r for r in runs if r.stage == "variants"]
   if not variants:
     return []
-  tuned = max((r for r in runs if r.stage == "tuning" and r.loss == OURS),
+  focus = protocol["focus"]
+  tuned = max((r for r in runs if r.stage == "tuning" and r.loss == focus),
               key=_map, default=None)
   table: dict[str, dict[int, float]] = {}
   if tuned is not None:
@@ -163,8 +150,8 @@ def variants_section(runs, protocol) -> list[str]:
   for run in variants:
     table.setdefault(run.variant, {})[run.seed] = _map(run)
   seeds = sorted({s for row in table.values() for s in row})
-  text = (protocol or {}).get("variants", {})
-  lines = ["## The class anchor margin loss's variants (validation)", "",
+  text = protocol.get("variants", {})
+  lines = [f"## {runs_lib.loss_subject(focus)}'s variants (validation)", "",
            "| setting | " + " | ".join(f"seed {s}" for s in seeds) +
            " | mean | what it changes |", "|---|" + "---|" * (len(seeds) + 2)]
   for name, row in table.items():
@@ -181,7 +168,8 @@ def variants_section(runs, protocol) -> list[str]:
                  f" | - | {text[name]} (not run yet) |")
   complete = not missing and all(set(row) == set(seeds)
                                  for row in table.values())
-  lines += ["", "The tuned setting's seed 0 is the best of its 8 trials, so"
+  lines += ["", "The tuned setting's seed 0 is the best of its"
+            f" {protocol['search']['trials_per_loss']} trials, so"
             " it is biased upwards; a variant must beat it there too."]
   if not complete:
     return lines + ["", "Not every setting has every seed yet.", ""]
@@ -210,7 +198,7 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   lines = ["## Training length (validation)", "",
            "| loss | epochs | final validation mAP | gain over the last"
            " quarter |", "|---|---|---|---|"]
-  threshold = (protocol or {}).get("converged_gain", 0.01)
+  threshold = protocol["converged_gain"]
   baseline_converged = {}  # epochs -> loss, for the baseline's lengths
 
   def epochs_of(run) -> int:
@@ -223,7 +211,7 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
     gain = last_quarter_gain(curve)
     converged = gain is not None and gain < threshold
     state = "converged" if converged else "still rising"
-    if converged and run.loss != OURS:
+    if converged and run.loss != protocol["focus"]:
       baseline_converged.setdefault(epochs, run.loss)
     lines.append(f"| {_title(run.loss)} | {epochs} | {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({state}) |" if gain is not None else
@@ -241,28 +229,10 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   return lines
 
 
-def validation_curve(workdir: str) -> list[tuple[int, float]]:
-  """(step, full validation mAP) of a run evaluated during training."""
-  from ra_jax.training import writers
-  return [(r["step"], r["eval/map"]) for r in writers.read_metrics(workdir)
-          if "eval/map" in r]
-
-
-def last_quarter_gain(curve: Sequence[tuple[int, float]]
-                      ) -> Optional[float]:
-  """mAP at the last evaluation minus mAP at the evaluation nearest 3/4 of
-  the last step; None with fewer than two evaluations."""
-  if len(curve) < 2:
-    return None
-  last_step, last = curve[-1]
-  _, earlier = min(curve, key=lambda p: abs(p[0] - 0.75 * last_step))
-  return last - earlier
-
-
-def missing_stages(runs) -> list[str]:
+def missing_stages(runs, protocol: dict) -> list[str]:
   present = {r.stage for r in runs}
-  missing = [s for s in STAGE_ORDER if s not in present]
+  missing = [s for s in protocol["stages"] if s not in present]
   if not missing:
     return []
   return [f"Stages with no finished run yet: {', '.join(missing)}"
-          " (`python -m benchmarks.grid --stage STAGE`).", ""]
+          " (`python -m study.grid --stage STAGE`).", ""]

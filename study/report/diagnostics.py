@@ -7,8 +7,9 @@ import re
 import statistics
 
 from ra_jax import files
+from ra_jax.report import comparison
 from ra_jax.report import runs as runs_lib
-from ra_jax.report.runs import OURS
+from ra_jax.training import writers
 
 _map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 _title = runs_lib.loss_title
@@ -20,7 +21,6 @@ def term_activity(run) -> dict[str, float]:
   steps with the repeller R > 0 and with the norm term N > 0, and at the
   last logged step the smallest inter-anchor distance over 2 * margin and
   the mean anchor norm over min_norm (NaN where not logged)."""
-  from ra_jax.training import writers
   logged = [r for r in writers.read_metrics(run.workdir)
             if "train/repel" in r]
   loss = run.config["loss"]
@@ -39,21 +39,24 @@ def term_activity(run) -> dict[str, float]:
                                loss.get("min_norm", math.nan))}
 
 
-def ablation_section(runs) -> list[str]:
+def ablation_section(runs, protocol: dict) -> list[str]:
   ablation = [r for r in runs if r.stage == "ablation"]
   if not ablation:
     return []
-  full = next((r for r in runs if r.group == "final/full" and r.loss == OURS
+  focus = protocol["focus"]
+  full = next((r for r in runs if r.group == "final/full" and r.loss == focus
                and r.seed == 0), None)
   rows = ([("all three terms", full)] if full else []) + [
       (r.variant, r) for r in sorted(ablation, key=lambda r: r.variant)]
-  lines = ["## Ablation of the class anchor margin loss's terms (test, seed"
+  lines = [f"## Ablation of {runs_lib.loss_subject(focus)[0].lower()}"
+           f"{runs_lib.loss_subject(focus)[1:]}'s terms (test, seed"
            " 0)", "", "| terms | mAP | P@10 | nearest-anchor acc. |"
            " two-stage mAP, 1 label list | 1 anchor list | steps with R > 0"
            " | steps with N > 0 | min anchor distance / 2m |"
            " mean anchor norm / min_norm |", "|---|---|---|---|---|---|---|"
            "---|---|---|"]
-  two_stage = lambda run, key: run.results.get(key, {}).get("map", math.nan)
+  two_stage = lambda run, source: comparison.mean_search_value(
+      [run], source, 1, "map")
   # each run's training log, read once for the table and its reading
   activity = {name: term_activity(run) for name, run in rows}
   for name, run in rows:
@@ -61,8 +64,8 @@ def ablation_section(runs) -> list[str]:
     lines.append(
         f"| {name} | {_map(run):.4f} | {_map(run, 'precision@10'):.4f} |"
         f" {run.results.get('nearest_anchor_accuracy', math.nan):.4f} |"
-        f" {two_stage(run, 'two_stage_1'):.4f} |"
-        f" {two_stage(run, 'two_stage_anchors_1'):.4f} |"
+        f" {two_stage(run, 'labels'):.4f} |"
+        f" {two_stage(run, 'anchors'):.4f} |"
         f" {act['repel']:.0%} | {act['norm']:.0%} | {act['distance']:.2f} |"
         f" {act['anchor_norm']:.2f} |")
   return lines + [""] + _ablation_reading(rows, full, activity) + [

@@ -1,4 +1,4 @@
-"""benchmarks/grid.py and search_spaces.py: which runs, with which settings,
+"""study/grid.py and search_spaces.py: which runs, with which settings,
 and what a finished run leaves under results/."""
 
 import json
@@ -7,9 +7,8 @@ import pathlib
 
 import pytest
 
-from benchmarks import grid, search_spaces
 from ra_jax import losses
-from ra_jax.report import stages
+from study import grid, rules, search_spaces
 
 
 def test_every_registered_loss_gets_the_same_number_of_trials():
@@ -89,18 +88,6 @@ def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
       "file": "metrics.jsonl"}
 
 
-def test_overrides_parse_literals_and_name_unknown_fields():
-  config = grid.recipe("triplet")
-  grid.apply_overrides(config, ["optim.learning_rate=0.5", "loss.mining=hard",
-                                "dataset.in_memory=never"])
-  assert config.optim.learning_rate == 0.5
-  assert (config.loss.mining, config.dataset.in_memory) == ("hard", "never")
-  with pytest.raises(KeyError, match="learning_rat"):
-    grid.apply_overrides(config, ["optim.learning_rat=1"])
-  with pytest.raises(ValueError, match="expected FIELD=VALUE"):
-    grid.apply_overrides(config, ["optim.learning_rate"])
-
-
 def test_the_protocol_states_the_search_spaces():
   described = json.loads(json.dumps(grid.protocol()))
   assert described["search"]["trials_per_loss"] == search_spaces.TRIALS
@@ -132,7 +119,7 @@ def _variants_done(results):
   """Every variant run; attract_warmup wins on both seeds, the others on
   one."""
   _fake(results, "variants/cam/tuned/seed1", 0.88)
-  for name in set(grid.VARIANT_TEXT) - {stages.COMBINED}:
+  for name in set(grid.VARIANT_TEXT) - {rules.COMBINED}:
     for seed, value in ((0, 0.91), (1, 0.89)):
       _fake(results, f"variants/cam/{name}/seed{seed}",
             value if name == "attract_warmup" else (0.95, 0.85)[seed])
@@ -150,34 +137,65 @@ def test_later_stages_wait_for_the_ones_before(tmp_path):
     grid.best_trial(results, "ce")
 
 
-def test_selection_variants_length_and_final_runs(tmp_path):
-  results = str(tmp_path)
-  _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8,
-                    ("ce", 1): 0.7})
+@pytest.fixture
+def tuned(tmp_path):
+  """A results directory whose tuning has run: cam's best trial is 2,
+  triplet (trial 5) the best baseline."""
+  _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8, ("ce", 1): 0.7})
+  return tmp_path
+
+
+def _converged_lengths(results):
+  """The baseline still rising at 12 epochs, converged at 24."""
+  rising = [(s, 0.7 + s / 24000) for s in range(200, 2401, 200)]
+  _fake(results, "length/triplet/epochs12", rising[-1][1], rising)
+  flat = [(s, 0.8 + min(s, 3000) / 1e6) for s in range(200, 4801, 200)]
+  _fake(results, "length/triplet/epochs24", flat[-1][1], flat)
+
+
+def test_selection_takes_each_losss_best_trial(tuned):
+  results = str(tuned)
   assert grid.best_trial(results, "cam") == (
       2, search_spaces.loss_trials("cam")[2])
   assert grid.best_baseline(results) == "triplet"
-  variants = grid.variant_runs(results)
+
+
+def test_variants_change_the_tuned_setting_one_way_each(tuned):
+  variants = grid.variant_runs(str(tuned))
   assert [r.path for r in variants][:1] == ["variants/cam/tuned/seed1"]
-  singles = set(grid.VARIANT_TEXT) - {stages.COMBINED}
+  singles = set(grid.VARIANT_TEXT) - {rules.COMBINED}
   assert len(variants) == 1 + 2 * len(singles)
   assert {r.path.split("/")[2] for r in variants[1:]} == singles
   push = next(r for r in variants if "/push/" in r.path)
   assert push.settings["loss.push_weight"] == 1.0
-  assert all(r.config() for r in variants)  # set_fields: every field exists
+  for run in variants:  # every setting lands in a field of the config
+    config = run.config()
+    for field, value in run.settings.items():
+      section, key = field.split(".")
+      assert config[section][key] == value, (run.path, field)
   margin = search_spaces.loss_trials("cam")[2]["loss.margin"]
   ortho = next(r for r in variants if "orthogonal_init" in r.path)
   assert ortho.settings["model.anchor_init"] == "orthogonal"
   # rows of norm scale * sqrt(D): pairwise distance exactly 2 * margin
   assert ortho.settings["model.anchor_init_scale"] * math.sqrt(
       2 * 128) == pytest.approx(2 * margin)
+
+
+def test_a_variant_winning_on_every_seed_is_adopted(tuned):
+  results = str(tuned)
+  planned = len(grid.variant_runs(results))
   with pytest.raises(ValueError, match="have not all run"):
     grid.adopted_variant(results)
-  _variants_done(tmp_path)
+  _variants_done(tuned)
   assert grid.adopted_variant(results) == "attract_warmup"
-  assert len(grid.variant_runs(results)) == len(variants)  # no combination
+  assert len(grid.variant_runs(results)) == planned  # no combination
   assert grid.final_settings(results, "cam")["train.loss_warmup_steps"] == (
       grid.RECIPE["optim.warmup_steps"])
+
+
+def test_lengths_run_until_the_best_baseline_converges(tuned):
+  results = str(tuned)
+  _variants_done(tuned)
   lengths = grid.length_runs(results)
   assert [r.path for r in lengths][:2] == ["length/triplet/epochs12",
                                            "length/cam/epochs12"]
@@ -186,13 +204,18 @@ def test_selection_variants_length_and_final_runs(tmp_path):
   with pytest.raises(ValueError, match="no length"):
     grid.final_epochs(results)
   rising = [(s, 0.7 + s / 24000) for s in range(200, 2401, 200)]
-  _fake(tmp_path, "length/triplet/epochs12", rising[-1][1], rising)
-  assert stages.last_quarter_gain(rising) == pytest.approx(0.025)
+  _fake(tuned, "length/triplet/epochs12", rising[-1][1], rising)
+  assert rules.last_quarter_gain(rising) == pytest.approx(0.025)
   with pytest.raises(ValueError, match="no length"):
     grid.final_epochs(results)
-  flat = [(s, 0.8 + min(s, 3000) / 1e6) for s in range(200, 4801, 200)]
-  _fake(tmp_path, "length/triplet/epochs24", flat[-1][1], flat)
+  _converged_lengths(tuned)
   assert grid.final_epochs(results) == 24
+
+
+def test_final_runs_put_the_headline_comparison_first(tuned):
+  results = str(tuned)
+  _variants_done(tuned)
+  _converged_lengths(tuned)
   final = grid.final_runs(results)
   assert len(final) == len(search_spaces.LOSS_SPACES) * 3 * 2
   assert [r.path for r in final][:4] == [  # the headline comparison first
@@ -220,7 +243,7 @@ def test_committed_runs_are_the_runs_the_grid_plans_today():
   so changed config defaults cannot silently split the protocol in two."""
   import glob
   import os
-  from ra_jax.training import experiment
+  from ra_jax.training import workdir as workdir_lib
   results = "results/grid"
   plan = {}
   for planner in grid.STAGES.values():
@@ -234,7 +257,7 @@ def test_committed_runs_are_the_runs_the_grid_plans_today():
   assert len(committed) >= 8
   for path in committed:
     assert path in plan, f"{path} is not a run of any stage's plan"
-    saved = experiment.config_of(f"{results}/{path}").to_dict()
+    saved = workdir_lib.config_of(f"{results}/{path}").to_dict()
     planned = json.loads(plan[path].config().to_json_best_effort())
     for section in ("dataset", "model", "loss", "optim", "train"):
       assert json.loads(json.dumps(saved[section])) == planned[section], (
@@ -242,9 +265,8 @@ def test_committed_runs_are_the_runs_the_grid_plans_today():
 
 
 def test_configs_carry_the_settings_the_grid_selected():
-  """configs/ and the losses' signatures hold each loss's selection
-  (configs/validated.py; rounded to 3 significant digits) and the recipe
-  it was selected with."""
+  """configs/ hold each loss's selection (configs/validated.py; rounded to
+  3 significant digits) and the recipe it was selected with."""
   from configs import fashion_mnist
   for loss in losses.LOSSES:
     config = fashion_mnist.get_config(f"loss={loss}")
@@ -268,7 +290,7 @@ def test_several_winning_variants_are_tried_together(tmp_path):
   _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8})
   _fake(tmp_path, "variants/cam/tuned/seed1", 0.88)
   wins = {"attract_warmup": (0.93, 0.895), "push": (0.92, 0.91)}
-  for name in set(grid.VARIANT_TEXT) - {stages.COMBINED}:
+  for name in set(grid.VARIANT_TEXT) - {rules.COMBINED}:
     for seed in (0, 1):
       _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
             wins.get(name, (0.95, 0.85))[seed])
@@ -284,7 +306,7 @@ def test_several_winning_variants_are_tried_together(tmp_path):
   _fake(tmp_path, "variants/cam/combined/seed1", 0.905)
   assert grid.adopted_variant(results) == "push"
   _fake(tmp_path, "variants/cam/combined/seed1", 0.915)
-  assert grid.adopted_variant(results) == stages.COMBINED
+  assert grid.adopted_variant(results) == rules.COMBINED
   settings = grid.final_settings(results, "cam")
   assert settings["loss.push_weight"] == 1.0
   assert settings["train.loss_warmup_steps"] == 100

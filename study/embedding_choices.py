@@ -11,7 +11,7 @@ so a loss that ranks badly can be told apart from an embedding taken in the
 wrong place. A diagnosis, not a ranking: the report's tables use each
 loss's declared geometry.
 
-  python -m benchmarks.embedding_choices --workdir runs/grid/tuning/ce/trial3 \
+  python -m study.embedding_choices --workdir runs/grid/tuning/ce/trial3 \
       --out results/grid/diagnosis/ce_trial3.json
 """
 
@@ -29,8 +29,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def embedding_choices(workdir: str) -> dict:
   from ra_jax import models, retrieval
-  from ra_jax.training import evaluation, trained
-  run = trained.TrainedRun(workdir)
+  from ra_jax.trained import TrainedRun
+  from ra_jax.training import evaluation
+  run = TrainedRun(workdir)
   model = run.exp.model
 
   def features(variables, images):
@@ -49,7 +50,7 @@ def embedding_choices(workdir: str) -> dict:
   (q_head, q_pool, q_labels), (d_head, d_pool, d_labels) = (
       outputs["query"], outputs["database"])
   # The embedding as trained comes first: the report compares every other
-  # choice with the first (ra_jax/report/diagnostics._choices_reading).
+  # choice with the first (study/report/diagnostics._choices_reading).
   choices = {
       f"head ({run.exp.geometry}, as trained)": (q_head, d_head),
       "head, on the unit sphere": (_unit(q_head), _unit(d_head)),

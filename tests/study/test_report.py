@@ -1,13 +1,20 @@
-"""The staged grid's report sections, on result files written here, and
-the paired bootstrap."""
+"""The study's report sections, on result files written here: each
+section reads its stage's files and the protocol."""
 
 import json
 
-import numpy as np
 import pytest
 
-from benchmarks import grid, search_spaces
-from ra_jax.report import build, significance
+from configs import common
+from study import grid
+from study.report import build
+
+# What a run's results.json says of its data, by protocol.
+_VALIDATION = {"split_sizes": {"train": 50000, "validation": 10000,
+                               "test": 10000},
+               "query_split": "validation", "database_split": "train"}
+_TEST = {"split_sizes": {"train": 60000, "test": 10000},
+         "query_split": "test", "database_split": "train"}
 
 
 def _run(root, path, stage, loss, value, seed=0, per_query=None,
@@ -15,9 +22,11 @@ def _run(root, path, stage, loss, value, seed=0, per_query=None,
   run_dir = root / path
   run_dir.mkdir(parents=True)
   config = grid.recipe(loss)
-  grid.set_fields(config, settings or {})
+  common.set_fields(config, settings or {})
   (run_dir / "config.json").write_text(config.to_json_best_effort())
-  results = {"exact": {"map": value, "map@100": value, "precision@10": value,
+  results = {"dataset": _TEST if stage in ("final", "ablation") else
+             _VALIDATION,
+             "exact": {"map": value, "map@100": value, "precision@10": value,
                        "precision@100": value, "num_queries": 4},
              "run": {"wall_seconds": 60.0}, **(extra or {})}
   if per_query is not None:
@@ -31,7 +40,14 @@ def _run(root, path, stage, loss, value, seed=0, per_query=None,
       json.dumps(m) + "\n" for m in metrics))
 
 
-def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+  """(root, report text) of a staged study whose every stage has files:
+  2 tuning trials per loss, the variants (attract_warmup wins), a length
+  run, 3 final seeds of cam and ce, two ablations, the diagnosis. The
+  final and ablation runs' results.json are in the format before search
+  rows ("two_stage_1" keys): the report reads them upgraded."""
+  tmp_path = tmp_path_factory.mktemp("study")
   (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
   for k, (cam, ce) in enumerate(((0.70, 0.72), (0.81, 0.60))):
     _run(tmp_path, f"tuning/cam/trial{k}", "tuning", "cam", cam)
@@ -90,8 +106,12 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
                       "logits": {
               "map": value - 0.1, "precision@10": 0.9, "map@100": value}}}))
   output = tmp_path / "RESULTS.md"
-  build.write_report(str(tmp_path), str(output), analyze=False)
-  report = output.read_text()
+  build.write_study_report(str(tmp_path), str(output), analyze=False)
+  return tmp_path, output.read_text()
+
+
+def test_the_diagnosis_reads_its_embedding_choices(staged):
+  _, report = staged
   assert ("cross-entropy, test queries against the train split, the final"
           " checkpoints of 2 seeds, mean ± std:") in report
   assert ("| head, on the unit sphere | 0.7500 ± 0.0707 | 0.9000 ± 0.0000 |"
@@ -102,20 +122,44 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " unit sphere (0.7500), +0.0500 over the embedding as trained.") in (
       report)
   assert "mAP against logits" not in report  # one choice: nothing to compare
+  assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
+  assert ("cross-entropy with head_batch_norm: validation mAP 0.7500 against"
+          " 0.7200 for its best trial as tuned (+0.0300)") in report
+
+
+def test_tuning_names_the_budget_and_the_split_from_the_files(staged):
+  _, report = staged
   assert "## Tuning on the validation split" in report
+  assert ("Validation mAP (10,000 held-out training images against the"
+          " other 50,000, full ranking)") in report
   assert "| class anchor margin | l2 | 2 of 8 | 0.8100 |" in report
   assert "| cross-entropy | l2 | 2 of 8 | 0.7200 |" in report
   assert "The search is not finished: 4 of 56 trials" in report
   assert ("At its best trial the class anchor margin loss ranks 1 of 2 on"
           " validation (0.8100, +0.0900 against cross-entropy") in report
+  assert "Search spaces" in report and "log-uniform [0.5, 8]" in report
+
+
+def test_variants_and_length_state_their_decisions(staged):
+  root, report = staged
+  assert "## The class anchor margin loss's variants (validation)" in report
   assert "| tuned | 0.8100 | 0.8000 | 0.8050 |" in report
   assert "Adopted: attract_warmup" in report
+  assert "seed 0 is the best of its 8 trials" in report
   assert "| cross-entropy | 12 | 0.8080 | +0.0020 (converged) |" in (
       report)
   assert ("the final runs train 12 epochs, the shortest length at which"
           " cross-entropy converged.") in report
+  assert (root / "RESULTS_figures" / "length_curves.png").exists()
+
+
+def test_the_final_group_has_its_table_and_significance(staged):
+  _, report = staged
   assert "## final/full" in report
-  assert "| class anchor margin | 3 | **0.8600 ± 0.0100** |" in report
+  # labelled with the hyperparameters that differ from the library's
+  # defaults: the validated ones of the configs
+  assert ("| class anchor margin (margin=6.46, min_norm=2.2) | 3 |"
+          " **0.8600 ± 0.0100** |") in report
   # per-query AP averaged over seeds: cam (0.9, 0.8, -, 0.85) vs ce (0.7,
   # 0.8, 0.5, 0.75): differences 0.2, 0, 0.1 on the 3 shared queries
   assert "| cross-entropy | +0.0600 | [+0.0000, +0.2000] |" in report
@@ -128,7 +172,12 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " difference is not significant at the 5% level over queries, and"
           " significant at the 5% level over seeds.") in report
   assert "| +0.0500, +0.0600, +0.0700 | 0.0091 |" in report
+  # the two-stage rows of results.json files written before search rows
   assert "| label | 1 | 0.9000 | 0.8500 | 0.100 | 0.500 |" in report
+
+
+def test_the_answer_leads_with_the_final_verdicts(staged):
+  _, report = staged
   answer = report.split("## The answer")[1].split("## Protocol")[0]
   assert ("- **final/full** (2 of 2 losses, 3 of 3 seeds each): The class"
           " anchor margin"
@@ -138,6 +187,10 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " search's 0.8600, computing 0.1000 of its distances") in answer
   assert ("- Targets: 1 of 6 met; not met: cross-entropy, exact search, mAP"
           " 0.8000 against >= 0.85;") in answer
+
+
+def test_targets_are_judged_as_printed(staged):
+  _, report = staged
   assert "### Targets (final/full, mean over seeds)" in report
   for row in ("| cross-entropy, exact search, mAP | >= 0.85 | 0.8000 | no,"
               " by 0.0500 |",
@@ -150,6 +203,12 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
               "| cross-entropy, exact search, P@10 | >= 0.88 | 0.8000 | no,"
               " by 0.0800 |"):
     assert row in report, row
+
+
+def test_the_ablation_reads_each_terms_activity(staged):
+  _, report = staged
+  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
+                                                          "min_norm"))
   assert (f"| no_repel | 0.8300 | 0.8300 | nan | nan | 0.8400 | 25% | 0% |"
           f" {3.0 / (2 * margin):.2f} | {4.4 / min_norm:.2f} |") in report
   assert "No row drops the attractor" in report
@@ -161,11 +220,13 @@ def test_a_staged_report_reads_every_stage_from_the_files(tmp_path):
           " was > 0 at 0% of the logged steps") in report
   assert "no_repel and no_norm" not in report  # two terms apart
   assert "| all three terms | 0.8500 |" in report
-  assert "| logits | 0.5000 | 0.6000 | 0.5500 |" in report
-  assert ("cross-entropy with head_batch_norm: validation mAP 0.7500 against"
-          " 0.7200 for its best trial as tuned (+0.0300)") in report
-  assert "Search spaces" in report and "log-uniform [0.5, 8]" in report
-  assert (tmp_path / "RESULTS_figures" / "length_curves.png").exists()
+
+
+def test_a_directory_without_a_protocol_is_no_study(tmp_path):
+  _run(tmp_path, "tuning/cam/trial0", "tuning", "cam", 0.80)
+  with pytest.raises(FileNotFoundError, match="holds no study"):
+    build.write_study_report(str(tmp_path), str(tmp_path / "R.md"),
+                             analyze=False)
 
 
 def test_variants_not_run_yet_are_listed_and_nothing_is_adopted(tmp_path):
@@ -176,7 +237,7 @@ def test_variants_not_run_yet_are_listed_and_nothing_is_adopted(tmp_path):
     _run(tmp_path, f"variants/cam/push/seed{seed}", "variants", "cam", 0.9,
          seed)
   output = tmp_path / "RESULTS.md"
-  build.write_report(str(tmp_path), str(output), analyze=False)
+  build.write_study_report(str(tmp_path), str(output), analyze=False)
   report = output.read_text()
   assert "| push | 0.9000 | 0.9000 | 0.9000 |" in report
   assert "| attract_warmup | - | - | - |" in report and "(not run yet)" in (
@@ -185,43 +246,6 @@ def test_variants_not_run_yet_are_listed_and_nothing_is_adopted(tmp_path):
   assert "Adopted" not in report
 
 
-def test_paired_bootstrap():
-  rng = np.random.default_rng(0)
-  b = rng.uniform(size=2000)
-  better = significance.paired_bootstrap(b + 0.05 + rng.normal(0, 0.01, 2000),
-                                         b)
-  assert better.low > 0.04 and better.high < 0.06 and better.p_value < 0.001
-  same = significance.paired_bootstrap(b + rng.normal(0, 0.1, 2000), b)
-  assert same.low < 0 < same.high and same.p_value > 0.01
-  nan = significance.paired_bootstrap([1.0, np.nan, 0.5], [0.5, 0.2, 0.5])
-  assert nan.num_queries == 2 and nan.difference == pytest.approx(0.25)
-  with pytest.raises(ValueError, match="two \\(Q,\\) arrays of one shape"):
-    significance.paired_bootstrap([1.0], [1.0, 2.0])
-  with pytest.raises(ValueError, match="no query has a score"):
-    significance.paired_bootstrap([np.nan], [1.0])
-
-
-@pytest.mark.parametrize("differences", [[0.05, 0.06, 0.07],
-                                         [0.01, -0.03, 0.004],
-                                         [-0.2, -0.1, -0.15]])
-def test_paired_t_test_matches_the_closed_form_for_three_seeds(differences):
-  d = np.asarray(differences)
-  t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
-  result = significance.paired_t_test(differences)
-  assert result.t == pytest.approx(t) and result.num_seeds == 3
-  # Student's t with 2 degrees of freedom: P(|T| > t) = 1 - t / sqrt(t^2 + 2)
-  assert result.p_value == pytest.approx(1 - abs(t) / np.sqrt(t * t + 2))
-
-
-def test_paired_t_test_edges():
-  assert significance.paired_t_test([0.01]) is None
-  same = significance.paired_t_test([0.02, 0.02])
-  assert same.t == np.inf and same.p_value == 0.0
-  zero = significance.paired_t_test([0.0, 0.0, 0.0])
-  assert zero.t == 0.0 and zero.p_value == 1.0
-  with pytest.raises(ValueError, match="contain NaN"):
-    significance.paired_t_test([0.01, np.nan])
-
-
 def test_search_spaces_trials_match_the_report_budget():
-  assert grid.protocol()["search"]["trials_per_loss"] == search_spaces.TRIALS
+  assert grid.protocol()["search"]["trials_per_loss"] == (
+      grid.search_spaces.TRIALS)

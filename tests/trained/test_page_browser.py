@@ -52,13 +52,13 @@ def _wait(condition, seconds=60):
 def test_upload_shows_the_search_results_and_a_text_file_an_error(
     server, browser, digits_run, tmp_path):
   from selenium.webdriver.common.by import By
-  from ra_jax.training import image_search, serving
-  searcher = image_search.Searcher(digits_run, progress=False)
+  from ra_jax.trained.search import Searcher
+  searcher = Searcher(digits_run, progress=False)
   query = searcher.source.splits[searcher.source.query_split][5]
   png = tmp_path / "query.png"
   Image.fromarray(np.squeeze(np.asarray(query["image"])).astype(np.uint8),
                   "L").save(png)
-  expected = searcher.search(serving.decode_upload(png.read_bytes(), 1), 6,
+  expected = searcher.search(searcher.load_image(str(png)), 6,
                              2, False)
 
   browser.get(server)
@@ -88,7 +88,7 @@ def test_upload_shows_the_search_results_and_a_text_file_an_error(
   browser.find_element(By.ID, "search").click()
   _wait(lambda: browser.find_element(By.ID, "error").text)
   error = browser.find_element(By.ID, "error").text
-  assert error.startswith("400: not an image file"), error
+  assert error.startswith("400: the upload: not an image file"), error
   assert not figures()
 
   browser.find_element(By.ID, "random").click()  # still serving

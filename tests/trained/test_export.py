@@ -15,7 +15,7 @@ import pytest
 from jax import export as jax_export
 
 from ra_jax import data, models, retrieval
-from ra_jax.training import export, trained
+from ra_jax.trained import TrainedRun, export
 from tests import runs, tiny_models
 
 # Runs in a fresh interpreter: jax, numpy and PIL only.
@@ -66,7 +66,7 @@ def test_the_export_reproduces_the_trainers_embeddings_without_ra_jax(
   assert manifest["encoder"]["input"]["shape"] == ["batch", 8, 8, 1]
   assert len(manifest["class_names"]) == 10
 
-  run = trained.TrainedRun(digits_run)
+  run = TrainedRun(digits_run)
   query = run.split("query")
   raw = np.stack([np.asarray(query[i]["image"]) for i in range(20)])
   np.save(tmp_path / "images.npy", raw)

@@ -3,21 +3,17 @@
 import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ra_jax.training import image_search as search
+from ra_jax.trained.search import Searcher
 from tests import runs
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "ra_jax.search", *args],
-                        cwd=runs.ROOT, env=runs.cli_env(), capture_output=True,
-                        text=True, timeout=300)
+  return runs.cli("ra_jax.search", *args)
 
 
 def _rows(stdout):
@@ -54,8 +50,8 @@ def test_query_image_two_stage_then_exact(digits_run, tmp_path):
              "--exact", "--output", str(tmp_path / "exact.png"))
   assert out.returncode == 0, out.stderr[-3000:]
   assert "indexing the database" not in out.stderr  # the cache is reused
-  searcher = search.Searcher(str(workdir), progress=False)
-  query = searcher.embed(image)
+  searcher = Searcher(str(workdir), progress=False)
+  query = searcher.run.embed_image(image)
   distances = np.linalg.norm(searcher.index.embeddings - query, axis=1)
   want = np.argsort(distances, kind="stable")[:5]
   rows = _rows(out.stdout)
@@ -67,16 +63,16 @@ def test_query_image_two_stage_then_exact(digits_run, tmp_path):
 
 
 def test_bad_queries_are_clear_errors(digits_run, tmp_path):
-  searcher = search.Searcher(digits_run, progress=False)
+  searcher = Searcher(digits_run, progress=False)
   with pytest.raises(ValueError, match="no.png: not a readable image"):
     searcher.load_image(str(tmp_path / "no.png"))
   (tmp_path / "text.png").write_text("not an image")
-  with pytest.raises(ValueError, match="text.png: not a readable image"):
+  with pytest.raises(ValueError, match="text.png: not an image file PIL"):
     searcher.load_image(str(tmp_path / "text.png"))
   image = np.zeros((8, 8, 1), np.uint8)
-  with pytest.raises(ValueError, match=r"num_lists=11: must be in \[1, 10\]"):
+  with pytest.raises(ValueError, match=r"num_lists 11: must be in \[1, 10\]"):
     searcher.search(image, k=5, num_lists=11, exact=False)
   found = searcher.search(image, k=5, num_lists=11, exact=True)
   assert len(found["ids"]) == 5  # exact search ignores the list count
   with pytest.raises(FileNotFoundError, match="holds no run"):
-    search.Searcher(str(tmp_path / "empty"))
+    Searcher(str(tmp_path / "empty"))

@@ -1,7 +1,10 @@
 """A finished (or interrupted) run, loaded for use: its config, newest
 readable checkpoint and a jitted embedding function (`TrainedRun`), and the
-final evaluation re-run from it (`evaluate_workdir`). `ra_jax.evaluate`,
-`ra_jax.search` and `ra_jax.report` start here."""
+final evaluation re-run from it (`evaluate_workdir`). Search, export, the
+web page and the report start here.
+
+Loading a run reads its work dir and writes nothing to it.
+"""
 
 from typing import Optional
 
@@ -11,33 +14,39 @@ import numpy as np
 from ra_jax import files, retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.training import checkpoint, evaluation, experiment, runtime
+from ra_jax.training import workdir as workdir_lib
 
 
 class TrainedRun:
   """The model of `workdir` at its newest readable checkpoint.
 
   `config` defaults to the work dir's config.json; a given one must match it
-  in dataset, model and loss (`experiment.claim_workdir`). In a
-  multi-process job, call `runtime.initialize` first."""
+  in dataset, model and loss (`workdir.check_identity`). In a multi-process
+  job, call `runtime.initialize` first."""
 
   def __init__(self, workdir: str, config=None):
     if config is None:
-      config = experiment.config_of(workdir)
-    else:
-      experiment.claim_workdir(workdir, config)  # refuses another run's
+      config = workdir_lib.config_of(workdir)
+    elif files.exists(workdir_lib.path(workdir, workdir_lib.CONFIG)):
+      workdir_lib.check_identity(workdir, config)  # refuses another run's
     self.workdir = workdir
     self.exp = experiment.build(config, workdir)
     with self.exp.checkpoints() as mngr:
       restored = checkpoint.restore_latest(mngr, self.exp.abstract_state())
     if restored is None:
-      raise FileNotFoundError(f"{workdir}/checkpoints holds no readable"
-                              " checkpoint")
+      raise FileNotFoundError(f"{workdir}/{workdir_lib.CHECKPOINTS} holds no"
+                              " readable checkpoint")
     self.step, self.state, _ = restored
     self.variables = evaluation.variables_of(self.state)
     self.anchors: Optional[np.ndarray] = evaluation.anchors_of(
         self.state, self.exp.loss)
     self.apply = jax.jit(self.exp.model.apply)
     self.source = self.exp.source
+
+  @property
+  def channels(self) -> int:
+    """Channels of the model's input images (1 or 3)."""
+    return self.exp.image_shape[-1]
 
   def split(self, role: str):
     """"query" or "database": the protocol's split."""
@@ -58,11 +67,14 @@ class TrainedRun:
     x = augment_lib.eval_transform(image, self.exp.augment)[None]
     return np.asarray(self.apply(self.variables, x), np.float32)
 
-  def database_index(self, *, progress: bool = True) -> retrieval.Index:
-    """The database split's Index, cached as index/step_<N>.npz."""
-    path = files.join(self.workdir, "index", f"step_{self.step}.npz")
+  def database_index(self, *, progress: bool = True,
+                     cache: bool = True) -> retrieval.Index:
+    """The database split's Index. `cache`: read it from, or (process 0)
+    save it to, the work dir's index/step_<N>.npz, so that a newer
+    checkpoint gets a new one."""
+    path = workdir_lib.index_path(self.workdir, self.step)
     database = self.split("database")
-    if files.exists(path):
+    if cache and files.exists(path):
       index = retrieval.Index.load(path)
       if len(index) != len(database):
         raise ValueError(f"{path} holds {len(index)} items but the database"
@@ -71,7 +83,7 @@ class TrainedRun:
     embeddings, labels = self.embed_split(
         database, progress="indexing the database" if progress else None)
     index = retrieval.Index.build(embeddings, labels, anchors=self.anchors)
-    if runtime.is_writer():
+    if cache and runtime.is_writer():
       index.save(path)
     return index
 
@@ -83,6 +95,5 @@ def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
   results = evaluation.final_results(run.exp, run.state, run.step,
                                      apply=run.apply)
   if runtime.is_writer():
-    files.write_json(
-        files.join(workdir, "evaluation", f"step_{run.step}.json"), results)
+    files.write_json(workdir_lib.evaluation_path(workdir, run.step), results)
   return run.step, results
