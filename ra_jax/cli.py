@@ -112,6 +112,18 @@ def run(main: Callable[[list[str]], object],
   app.run(guarded, flags_parser=_parse)
 
 
+def report_errors(write: Callable[[], object], done: str) -> int:
+  """For argparse mains (the reports): `write()`, then `done` on stdout;
+  the user's path or file mistakes (OSError, ValueError) one line on
+  stderr, exit status 2. Returns 0."""
+  try:
+    write()
+  except RUN_ERRORS as error:
+    fail(one_line(error))
+  print(done)
+  return 0
+
+
 def workdir_flag(help_text: str = "a trained run's work dir"
                  ) -> flags.FlagHolder:
   """The required --workdir flag every command takes."""

@@ -79,7 +79,8 @@ def test_main_command_trains_and_prints_results(tmp_path):
           for a in args]
   result = subprocess.run(
       [sys.executable, *args, "--config.train.epochs=1"], capture_output=True,
-      text=True, cwd=README.parent, timeout=600, env=runs.cli_env(1))
+      text=True, cwd=README.parent, timeout=600,
+      env={**runs.cli_env(1), "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"})
   assert result.returncode == 0, result.stderr[-2000:]
   assert "two-stage, 1 label list(s)" in result.stdout
   assert "nearest-anchor accuracy" in result.stdout

@@ -25,17 +25,14 @@ def main() -> int:
   args = parser.parse_args()
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from ra_jax import files
+  from ra_jax import cli, files
   from ra_jax.report import build
   output = args.output or files.join(args.workdir, "RESULTS.md")
-  try:
-    build.write_report(args.workdir, output, analyze=not args.no_analyze,
-                       focus=args.focus)
-  except (OSError, ValueError) as error:  # the user's paths or files
-    from ra_jax import cli
-    cli.fail(cli.one_line(error))
-  print(f"report written to {output}")
-  return 0
+  return cli.report_errors(
+      lambda: build.write_report(args.workdir, output,
+                                 analyze=not args.no_analyze,
+                                 focus=args.focus),
+      f"report written to {output}")
 
 
 if __name__ == "__main__":

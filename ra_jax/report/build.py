@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ra_jax import data, files
+from ra_jax import data, files, losses
 from ra_jax.report import analysis, comparison, figures
 from ra_jax.report import runs as runs_lib
 from ra_jax.trained import images
@@ -26,7 +26,11 @@ def focus_of(root: str, focus: Optional[str] = None) -> str:
   path = files.join(root, "protocol.json")
   if focus is None and files.exists(path):
     focus = files.read_json(path).get("focus")
-  return focus or DEFAULT_FOCUS
+  focus = focus or DEFAULT_FOCUS
+  if focus not in losses.LOSSES:
+    raise ValueError(f"focus {focus!r} is not a loss; known:"
+                     f" {', '.join(losses.LOSSES)}")
+  return focus
 
 
 def write_report(root: str, output: str, *, analyze: bool = True,

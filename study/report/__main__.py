@@ -19,15 +19,12 @@ def main() -> int:
   args = parser.parse_args()
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+  from ra_jax import cli
   from study.report import build
-  try:
-    build.write_study_report(args.results, args.output,
-                             analyze=not args.no_analyze)
-  except (OSError, ValueError) as error:  # the user's paths or files
-    from ra_jax import cli
-    cli.fail(cli.one_line(error))
-  print(f"report written to {args.output}")
-  return 0
+  return cli.report_errors(
+      lambda: build.write_study_report(args.results, args.output,
+                                       analyze=not args.no_analyze),
+      f"report written to {args.output}")
 
 
 if __name__ == "__main__":

@@ -320,6 +320,7 @@ def test_missing_dataset_is_a_clear_error_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # a full ResNet-18 in torch and in flax
 def test_pretrained_backbone_starts_the_run(tmp_path):
   pytest.importorskip("torch")
   from safetensors.torch import save_file
