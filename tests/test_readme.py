@@ -85,3 +85,16 @@ def test_main_command_trains_and_prints_results(tmp_path):
   assert "two-stage, 1 label list(s)" in result.stdout
   assert "nearest-anchor accuracy" in result.stdout
   assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_the_loss_table_states_each_losss_geometry():
+  """The README's loss table says what the registry declares."""
+  from ra_jax import losses
+  rows = re.findall(r"^\| [^|]*\(`(\w+)`\) \|.*\| ([^|]+) \|$",
+                    README.read_text(), re.M)
+  assert {name for name, _ in rows} == set(losses.LOSSES)
+  for name, geometry in rows:
+    spec = losses.get_loss(name)
+    assert geometry.split()[0].lower() == spec.geometry, name
+    others = [g for g in spec.allowed_geometries if g != spec.geometry]
+    assert ("on request" in geometry) == bool(others), name
