@@ -17,6 +17,7 @@ from ra_jax.data.catalog import digits_source
 from ra_jax.data.catalog import get_source
 from ra_jax.data.catalog import source_options
 from ra_jax.data.catalog import tfds_source
+from ra_jax.data.splits import evenly_spaced
 from ra_jax.data.splits import few_shot_indices
 from ra_jax.data.splits import in_memory
 from ra_jax.data.splits import save_few_shot_indices
@@ -28,7 +29,8 @@ from ra_jax.data.splits import with_validation
 __all__ = [
     "ArraySplit", "AugmentConfig", "DATASETS", "DatasetInfo", "as_hwc", "DEFAULT_PREFETCH_BATCHES", "DatasetSource",
     "SubsetSplit",
-    "batches", "digits_source", "eval_dataset", "few_shot_indices",
+    "batches", "digits_source", "eval_dataset", "evenly_spaced",
+    "few_shot_indices",
     "get_source", "in_memory", "source_options",
     "preset", "save_few_shot_indices", "split_labels", "stratified_subset",
     "tfds_source",

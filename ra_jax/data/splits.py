@@ -64,6 +64,12 @@ def few_shot_indices(labels: np.ndarray, shot: int, seed: int) -> np.ndarray:
   return np.sort(np.concatenate(chosen))
 
 
+def evenly_spaced(total: int, count: int) -> np.ndarray:
+  """min(count, total) evenly spaced indices of [0, total), first and last
+  included: a fixed subset that needs no seed."""
+  return np.linspace(0, total - 1, min(count, total), dtype=np.int64)
+
+
 def stratified_subset(labels: np.ndarray, count: int, seed: int
                       ) -> np.ndarray:
   """`count` indices whose class proportions follow `labels` (largest

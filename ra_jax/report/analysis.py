@@ -15,7 +15,7 @@ reads files):
 
 import numpy as np
 
-from ra_jax import files, retrieval
+from ra_jax import data, files, retrieval
 from ra_jax.trained import TrainedRun
 from ra_jax.training import workdir as workdir_lib
 
@@ -34,18 +34,18 @@ def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
       query, query_labels, db, db_labels, run.anchors, k=min(100, len(db)),
       ks=tuple(x for x in (10, 100) if x <= len(db)), num_lists=lists,
       list_sources=("labels", "anchors"), repeats=repeats)
-  curve_queries = _spread(len(query), 1000)
+  curve_queries = data.evenly_spaced(len(query), 1000)
   out["precision_recall"] = retrieval.precision_recall(
       query[curve_queries], query_labels[curve_queries], db,
       db_labels).tolist()
-  chosen = _spread(len(query), num_examples)
+  chosen = data.evenly_spaced(len(query), num_examples)
   _, ids = retrieval.Index.build(db, db_labels).search(query[chosen],
                                                         min(10, len(db)))
   out["examples"] = [{"query": int(q), "label": int(query_labels[q]),
                       "neighbours": [int(i) for i in row],
                       "neighbour_labels": [int(db_labels[i]) for i in row]}
                      for q, row in zip(chosen, ids)]
-  shown = _spread(len(query), 2000)
+  shown = data.evenly_spaced(len(query), 2000)
   points, anchors = project(query[shown], run.anchors)
   with files.atomic_write(workdir_lib.path(workdir,
                                           workdir_lib.ANALYSIS_ARRAYS),
@@ -54,11 +54,6 @@ def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
              anchors=anchors if anchors is not None else np.zeros((0, 2)))
   files.write_json(workdir_lib.path(workdir, workdir_lib.ANALYSIS), out)
   return out
-
-
-def _spread(total: int, count: int) -> np.ndarray:
-  """min(count, total) evenly spaced indices of [0, total)."""
-  return np.linspace(0, total - 1, min(count, total), dtype=int)
 
 
 def project(points: np.ndarray, anchors):

@@ -4,7 +4,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ra_jax import files
+from ra_jax import files, retrieval
 from ra_jax.report import runs as runs_lib
 
 
@@ -65,7 +65,7 @@ def validation_curves(path: str,
 def precision_recall(path: str, curves: dict[str, Sequence[float]]) -> None:
   plt = _pyplot()
   fig, axis = plt.subplots(figsize=(5.5, 4.5))
-  levels = np.linspace(0, 1, 11)
+  levels = retrieval.RECALL_LEVELS
   for label, curve in curves.items():
     axis.plot(levels, curve, marker=".", label=label)
   axis.set(xlabel="recall", ylabel="interpolated precision", ylim=(0, 1.02),

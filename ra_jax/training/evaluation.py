@@ -165,8 +165,7 @@ class SubsetEvaluator:
 def _spread(split, count: int):
   if not count or count >= len(split):
     return split
-  return data.SubsetSplit(split, np.linspace(0, len(split) - 1, count,
-                                             dtype=np.int64))
+  return data.SubsetSplit(split, data.evenly_spaced(len(split), count))
 
 
 def format_table(results: dict) -> str:

@@ -372,3 +372,29 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
   saved = os.listdir(tmp_path / "checkpoints")
   assert "2" in saved and "3" not in saved
   assert not (tmp_path / "results.json").exists()
+
+
+def test_results_of_older_versions_are_read_in_todays_form():
+  """A committed final run's results.json (written before search rows):
+  its two-stage keys become rows, the same numbers."""
+  old = json.load(open(os.path.join(runs.ROOT, "results/grid/final/full/cam/"
+                                    "seed0/results.json")))
+  assert "searches" not in old and "two_stage_anchors_3" in old
+  new = evaluation.upgraded_results(old)
+  rows = {(r["search"], r["list_source"], r["lists"]): r
+          for r in new["searches"]}
+  assert list(rows)[0] == ("exact", None, None)
+  assert rows[("exact", None, None)]["metrics"] == old["exact"]
+  assert rows[("exact", None, None)]["seconds"] == old["exact_search_seconds"]
+  assert rows[("exact", None, None)]["distance_computations"] == 60000
+  for source, key in (("labels", "two_stage_2"),
+                      ("anchors", "two_stage_anchors_3")):
+    lists = int(key[-1])
+    row = rows[("two_stage", source, lists)]
+    assert row["metrics"]["map"] == old[key]["map"]
+    assert row["seconds"] == old[key]["seconds"]
+    assert row["distance_fraction"] == old[key]["distance_fraction"]
+  assert not any(k.startswith("two_stage") for k in new)
+  assert evaluation.upgraded_results(new) == new  # today's form stays
+  table = evaluation.format_table(old)
+  assert "two-stage, 3 anchor list(s)" in table and "0.9072" in table
