@@ -116,7 +116,7 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       # > 0: hold out this many training examples (stratified, chosen by
       # validation_seed) as the queries, the rest of the training split as
       # training data and database; the test split is not used. For model
-      # selection (benchmarks/grid.py); final runs leave it 0.
+      # selection (study/grid.py); final runs leave it 0.
       "validation_examples": 0, "validation_seed": 0,
       # "auto": decode the splits into memory once when they take <= 4 GiB
       # (data.splits.IN_MEMORY_LIMIT_BYTES); "always" / "never".

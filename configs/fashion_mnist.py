@@ -9,7 +9,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  # The recipe the grid validated every loss with (benchmarks/grid.py,
+  # The recipe the grid validated every loss with (study/grid.py,
   # RECIPE; docs/RESULTS.md): ResNet-18 with the CIFAR stem at width 8
   # (sized for the project's 2-core machine; wider is untested), batches of
   # 25 images x 10 classes, 12 epochs: the grid's "length" stage found

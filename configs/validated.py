@@ -1,6 +1,6 @@
-"""Defaults selected on a validation split by the grid (benchmarks/grid.py,
+"""Defaults selected on a validation split by the grid (study/grid.py,
 issue 14); docs/RESULTS.md shows the search and the selection, and
-results/grid holds the runs. tests/test_grid.py checks every value here
+results/grid holds the runs. tests/study/test_grid.py checks every value here
 against results/grid.
 
 Where they were selected: Fashion-MNIST, 10,000 training images held out
