@@ -108,7 +108,12 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       # offline builder), "catalogue" or "own".
       "builder": "auto",
       "image_size": image_size, "shot": 0 if shot == "full" else int(shot),
-      "shot_seed": 0, "query_split": "", "database_split": "",
+      "shot_seed": 0,
+      # > 0: few-shot draws avoid the stratified hold-out of this many
+      # training images (validation_seed) in runs without it: the images
+      # model selection queried with are never trained on.
+      "shot_holdout": 0,
+      "query_split": "", "database_split": "",
       "images_per_class": images_per_class,  # > 0: class-balanced batches
       # > 0: train on a stratified, seeded subset of this many examples
       # (after the few-shot selection, if any).
@@ -146,6 +151,9 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,
       "seed": 0, "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
+      # Also write the final parameters (no optimizer state) to
+      # params.msgpack: analyses of the run without its checkpoints.
+      "save_params": False,
       # > 0: the loss's warm-up weights (the class anchor margin loss's
       # attractor) grow linearly from 0 over these steps.
       "loss_warmup_steps": (warmup_steps if loss in validated.LOSS_WARMUP
@@ -157,9 +165,10 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,
       # Two-stage lists: "labels" (database items by class) and/or
-      # "anchors" (by nearest anchor), reported as two_stage_<n> and
-      # two_stage_anchors_<n>.
-      "list_sources": ("labels",),
+      # "anchors" (by their best class vector); stage 1 by "learned" (the
+      # loss's own class vectors) and/or "centroids" (the database's class
+      # centroids): one row of results.json's "searches" per combination.
+      "list_sources": ("labels",), "class_vectors": ("learned",),
       # Also write each query's AP to results.json (per_query_ap), for
       # paired significance tests between runs on the same queries.
       "per_query": False,

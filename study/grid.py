@@ -6,7 +6,7 @@ interruptions and machines:
 
 STAGE, in order (each reads what the ones before selected, from the
 committed results, and says what is missing if they have not finished):
-tuning, variants, length, final, ablation.
+tuning, variants, length, final, variant_final, ablation, diagnosis.
 
 Protocol (Fashion-MNIST; written to results/grid/protocol.json):
 - Every loss trains with the same RECIPE: ResNet-18 (CIFAR stem) at width
@@ -28,10 +28,16 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
   LENGTH_EPOCHS, evaluated on the whole validation split every epoch; the
   final length is the shortest at which the baseline's validation mAP
   gains less than CONVERGED over the last quarter of training.
-- "final": every loss, selected settings, final length, test protocol
-  (queries = test split, database = training split), seeds 0-2, full
-  training set and 10-shot; per-query APs kept for paired tests.
-- "ablation": the class anchor margin loss's terms switched off (seed 0).
+- "final": the headline comparison, under the same selection budget for
+  every loss (its 8 trials): each loss's best trial, final length, test
+  protocol (queries = test split, database = training split), seeds 0-2,
+  full training set and 10-shot (configs/fashion_mnist.py:shot=10);
+  per-query APs, two-stage search by each loss's class vectors and by the
+  database's class centroids, and the final parameters kept.
+- "variant_final": the focus loss with its adopted variant, the same
+  final runs: the variant's gain, reported with its extra budget, outside
+  the headline comparison.
+- "ablation": the focus loss's terms switched off, variant recipe (seed 0).
 - "diagnosis": cross-entropy's best trial with BatchNorm on the embedding
   (outside the equal-budget comparison); with
   `python -m study.embedding_choices --workdir runs/grid/tuning/ce/trialK
@@ -41,8 +47,9 @@ Protocol (Fashion-MNIST; written to results/grid/protocol.json):
 
 A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
-grid.json) are copied to `--results/<path>`, which is what gets committed
-and what marks the run as done on any machine.
+grid.json, and the final runs' params.msgpack) are copied to
+`--results/<path>`, which is what gets committed and what marks the run as
+done on any machine.
 """
 
 import argparse
@@ -55,6 +62,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+from configs import fashion_mnist
 from configs.common import set_fields
 from ra_jax import files
 from ra_jax.training import workdir as workdir_lib
@@ -92,7 +100,7 @@ TUNING_EVAL = {"train.epochs": TUNING_EPOCHS, "eval.every": 0,
                "eval.two_stage_lists": ()}
 # The files of a finished run that are committed under --results.
 KEPT_FILES = (workdir_lib.RESULTS, workdir_lib.CONFIG, workdir_lib.METRICS,
-              workdir_lib.STUDY_RECORD)
+              workdir_lib.STUDY_RECORD, workdir_lib.PARAMS)
 
 
 def recipe(loss: str, dataset: str = "fashion_mnist"):
@@ -247,11 +255,13 @@ def adopted_variant(results_dir: str) -> Optional[str]:
   return rules.adopted_variant(scores)
 
 
-def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
-  """A loss's selected settings: its best trial, and for the class anchor
-  margin loss the adopted variant."""
+def final_settings(results_dir: str, loss: str, *,
+                   variant: bool = False) -> dict[str, Any]:
+  """A loss's selected settings under the budget every loss had: its best
+  trial; with `variant`, for the focus loss, the adopted variant's changes
+  too (a second selection round only the focus loss had)."""
   _, settings = best_trial(results_dir, loss)
-  if loss == FOCUS:
+  if variant and loss == FOCUS:
     variant = adopted_variant(results_dir)
     if variant:
       settings = {**settings, **variant_changes(results_dir)[variant]}
@@ -263,13 +273,12 @@ def final_settings(results_dir: str, loss: str) -> dict[str, Any]:
 # quarter of training.
 LENGTH_EPOCHS = (12, 24)
 CONVERGED = 0.01
-# Final runs: seeds, and the 10-shot setting (100 training images: batches
-# of 10 images of each class, a fixed number of steps).
+# Final runs: seeds, and the 10-shot setting: configs/fashion_mnist.py's
+# few-shot recipe (100 training images drawn away from the validation
+# hold-out; batches of 10 images of each class, a fixed number of steps), so
+# that `configs/fashion_mnist.py:shot=10` is what the final runs train.
 FINAL_SEEDS = (0, 1, 2)
-FEW_SHOT = {"dataset.shot": 10, "train.epochs": 0, "train.steps": 300,
-            "train.global_batch_size": 100, "dataset.images_per_class": 10,
-            "optim.warmup_steps": 30, "train.checkpoint_every": 100,
-            "eval.every": 100}
+FEW_SHOT = {"dataset.shot": 10, **fashion_mnist.few_shot(10)}
 # Issue 14's targets for the final full-set runs (test protocol, mean over
 # seeds); the report says which were met, and by how much others missed.
 TARGETS = {"group": "final/full",
@@ -321,7 +330,7 @@ def length_runs(results_dir: str) -> list[Run]:
   for epochs in LENGTH_EPOCHS:
     for loss in (leader, FOCUS):
       runs.append(Run(_length_path(loss, epochs), "length", loss, {
-          **VALIDATION, **final_settings(results_dir, loss),
+          **VALIDATION, **final_settings(results_dir, loss, variant=True),
           "train.epochs": epochs,
           "eval.every": _steps_per_epoch(50000),
           "eval.subset_queries": 0, "eval.subset_database": 0}))
@@ -341,37 +350,72 @@ def final_epochs(results_dir: str) -> int:
                    f" {leader!r} yet (--stage length)")
 
 
-def _final(results_dir: str, loss: str, epochs: int) -> dict[str, Any]:
-  return {**final_settings(results_dir, loss), "train.epochs": epochs,
-          "eval.every": _steps_per_epoch(60000), "eval.per_query": True,
-          "eval.list_sources": ("labels", "anchors")}
+# What every final run evaluates and keeps: per-query APs (paired tests),
+# two-stage search by the loss's own class vectors and by the database's
+# class centroids with both list sources, and the final parameters (the
+# report's analyses redo from them).
+FINAL_EVAL = {"eval.per_query": True, "eval.list_sources": ("labels",
+                                                           "anchors"),
+              "eval.class_vectors": ("learned", "centroids"),
+              "train.save_params": True}
+
+
+def _final(results_dir: str, loss: str, epochs: int, *,
+           variant: bool = False) -> dict[str, Any]:
+  return {**final_settings(results_dir, loss, variant=variant),
+          "train.epochs": epochs, "eval.every": _steps_per_epoch(60000),
+          **FINAL_EVAL}
+
+
+def _few_shot(settings: dict[str, Any], seed: int) -> dict[str, Any]:
+  """A final run's settings in the few-shot recipe; a warm-up of the loss
+  (the attractor's) spans the recipe's learning-rate warm-up."""
+  out = {**settings, **FEW_SHOT, "dataset.shot_seed": seed}
+  if out.get("train.loss_warmup_steps"):
+    out["train.loss_warmup_steps"] = FEW_SHOT["optim.warmup_steps"]
+  return out
+
+
+def _finals(stage: str, loss: str, settings: dict[str, Any], seed: int
+            ) -> list[Run]:
+  """`stage`/full/`loss`/seed and its 10-shot twin."""
+  return [Run(f"{stage}/full/{loss}/seed{seed}", stage, loss, settings,
+              seed),
+          Run(f"{stage}/10-shot/{loss}/seed{seed}", stage, loss,
+              _few_shot(settings, seed), seed)]
 
 
 def final_runs(results_dir: str) -> list[Run]:
-  """Every loss with its selected settings on the test protocol, seeds
+  """The headline comparison: every loss with the settings its 8 trials
+  selected (the same budget for every loss) on the test protocol, seeds
   FINAL_SEEDS, full training set and 10-shot (selection seed = seed).
-  Seed by seed, the class anchor margin loss and the best baseline first,
-  so that an interrupted stage has the headline comparison."""
+  Seed by seed, the focus loss and the best baseline first, so that an
+  interrupted stage has the headline comparison."""
   epochs = final_epochs(results_dir)
   leader = best_baseline(results_dir)
   order = sorted(search_spaces.LOSS_SPACES,
                  key=lambda loss: (loss != FOCUS, loss != leader))
-  runs = []
-  for seed in FINAL_SEEDS:
-    for loss in order:
-      settings = _final(results_dir, loss, epochs)
-      runs.append(Run(f"final/full/{loss}/seed{seed}", "final", loss,
-                      settings, seed))
-      runs.append(Run(f"final/10-shot/{loss}/seed{seed}", "final", loss,
-                      {**settings, **FEW_SHOT, "dataset.shot_seed": seed},
-                      seed))
-  return runs
+  return [run for seed in FINAL_SEEDS for loss in order
+          for run in _finals("final", loss, _final(results_dir, loss, epochs),
+                             seed)]
+
+
+def variant_final_runs(results_dir: str) -> list[Run]:
+  """The focus loss with its adopted variant (the extra selection round no
+  other loss had), final protocol: reported beside the headline
+  comparison, not in it."""
+  settings = _final(results_dir, FOCUS, final_epochs(results_dir),
+                    variant=True)
+  return [run for seed in FINAL_SEEDS
+          for run in _finals("variant_final", FOCUS, settings, seed)]
 
 
 def ablation_runs(results_dir: str) -> list[Run]:
-  """The class anchor margin loss's terms switched off, final recipe,
-  seed 0 (the full loss is final/full/cam/seed0)."""
-  settings = _final(results_dir, FOCUS, final_epochs(results_dir))
+  """The focus loss's terms switched off, its recipe with the adopted
+  variant (the configs'), seed 0 (the full loss is
+  variant_final/full/cam/seed0)."""
+  settings = _final(results_dir, FOCUS, final_epochs(results_dir),
+                    variant=True)
   return [Run(f"ablation/{FOCUS}/{name}/seed0", "ablation", FOCUS,
               {**settings, **change}) for name, change in ABLATIONS.items()]
 
@@ -390,7 +434,8 @@ def diagnosis_runs(results_dir: str) -> list[Run]:
 
 STAGES = {"tuning": lambda results_dir: tuning_runs(),
           "variants": variant_runs, "length": length_runs,
-          "final": final_runs, "ablation": ablation_runs,
+          "final": final_runs, "variant_final": variant_final_runs,
+          "ablation": ablation_runs,
           "diagnosis": diagnosis_runs}
 
 
@@ -433,7 +478,10 @@ def keep(workdir: str, results_dir: str, run: Run) -> None:
   for name in sorted(KEPT_FILES, key=lambda n: n == workdir_lib.RESULTS):
     source = files.join(workdir, name)
     if files.exists(source):
-      files.write_text(files.join(target, name), files.read_text(source))
+      with files.open_file(source, "rb") as f:
+        content = f.read()
+      with files.atomic_write(files.join(target, name), "wb") as f:
+        f.write(content)
 
 
 # Final full-set runs whose embedding is also measured elsewhere (the

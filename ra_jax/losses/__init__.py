@@ -20,6 +20,7 @@ from ra_jax.losses.proxy_anchor import proxy_anchor_loss
 from ra_jax.losses.registry import get_loss
 from ra_jax.losses.registry import LOSSES
 from ra_jax.losses.registry import LossSpec
+from ra_jax.losses.registry import StageOne
 from ra_jax.losses.triplet import MININGS
 from ra_jax.losses.triplet import triplet_loss
 
@@ -27,6 +28,7 @@ __all__ = [
     "LOSSES",
     "LossSpec",
     "MININGS",
+    "StageOne",
     "arcface_loss",
     "center_loss",
     "class_anchor_margin_loss",

@@ -38,6 +38,24 @@ ClassParamShape = Literal["matrix", "vector"]
 
 
 @dataclasses.dataclass(frozen=True)
+class StageOne:
+  """A loss's class vectors as stage 1 of two-stage search (and a
+  classifier: the best class of an embedding), as
+  `ra_jax.retrieval.ClassVectors` scores them.
+
+  Attributes:
+    param: the per-class (C, D) parameter holding one vector per class.
+    score: "l2" (the nearest vector; the parameter then serves as class
+      anchors), "cosine" (the highest cosine) or "logit" (the highest
+      v_c . e + b_c).
+    bias: the (C,) parameter b of a "logit" score.
+  """
+  param: str
+  score: Literal["l2", "cosine", "logit"] = "l2"
+  bias: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class LossSpec:
   """One loss, as the rest of ra_jax sees it.
 
@@ -56,9 +74,8 @@ class LossSpec:
     terms: optional `terms(embeddings, labels, *class_params, **hp, where=)`
       -> {name: scalar}, logged every `log_every` steps (no gradient).
     progress: the terms the progress bar shows next to the loss.
-    anchors: the class parameter that places one point per class in the
-      embedding space (stage 1 of two-stage search, nearest-anchor accuracy),
-      or None.
+    stage_one: the loss's class vectors and their score (`StageOne`), or
+      None for a loss without per-class vectors.
     shown: hyperparameters a label always names, even at their default.
     warmup: weight hyperparameters the trainer may ramp linearly from 0 to
       their value over the first steps (`train.loss_warmup_steps`).
@@ -73,7 +90,7 @@ class LossSpec:
   needs_positives: bool = False
   terms: Optional[Callable[..., dict[str, jax.Array]]] = None
   progress: tuple[str, ...] = ()
-  anchors: Optional[str] = None
+  stage_one: Optional[StageOne] = None
   shown: tuple[str, ...] = ()
   warmup: tuple[str, ...] = ()
 
@@ -91,13 +108,31 @@ class LossSpec:
     if self.geometries and self.geometry not in self.geometries:
       raise ValueError(f"loss {self.name!r}: its default geometry"
                        f" {self.geometry!r} is not one of {self.geometries}")
-    if self.anchors is not None and self.anchors not in self.class_params:
-      raise ValueError(f"loss {self.name!r}: anchors {self.anchors!r} is not"
-                       " one of its class_params")
+    if self.stage_one is not None:
+      named = {self.stage_one.param: "matrix"}
+      if self.stage_one.bias is not None:
+        named[self.stage_one.bias] = "vector"
+      for param, shape in named.items():
+        if self.class_params.get(param) != shape:
+          raise ValueError(f"loss {self.name!r}: stage_one names {param!r},"
+                           f" which is not one of its class_params of shape"
+                           f" {shape}")
+      if (self.stage_one.bias is not None) != (
+          self.stage_one.score == "logit"):
+        raise ValueError(f"loss {self.name!r}: a bias goes with a logit"
+                         " score, and only with it")
     unknown = sorted(set(self.warmup) - set(self.hyperparameters))
     if unknown:
       raise ValueError(f"loss {self.name!r}: warmup names {unknown}, which"
                        " are not hyperparameters of it")
+
+  @property
+  def anchors(self) -> Optional[str]:
+    """The class parameter that serves as class anchors (stage 1 by L2:
+    nearest-anchor accuracy, the search index's lists), or None."""
+    if self.stage_one is not None and self.stage_one.score == "l2":
+      return self.stage_one.param
+    return None
 
   @property
   def hyperparameters(self) -> dict[str, Any]:
@@ -177,16 +212,19 @@ def _registry(*specs: LossSpec) -> dict[str, LossSpec]:
 LOSSES: dict[str, LossSpec] = _registry(
     LossSpec("cam", "class anchor margin", class_anchor_margin_loss,
              {"anchors": "matrix"}, terms=class_anchor_margin_terms,
-             progress=("attract", "repel", "norm"), anchors="anchors",
-             warmup=("attract_weight",)),
+             progress=("attract", "repel", "norm"),
+             stage_one=StageOne("anchors"), warmup=("attract_weight",)),
     LossSpec("ce", "cross-entropy", softmax_cross_entropy_loss,
-             {"kernel": "matrix", "bias": "vector"}),
+             {"kernel": "matrix", "bias": "vector"},
+             stage_one=StageOne("kernel", "logit", "bias")),
     LossSpec("center", "center loss", center_loss,
-             {"centers": "matrix", "kernel": "matrix", "bias": "vector"}),
+             {"centers": "matrix", "kernel": "matrix", "bias": "vector"},
+             stage_one=StageOne("centers")),
     LossSpec("arcface", "ArcFace", arcface_loss, {"weights": "matrix"},
-             geometry="sphere"),
+             geometry="sphere", stage_one=StageOne("weights", "cosine")),
     LossSpec("proxy_anchor", "proxy-anchor", proxy_anchor_loss,
-             {"proxies": "matrix"}, geometry="sphere"),
+             {"proxies": "matrix"}, geometry="sphere",
+             stage_one=StageOne("proxies", "cosine")),
     # Pair and triplet losses: on the unit sphere as in the metric-learning
     # literature (FaceNet, Musgrave et al. 2020), raw L2 on request.
     LossSpec("contrastive", "contrastive", contrastive_loss,

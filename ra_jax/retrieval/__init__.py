@@ -2,6 +2,9 @@
 two-stage search, the Index. Plain jax/numpy: no Flax, nothing from the
 trainer."""
 
+from ra_jax.retrieval.class_vectors import centroids
+from ra_jax.retrieval.class_vectors import ClassVectors
+from ra_jax.retrieval.class_vectors import SCORES
 from ra_jax.retrieval.exact import exact_search
 from ra_jax.retrieval.index import Index
 from ra_jax.retrieval.metrics import evaluate_ranking
@@ -12,9 +15,11 @@ from ra_jax.retrieval.metrics import RECALL_LEVELS
 from ra_jax.retrieval.metrics import retrieval_per_query
 from ra_jax.retrieval.metrics import summarize
 from ra_jax.retrieval.ranking import RelevantRanks
+from ra_jax.retrieval.search_evaluation import CENTROIDS
 from ra_jax.retrieval.search_evaluation import evaluate_searches
 from ra_jax.retrieval.search_evaluation import EXACT
 from ra_jax.retrieval.search_evaluation import find_row
+from ra_jax.retrieval.search_evaluation import LEARNED
 from ra_jax.retrieval.search_evaluation import TWO_STAGE
 from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
 from ra_jax.retrieval.two_stage import build_lists
@@ -24,7 +29,8 @@ from ra_jax.retrieval.two_stage import Lists
 from ra_jax.retrieval.two_stage import stage_one
 from ra_jax.retrieval.two_stage import two_stage_search
 
-__all__ = ["EXACT", "Index", "TWO_STAGE", "Lists", "RECALL_LEVELS", "RelevantRanks",
+__all__ = ["CENTROIDS", "ClassVectors", "EXACT", "Index", "LEARNED",
+           "SCORES", "TWO_STAGE", "centroids", "Lists", "RECALL_LEVELS", "RelevantRanks",
            "build_lists", "check_num_lists", "evaluate_ranking",
            "evaluate_retrieval", "evaluate_searches", "exact_search",
            "find_row", "list_table", "nearest_anchor_accuracy",

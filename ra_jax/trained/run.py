@@ -18,7 +18,8 @@ from ra_jax.training import workdir as workdir_lib
 
 
 class TrainedRun:
-  """The model of `workdir` at its newest readable checkpoint.
+  """The model of `workdir` at its newest readable checkpoint, or, without
+  one, its final parameters (params.msgpack).
 
   `config` defaults to the work dir's config.json; a given one must match it
   in dataset, model and loss (`workdir.check_identity`). In a multi-process
@@ -31,12 +32,22 @@ class TrainedRun:
       workdir_lib.check_identity(workdir, config)  # refuses another run's
     self.workdir = workdir
     self.exp = experiment.build(config, workdir)
+    abstract = self.exp.abstract_state()
     with self.exp.checkpoints() as mngr:
-      restored = checkpoint.restore_latest(mngr, self.exp.abstract_state())
-    if restored is None:
+      restored = checkpoint.restore_latest(mngr, abstract)
+    params_file = workdir_lib.path(workdir, workdir_lib.PARAMS)
+    if restored is not None:
+      self.step, self.state, _ = restored
+    elif files.exists(params_file):  # a finished run's kept parameters
+      self.step, variables = checkpoint.load_params(
+          params_file, evaluation.variables_of(abstract))
+      self.state = abstract.replace(
+          params=variables["params"], batch_stats=variables["batch_stats"],
+          opt_state=None)
+    else:
       raise FileNotFoundError(f"{workdir}/{workdir_lib.CHECKPOINTS} holds no"
-                              " readable checkpoint")
-    self.step, self.state, _ = restored
+                              f" readable checkpoint (and there is no"
+                              f" {workdir_lib.PARAMS})")
     self.variables = evaluation.variables_of(self.state)
     self.anchors: Optional[np.ndarray] = evaluation.anchors_of(
         self.state, self.exp.loss)

@@ -11,6 +11,7 @@ import time
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -75,3 +76,45 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception):
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"ra_jax_skip_checkpoint_{step}")
   mngr.reload()
+
+
+def save_params(path: str, step: int, variables: dict) -> None:
+  """A run's final parameters and BatchNorm statistics (no optimizer
+  state) as one msgpack file (flax.serialization), written atomically:
+  what analyses of a finished run need once its checkpoints are gone."""
+  from flax import serialization
+  payload = {"step": int(step),
+             "variables": jax.tree.map(np.asarray, dict(variables))}
+  with files.atomic_write(path, "wb") as f:
+    f.write(serialization.msgpack_serialize(payload))
+
+
+def load_params(path: str, abstract_variables: Any) -> tuple[int, Any]:
+  """(step, variables) saved by `save_params`, checked against the
+  shapes and dtypes of `abstract_variables` (a pytree of arrays or
+  ShapeDtypeStructs); errors name the file and the first mismatch."""
+  from flax import serialization
+  try:
+    with files.open_file(path, "rb") as f:
+      payload = serialization.msgpack_restore(f.read())
+    step, saved = int(payload["step"]), payload["variables"]
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"{path}: not a readable parameter file ({error})"
+                     ) from error
+  want = jax.tree_util.tree_flatten_with_path(abstract_variables)[0]
+  got = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+  if len(got) != len(want):
+    raise ValueError(f"{path}: {len(got)} arrays, the model has"
+                     f" {len(want)}")
+  leaves = []
+  for key, spec in want:
+    value = got.get(key)
+    name = jax.tree_util.keystr(key)
+    if value is None:
+      raise ValueError(f"{path}: no array {name}")
+    if value.shape != spec.shape or value.dtype != spec.dtype:
+      raise ValueError(f"{path}: {name} is {value.dtype} {value.shape},"
+                       f" the model's {spec.dtype} {spec.shape}")
+    leaves.append(value)
+  return step, jax.tree.unflatten(jax.tree.structure(abstract_variables),
+                                  leaves)

@@ -41,6 +41,20 @@ def variables_of(state) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def class_vectors_of(state, loss: losses.LossSpec
+                     ) -> Optional[retrieval.ClassVectors]:
+  """The loss's own class vectors with their score (`LossSpec.stage_one`),
+  or None."""
+  spec = loss.stage_one
+  if spec is None:
+    return None
+  params = models.class_parameters(state.params)
+  return retrieval.ClassVectors(
+      np.asarray(params[spec.param], np.float32), spec.score,
+      None if spec.bias is None else np.asarray(params[spec.bias],
+                                                np.float32))
+
+
 def anchors_of(state, loss: losses.LossSpec) -> Optional[np.ndarray]:
   """The class anchors of the run's loss (`LossSpec.anchors`), or None."""
   if loss.anchors is None:
@@ -51,12 +65,17 @@ def anchors_of(state, loss: losses.LossSpec) -> Optional[np.ndarray]:
 
 def evaluate(model, state, source: data.DatasetSource, augment,
              eval_config, loss: losses.LossSpec,
-             apply: Optional[Callable] = None) -> dict[str, Any]:
-  """Exact retrieval metrics (full ranking), and with anchors the
-  nearest-anchor accuracy and two-stage search with 1, 2, ... lists
-  (`eval_config.two_stage_lists`) from each of `eval_config.list_sources`;
-  every search as one row of "searches" (`retrieval.evaluate_searches`).
-  `apply`: a jitted `model.apply` to reuse (e.g. `SubsetEvaluator.apply`)."""
+             apply: Optional[Callable] = None,
+             geometry: str = "l2") -> dict[str, Any]:
+  """Exact retrieval metrics (full ranking), with anchors the nearest-anchor
+  accuracy, and two-stage search with 1, 2, ... lists
+  (`eval_config.two_stage_lists`) from each of `eval_config.list_sources`,
+  stage 1 by each of `eval_config.class_vectors`: "learned" (the loss's own
+  class vectors, if it has any) and/or "centroids" (the database's class
+  centroids, in the run's geometry); every search as one row of "searches"
+  (`retrieval.evaluate_searches`). `apply`: a jitted `model.apply` to reuse
+  (e.g. `SubsetEvaluator.apply`). `geometry`: the run's ("sphere": the
+  centroids are put on the sphere too)."""
   apply = apply or jax.jit(model.apply)  # one compilation for both splits
   variables = variables_of(state)
   query, query_labels = embed(apply, variables,
@@ -67,8 +86,18 @@ def evaluate(model, state, source: data.DatasetSource, augment,
                         eval_config.batch_size)
   ks = tuple(k for k in eval_config.ks if k <= len(db))
   anchors = anchors_of(state, loss)
+  vector_sets = {}
+  for name in eval_config.get("class_vectors", (retrieval.LEARNED,)):
+    if name == retrieval.LEARNED:
+      learned = class_vectors_of(state, loss)
+      if learned is not None:
+        vector_sets[name] = learned
+    else:  # retrieval.CENTROIDS (experiment.validate_config checks)
+      vector_sets[name] = retrieval.centroids(
+          db, db_labels, source.num_classes,
+          sphere=geometry == "sphere")
   rows, per_query = retrieval.evaluate_searches(
-      query, query_labels, db, db_labels, anchors, ks=ks,
+      query, query_labels, db, db_labels, vector_sets or None, ks=ks,
       num_lists=tuple(eval_config.two_stage_lists),
       list_sources=tuple(eval_config.get("list_sources", ("labels",))),
       exclude_self=source.query_split == source.database_split)
@@ -94,22 +123,24 @@ def upgraded_results(results: dict) -> dict:
   results = dict(results)
   dataset = results.get("dataset") or {}
   size = dataset.get("split_sizes", {}).get(dataset.get("database_split"))
-  rows = [{"search": retrieval.EXACT, "list_source": None, "lists": None,
+  rows = [{"search": retrieval.EXACT, "class_vectors": None,
+           "list_source": None, "lists": None,
            "seconds": results.pop("exact_search_seconds", None),
            "distance_computations": None if size is None else float(size),
-           "distance_fraction": 1.0,
+           "distance_fraction": 1.0, "stage_one_accuracy": None,
            "metrics": results["exact"]}]
   for key in [k for k in results if k.startswith("two_stage_")]:
     values = dict(results.pop(key))
     source, _, lists = key.removeprefix("two_stage_").rpartition("_")
     rows.append({"search": retrieval.TWO_STAGE,
+                 "class_vectors": retrieval.LEARNED,
                  "list_source": "anchors" if source == "anchors" else
                  "labels", "lists": int(lists),
                  "seconds": values.pop("seconds", None),
                  "distance_computations": values.pop(
                      "distance_computations", None),
                  "distance_fraction": values.pop("distance_fraction", None),
-                 "metrics": values})
+                 "stage_one_accuracy": None, "metrics": values})
   results["searches"] = rows
   return results
 
@@ -122,7 +153,8 @@ def final_results(exp, state, step: int,
   return {"dataset": exp.source.describe(), "geometry": exp.geometry,
           "steps": step,
           **evaluate(exp.model, state, exp.source, exp.augment,
-                     exp.config.eval, exp.loss, apply=apply)}
+                     exp.config.eval, exp.loss, apply=apply,
+                     geometry=exp.geometry)}
 
 
 class SubsetEvaluator:
@@ -179,19 +211,24 @@ def format_table(results: dict) -> str:
   ks = sorted(int(k.split("@")[1]) for k in exact if k.startswith("precision@"))
   timed = all(row.get("seconds") is not None for row in rows)
   header = ["search", "mAP"] + [f"mAP@{k}" for k in ks] + [
-      f"P@{k}" for k in ks] + ["distances"] + (
+      f"P@{k}" for k in ks] + ["distances", "stage-1 acc."] + (
           ["top-k search s"] if timed else [])
   lines = [header]
   for row in rows:
     m = row["metrics"]
+    vectors = row.get("class_vectors")
     name = ("exact" if row["search"] == retrieval.EXACT else
             f"two-stage, {row['lists']}"
-            f" {row['list_source'].removesuffix('s')} list(s)")
+            f" {row['list_source'].removesuffix('s')} list(s)" + (
+                "" if vectors in (None, retrieval.LEARNED) else
+                f", by {vectors}"))
     fraction = row.get("distance_fraction")
+    accuracy = row.get("stage_one_accuracy")
     lines.append([name, f"{m['map']:.4f}" if "map" in m else "-"] +
                  [f"{m[f'map@{k}']:.4f}" for k in ks] +
                  [f"{m[f'precision@{k}']:.4f}" for k in ks] +
                  ["-" if fraction is None else f"{fraction:.3f}"] +
+                 ["-" if accuracy is None else f"{accuracy:.4f}"] +
                  ([f"{row['seconds']:.3f}"] if timed else []))
   widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
   out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()

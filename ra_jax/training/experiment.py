@@ -119,6 +119,7 @@ _BOUNDS = (
     ("model", "width", 0, True), ("model", "anchor_init_scale", 0, False),
     ("dataset", "image_size", 1, True),
     ("dataset", "shot", 0, True), ("dataset", "images_per_class", 0, True),
+    ("dataset", "shot_holdout", 0, True),
     ("dataset", "train_examples", 0, True),
     ("dataset", "validation_examples", 0, True),
     ("train", "prefetch_batches", 0, True), ("eval", "batch_size", 1, True),
@@ -146,6 +147,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if bad_ks:
     raise ValueError(f"eval.ks {tuple(config.eval.ks)}: cut-offs must be"
                      " integers >= 1")
+  for field, allowed in (("class_vectors", (retrieval.LEARNED,
+                                             retrieval.CENTROIDS)),
+                         ("list_sources", ("labels", "anchors"))):
+    values = tuple(config.eval.get(field, ()))
+    if not set(values) <= set(allowed):
+      raise ValueError(f"eval.{field}={values!r}: each one of"
+                       f" {', '.join(allowed)}")
   if config.model.get("anchor_init", "normal") not in ("normal",
                                                        "orthogonal"):
     raise ValueError(f"model.anchor_init={config.model.anchor_init!r}: one"
@@ -169,7 +177,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   source = _source(config)
   objective.check_values(loss, config.loss, source.num_classes,
                          config.model.embedding_dim)
-  if loss.anchors:
+  if loss.stage_one or retrieval.CENTROIDS in config.eval.get(
+      "class_vectors", ()):
     retrieval.check_num_lists(tuple(config.eval.two_stage_lists),
                               source.num_classes, "eval.two_stage_lists")
   batch = config.train.global_batch_size
@@ -210,7 +219,14 @@ def _training_examples(config, source: data.DatasetSource):
     raise ValueError("dataset.shot and dataset.train_examples both select"
                      " training examples; set one of them to 0")
   if shot:
-    chosen = data.few_shot_indices(labels, shot, config.dataset.shot_seed)
+    pool = np.arange(len(labels))
+    holdout = config.dataset.get("shot_holdout", 0)
+    if holdout and not config.dataset.get("validation_examples", 0):
+      # the validation queries of model selection are never trained on
+      pool = np.setdiff1d(pool, data.stratified_subset(
+          labels, holdout, config.dataset.get("validation_seed", 0)))
+    chosen = pool[data.few_shot_indices(labels[pool], shot,
+                                        config.dataset.shot_seed)]
   elif count:
     chosen = data.stratified_subset(labels, count, config.train.seed)
   else:

@@ -53,6 +53,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                      apply=trained.apply)
   if trained.images_per_second is not None:
     results["train_images_per_second"] = trained.images_per_second
+  if config.train.get("save_params", False) and runtime.is_writer():
+    checkpoint.save_params(workdir_lib.path(workdir, workdir_lib.PARAMS),
+                           exp.total_steps,
+                           evaluation.variables_of(trained.state))
   results["run"] = {"seed": config.train.seed,
                     "resumed_from": trained.start_step,
                     "wall_seconds": time.time() - wall_start,

@@ -12,6 +12,8 @@ a study's plan. What it holds (every name below is used through this module):
   checkpoints_unreadable/  checkpoints that failed to restore, set aside
   few_shot_indices.json    the training records of a few-shot run
   results.json             the final evaluation (`evaluation.final_results`)
+  params.msgpack           the final parameters, no optimizer state
+                           (`train.save_params`; `checkpoint.save_params`)
   evaluation/step_<N>.json  `python -m ra_jax.evaluate` at checkpoint N
   index/step_<N>.npz       the database index of checkpoint N (a cache)
   search/<query>.png       `python -m ra_jax.search`'s grids
@@ -37,6 +39,7 @@ CHECKPOINTS = "checkpoints"
 UNREADABLE_CHECKPOINTS = CHECKPOINTS + checkpoint.UNREADABLE_SUFFIX
 FEW_SHOT = "few_shot_indices.json"
 RESULTS = "results.json"
+PARAMS = "params.msgpack"
 ANALYSIS = "analysis.json"
 ANALYSIS_ARRAYS = "analysis.npz"
 STUDY_RECORD = "grid.json"
@@ -127,7 +130,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict) -> None:
 # Fields added after runs were saved without them, with the value those
 # runs had; and dataset fields that do not change what a run computes.
 _ADDED_FIELDS = {
-    "dataset": {"validation_examples": 0, "validation_seed": 0},
+    "dataset": {"validation_examples": 0, "validation_seed": 0,
+                "shot_holdout": 0},
     "model": {"head_batch_norm": False, "anchor_init": "normal",
               "anchor_init_scale": 1.0},
 }

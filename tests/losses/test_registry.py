@@ -47,9 +47,30 @@ def test_geometry_choices():
   with pytest.raises(ValueError, match="geometry 'sphere' is not one it"
                      r" allows \(l2\)"):
     losses.get_loss("cam").resolve_geometry("sphere")
-  with pytest.raises(ValueError, match="anchors 'centers' is not"):
+  with pytest.raises(ValueError, match="stage_one names 'centers'"):
     losses.LossSpec("bad", "bad", losses.proxy_anchor_loss,
-                    {"proxies": "matrix"}, anchors="centers")
+                    {"proxies": "matrix"},
+                    stage_one=losses.StageOne("centers"))
+
+
+def test_class_vectors_of_every_loss_that_has_them():
+  """Stage 1 of two-stage search (and the anchors where it is by L2), as
+  `retrieval.ClassVectors` scores them."""
+  from ra_jax import retrieval
+  stage_one = {name: spec.stage_one for name, spec in losses.LOSSES.items()}
+  assert stage_one["cam"] == losses.StageOne("anchors", "l2")
+  assert stage_one["ce"] == losses.StageOne("kernel", "logit", "bias")
+  assert stage_one["center"] == losses.StageOne("centers", "l2")
+  assert stage_one["arcface"] == losses.StageOne("weights", "cosine")
+  assert stage_one["proxy_anchor"] == losses.StageOne("proxies", "cosine")
+  assert stage_one["triplet"] is stage_one["contrastive"] is None
+  assert {s.score for s in stage_one.values() if s} <= set(retrieval.SCORES)
+  assert [n for n, s in losses.LOSSES.items() if s.anchors] == ["cam",
+                                                                "center"]
+  with pytest.raises(ValueError, match="a bias goes with a logit score"):
+    losses.LossSpec("bad", "bad", losses.softmax_cross_entropy_loss,
+                    {"kernel": "matrix", "bias": "vector"},
+                    stage_one=losses.StageOne("kernel", "l2", "bias"))
 
 
 def test_calling_an_entry_passes_class_parameters_by_name():

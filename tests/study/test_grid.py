@@ -76,6 +76,7 @@ def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
   (workdir / "checkpoints" / "200").mkdir(parents=True)
   for name in ("results.json", "config.json", "metrics.jsonl"):
     (workdir / name).write_text(json.dumps({"file": name}))
+  (workdir / "params.msgpack").write_bytes(bytes(range(256)))  # binary
   results = str(tmp_path / "results")
   assert not grid.done(results, run)
   grid.keep(str(workdir), results, run)
@@ -86,6 +87,7 @@ def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
       json.loads(json.dumps(run.settings)))
   assert json.loads((kept / "metrics.jsonl").read_text()) == {
       "file": "metrics.jsonl"}
+  assert (kept / "params.msgpack").read_bytes() == bytes(range(256))
 
 
 def test_the_protocol_states_the_search_spaces():
@@ -189,7 +191,9 @@ def test_a_variant_winning_on_every_seed_is_adopted(tuned):
   _variants_done(tuned)
   assert grid.adopted_variant(results) == "attract_warmup"
   assert len(grid.variant_runs(results)) == planned  # no combination
-  assert grid.final_settings(results, "cam")["train.loss_warmup_steps"] == (
+  assert "train.loss_warmup_steps" not in grid.final_settings(results, "cam")
+  assert grid.final_settings(results, "cam", variant=True)[
+      "train.loss_warmup_steps"] == (
       grid.RECIPE["optim.warmup_steps"])
 
 
@@ -224,16 +228,59 @@ def test_final_runs_put_the_headline_comparison_first(tuned):
   cam = next(r for r in final if r.path == "final/full/cam/seed2").config()
   assert (cam.train.epochs, cam.train.seed, cam.eval.per_query) == (
       24, 2, True)
-  assert cam.train.loss_warmup_steps == 100
+  assert (cam.eval.class_vectors, cam.train.save_params) == (
+      ("learned", "centroids"), True)
+  # the headline: the 8 trials' selection, as every loss has it
+  assert cam.train.loss_warmup_steps == 0
   assert cam.dataset.validation_examples == 0  # the test protocol
   few = next(r for r in final if r.path == "final/10-shot/ce/seed1").config()
   assert (few.dataset.shot, few.dataset.shot_seed, few.train.steps) == (
       10, 1, 300)
+  assert few.dataset.shot_holdout == 10000  # drawn away from validation
   assert few.optim.anchor_lr_mult == search_spaces.loss_trials(
       "ce")[1]["optim.anchor_lr_mult"]
+
+
+def test_the_adopted_variant_runs_its_own_finals_and_the_ablation(tuned):
+  results = str(tuned)
+  _variants_done(tuned)
+  _converged_lengths(tuned)
+  variant = grid.variant_final_runs(results)
+  assert [r.path for r in variant][:2] == ["variant_final/full/cam/seed0",
+                                           "variant_final/10-shot/cam/seed0"]
+  assert {r.stage for r in variant} == {"variant_final"}
+  full = variant[0].config()
+  assert full.train.loss_warmup_steps == 100  # attract_warmup, adopted
+  # in the few-shot recipe the attractor's warm-up spans its LR warm-up
+  assert variant[1].config().train.loss_warmup_steps == 30
   ablation = grid.ablation_runs(results)
   assert {r.path.split("/")[2] for r in ablation} == set(grid.ABLATIONS)
-  assert all(r.config().train.epochs == 24 for r in ablation)
+  assert all(r.config().train.epochs == 24 and
+             r.config().train.loss_warmup_steps == 100 for r in ablation)
+
+
+def test_the_few_shot_finals_are_the_configs_few_shot_recipe(tuned):
+  """configs/fashion_mnist.py:shot=10 trains what the final 10-shot runs
+  train, but for the settings each run's selection chose."""
+  from configs import fashion_mnist
+  results = str(tuned)
+  _variants_done(tuned)
+  _converged_lengths(tuned)
+  runs = grid.final_runs(results) + grid.variant_final_runs(results)
+  for run in runs:
+    if "/10-shot/" not in run.path:
+      continue
+    config = run.config()
+    user = fashion_mnist.get_config(f"loss={run.loss},shot=10")
+    for field in ("dataset.shot", "dataset.images_per_class",
+                  "dataset.shot_holdout", "train.steps", "train.epochs",
+                  "train.global_batch_size", "optim.warmup_steps"):
+      section, key = field.split(".")
+      assert config[section][key] == user[section][key], (run.path, field)
+  cam_variant = next(r for r in runs if r.path.startswith(
+      "variant_final/10-shot/cam")).config()
+  assert cam_variant.train.loss_warmup_steps == fashion_mnist.get_config(
+      "loss=cam,shot=10").train.loss_warmup_steps
 
 
 def test_committed_runs_are_the_runs_the_grid_plans_today():
@@ -260,6 +307,9 @@ def test_committed_runs_are_the_runs_the_grid_plans_today():
     saved = workdir_lib.config_of(f"{results}/{path}").to_dict()
     planned = json.loads(plan[path].config().to_json_best_effort())
     for section in ("dataset", "model", "loss", "optim", "train"):
+      # what a run writes at the end does not change what it trains
+      saved[section].pop("save_params", None)
+      planned[section].pop("save_params", None)
       assert json.loads(json.dumps(saved[section])) == planned[section], (
           path, section)
 
@@ -270,7 +320,8 @@ def test_configs_carry_the_settings_the_grid_selected():
   from configs import fashion_mnist
   for loss in losses.LOSSES:
     config = fashion_mnist.get_config(f"loss={loss}")
-    for field, selected in grid.final_settings("results/grid", loss).items():
+    for field, selected in grid.final_settings("results/grid", loss,
+                                               variant=True).items():
       section, key = field.split(".")
       value = config[section][key]
       if isinstance(selected, float):
@@ -307,7 +358,7 @@ def test_several_winning_variants_are_tried_together(tmp_path):
   assert grid.adopted_variant(results) == "push"
   _fake(tmp_path, "variants/cam/combined/seed1", 0.915)
   assert grid.adopted_variant(results) == rules.COMBINED
-  settings = grid.final_settings(results, "cam")
+  settings = grid.final_settings(results, "cam", variant=True)
   assert settings["loss.push_weight"] == 1.0
   assert settings["train.loss_warmup_steps"] == 100
 

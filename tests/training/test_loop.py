@@ -148,23 +148,36 @@ def test_model_argument_builds_a_vit(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_loss_without_anchors_trains_and_evaluates(tmp_path, monkeypatch):
+def test_a_classifier_loss_trains_evaluates_and_keeps_its_parameters(
+    tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it
   config = digits.get_config("size=tiny,loss=ce")
   # the loss plumbing is under test, not the ResNet
   config.model.name, config.model.width = "mlp", 32
+  config.train.save_params = True
   results = loop.train_and_evaluate(config, "run")
   run = TrainedRun("run", config)
   step, params = run.step, run.state.params
+  # the final parameters, kept: the run loads from them without checkpoints
+  import shutil
+  shutil.rmtree(tmp_path / "run" / "checkpoints")
+  kept = TrainedRun("run")
+  assert kept.step == step
+  image = np.zeros((8, 8, 1), np.uint8)
+  np.testing.assert_array_equal(kept.embed_image(image),
+                                run.embed_image(image))
   assert step == 3 and 0.0 < results["exact"]["map"] <= 1.0
   assert set(models.class_parameters(params)) == {"kernel", "bias"}
-  assert "nearest_anchor_accuracy" not in results  # no anchors, so
-  assert [r["search"] for r in results["searches"]] == ["exact"]  # only
+  assert "nearest_anchor_accuracy" not in results  # no L2 anchors
+  # the classifier's rows as stage 1 (by logit): two-stage search too
+  assert [(r["search"], r["class_vectors"]) for r in results["searches"]
+          ] == [("exact", None), ("two_stage", "learned"),
+                ("two_stage", "learned")]
   logged = json.load(open(tmp_path / "run" / "results.json"))
   assert logged["exact"] == results["exact"]
   assert params["head"]["kernel"].shape == (10, 16)
   assert params["head"]["bias"].shape == (10,)
-  assert "two-stage" not in evaluation.format_table(results)
+  assert "two-stage, 1 label list(s)" in evaluation.format_table(results)
 
 
 def test_pair_losses_get_class_balanced_batches(tmp_path):
