@@ -1,15 +1,14 @@
 """What a report needs from a run's embeddings, computed once and saved as
 `analysis.json` + `analysis.npz` in its work dir (so the report itself only
-reads files):
+reads files); from the run's newest checkpoint or, without one, its kept
+final parameters:
 
-- two-stage vs exact search over all queries (`retrieval.evaluate_searches`:
-  full-ranking metrics, distances and top-100 wall time, median of 3 warm
-  calls) for 1, 2, 3 lists kept, with label lists and with lists from each
-  database item's nearest anchor;
 - a precision-recall curve (interpolated precision at 11 recall levels,
   averaged over up to 1,000 evenly spaced queries, full ranking);
 - a 2-D PCA projection of up to 2,000 query embeddings and the anchors;
 - example queries with their top-10 exact neighbours.
+
+The two-stage vs exact search rows are the run's own (results.json).
 """
 
 
@@ -20,20 +19,13 @@ from ra_jax.trained import TrainedRun
 from ra_jax.training import workdir as workdir_lib
 
 
-def analyze(workdir: str, *, num_examples: int = 4, repeats: int = 3
-            ) -> dict:
-  """Computes the analyses of the module docstring from `workdir`'s newest
-  checkpoint and writes them beside its results (analysis.json, .npz)."""
+def analyze(workdir: str, *, num_examples: int = 4) -> dict:
+  """Computes the analyses of the module docstring and writes them beside
+  the run's results (analysis.json, .npz)."""
   run = TrainedRun(workdir)
   query, query_labels = run.embed_split(run.split("query"))
   db, db_labels = run.embed_split(run.split("database"))
   out = {"step": run.step, "num_queries": len(query), "num_database": len(db)}
-  lists = [n for n in (1, 2, 3)
-           if run.anchors is not None and n <= len(run.anchors)]
-  out["search"], _ = retrieval.evaluate_searches(
-      query, query_labels, db, db_labels, run.anchors, k=min(100, len(db)),
-      ks=tuple(x for x in (10, 100) if x <= len(db)), num_lists=lists,
-      list_sources=("labels", "anchors"), repeats=repeats)
   curve_queries = data.evenly_spaced(len(query), 1000)
   out["precision_recall"] = retrieval.precision_recall(
       query[curve_queries], query_labels[curve_queries], db,

@@ -135,22 +135,26 @@ def _per_query(run) -> np.ndarray:
 
 
 def search_row(run: runs_lib.RunRecord, list_source: Optional[str],
-               lists: Optional[int]) -> Optional[dict]:
+               lists: Optional[int],
+               class_vectors: Optional[str] = retrieval.LEARNED
+               ) -> Optional[dict]:
   """`run`'s search row (the exact one: list_source = lists = None)."""
   search = retrieval.EXACT if lists is None else retrieval.TWO_STAGE
   return retrieval.find_row(run.results.get("searches", ()), search,
-                            list_source, lists)
+                            list_source, lists, class_vectors)
 
 
 def mean_search_value(runs: Sequence[runs_lib.RunRecord],
                       list_source: Optional[str], lists: Optional[int],
-                      key: str) -> float:
+                      key: str,
+                      class_vectors: Optional[str] = retrieval.LEARNED
+                      ) -> float:
   """Mean over `runs` of a search row's value: a metric of its full ranking
   ("map", "precision@10") or one of the row's own ("seconds",
-  "distance_fraction"); NaN where no run has it."""
+  "distance_fraction", "stage_one_accuracy"); NaN where no run has it."""
   values = []
   for run in runs:
-    row = search_row(run, list_source, lists) or {}
+    row = search_row(run, list_source, lists, class_vectors) or {}
     value = row.get("metrics", {}).get(key, row.get(key))
     if value is not None:
       values.append(value)
@@ -166,7 +170,8 @@ def two_stage_section(runs: Sequence[runs_lib.RunRecord], group: str,
   for run in members:
     for row in run.results.get("searches", ()):
       key = (row["list_source"], row["lists"])
-      if row["search"] == retrieval.TWO_STAGE and key not in keys:
+      if (row["search"] == retrieval.TWO_STAGE and key not in keys and
+          row.get("class_vectors", retrieval.LEARNED) == retrieval.LEARNED):
         keys.append(key)
   if not members or not keys:
     return []
@@ -189,3 +194,69 @@ def two_stage_section(runs: Sequence[runs_lib.RunRecord], group: str,
                   " anchor lists: in its nearest anchor's. Distances per"
                   " query count the query's distances to every class anchor"
                   " and to the kept lists' items.", ""]
+
+
+_VECTORS_TEXT = {retrieval.LEARNED: "its own", retrieval.CENTROIDS:
+                 "database centroids"}
+
+
+def two_stage_comparison(runs: Sequence[runs_lib.RunRecord], group: str,
+                         lists: Sequence[int] = (1, 2, 3)) -> list[str]:
+  """Two-stage search for every loss of `group`, stage 1 by its own class
+  vectors and by the database's class centroids: per list source a table
+  of full-ranking mAP with 1, 2, ... lists kept, and with one list its
+  P@10, stage-1 accuracy and share of exact search's distances (means over
+  seeds); then which (loss, class vectors) has the best mAP with one label
+  list."""
+  by_loss = _by_loss(runs, group)
+  combos = [(loss, vectors) for loss in sorted(by_loss)
+            for vectors in (retrieval.LEARNED, retrieval.CENTROIDS)
+            if any(search_row(r, "labels", 1, vectors) for r in by_loss[loss])]
+  if not combos:
+    return []
+  lines = [f"### Two-stage search for every loss ({group})", "",
+           "Stage 1 by the loss's own class vectors (the class anchor margin"
+           " loss's anchors and center loss's centres by L2 distance,"
+           " ArcFace's weights and proxy-anchor's proxies by cosine, the"
+           " softmax classifier by logit) or by the class centroids of the"
+           " database's embeddings (labels only: the control); full-ranking"
+           " mAP (the kept lists' items first), means over seeds.", ""]
+  best = None
+  for source, title in (("labels", "label lists (an item is in its"
+                         " class's list)"),
+                        ("anchors", "class-vector lists (an item is in the"
+                         " list of its best class vector; no database labels"
+                         " needed)")):
+    header = ["loss", "stage 1 by", "exact mAP"] + [
+        f"mAP, {n} list{'s' if n > 1 else ''}" for n in lists] + [
+            "P@10, 1 list", "stage-1 acc.", "distances, 1 list"]
+    rows = []
+    for loss, vectors in combos:
+      members = by_loss[loss]
+      mean = lambda key, n=1: mean_search_value(members, source, n, key,
+                                                vectors)
+      if math.isnan(mean("map")):
+        continue
+      rows.append(
+          [_title(loss), _VECTORS_TEXT[vectors],
+           f"{statistics.fmean(map(_map, members)):.4f}"] +
+          [f"{mean('map', n):.4f}" for n in lists] +
+          [f"{mean('precision@10'):.4f}", f"{mean('stage_one_accuracy'):.4f}",
+           f"{mean('distance_fraction'):.3f}"])
+      if source == "labels" and (best is None or mean("map") > best[2]):
+        best = (loss, vectors, mean("map"))
+    if rows:
+      lines += [f"With {title}:", "", "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header)]
+      lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+  if best is not None:
+    loss, vectors, value = best
+    own = [(l, v) for l, v in combos if l == loss and v != vectors]
+    against = ""
+    if own:
+      other = mean_search_value(by_loss[loss], "labels", 1, "map", own[0][1])
+      against = (f"; with {_VECTORS_TEXT[own[0][1]]} instead:"
+                 f" {other:.4f} ({value - other:+.4f})")
+    lines += [f"Best with one label list: {_title(loss)}, stage 1 by"
+              f" {_VECTORS_TEXT[vectors]} ({value:.4f}){against}.", ""]
+  return lines

@@ -8,7 +8,7 @@ from ra_jax import files
 from ra_jax.report import build
 from ra_jax.report import comparison
 from ra_jax.report import runs as runs_lib
-from study.report import diagnostics, validation, verdicts
+from study.report import budget, diagnostics, validation, verdicts
 
 COMMAND = "python -m study.report"
 
@@ -28,6 +28,7 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
            for group in summaries if group.startswith("final/")}
   lines += verdicts.answer_section(runs, summaries, protocol, tests)
   lines += validation.protocol_section(protocol)
+  lines += budget.budget_section(staged, protocol)
   lines += validation.missing_stages(staged, protocol)
   lines += validation.tuning_section(staged, protocol)
   lines += validation.variants_section(staged, protocol)
@@ -41,6 +42,8 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
                                            tests.get(group))
     lines += verdicts.targets_section(runs, protocol, group)
     lines += comparison.two_stage_section(runs, group, focus)
+    lines += comparison.two_stage_comparison(runs, group)
+  lines += budget.variant_finals_section(staged, protocol)
   lines += diagnostics.ablation_section(staged, protocol)
   lines += diagnostics.diagnosis_section(root, staged)
   primary, featured = _featured(runs)

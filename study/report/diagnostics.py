@@ -44,8 +44,10 @@ def ablation_section(runs, protocol: dict) -> list[str]:
   if not ablation:
     return []
   focus = protocol["focus"]
-  full = next((r for r in runs if r.group == "final/full" and r.loss == focus
-               and r.seed == 0), None)
+  # the ablation switches terms off in the variant recipe: its reference
+  # is that recipe's final run on the same seed
+  full = next((r for r in runs if r.group == "variant_final/full" and
+               r.loss == focus and r.seed == 0), None)
   rows = ([("all three terms", full)] if full else []) + [
       (r.variant, r) for r in sorted(ablation, key=lambda r: r.variant)]
   lines = [f"## Ablation of {runs_lib.loss_subject(focus)[0].lower()}"
