@@ -10,6 +10,9 @@
 # Process 0 prints to this terminal; the others log to
 # <workdir>/logs/process_<i>.log (or --log_dir). If any process fails, the
 # rest are stopped and the script exits with that process's status.
+# SIGTERM or SIGINT to this script goes on to every process as SIGTERM: each
+# saves a checkpoint at one agreed step and exits with status 143 (jax's
+# preemption service), and this script waits for them and exits 143 too.
 set -euo pipefail
 
 usage() {
@@ -92,7 +95,12 @@ fi
 mkdir -p "$log_dir"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A stop request: every process saves and exits on its own; wait for them.
+stopping=0
+# shellcheck disable=SC2317  # called by the trap below
+forward_stop() { stopping=1; cleanup; }
+trap forward_stop INT TERM
 for ((p = 0; p < num_processes; p++)); do
   run=(env JAX_PLATFORMS=cpu "XLA_FLAGS=--xla_force_host_platform_device_count=$devices"
        "JAX_COORDINATOR_ADDRESS=localhost:$port" "JAX_NUM_PROCESSES=$num_processes"
@@ -115,16 +123,21 @@ while [[ ${#running[@]} -gt 0 ]]; do
   finished=""
   code=0
   wait -n -p finished "${running[@]}" || code=$?
-  [[ -n "$finished" ]] || break
+  # a signal interrupted the wait (its trap has run): wait again
+  [[ -n "${finished:-}" ]] || continue
   still=()
   for pid in "${running[@]}"; do [[ $pid == "$finished" ]] || still+=("$pid"); done
   running=("${still[@]}")
   if [[ $code -ne 0 && $status -eq 0 ]]; then
     status=$code
     p=${index_of[$finished]}
-    echo "launch/local.sh: process $p exited with status $code; stopping the others" >&2
-    if [[ $p -gt 0 ]]; then tail -n 20 "$log_dir/process_$p.log" >&2; fi
-    cleanup
+    # 143: stopped by SIGTERM after saving; the others stop at the same
+    # step on their own (a stop request reaches every process)
+    if [[ $code -ne 143 && $stopping -eq 0 ]]; then
+      echo "launch/local.sh: process $p exited with status $code; stopping the others" >&2
+      if [[ $p -gt 0 ]]; then tail -n 20 "$log_dir/process_$p.log" >&2; fi
+      cleanup
+    fi
   fi
 done
 trap - EXIT

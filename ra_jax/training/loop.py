@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from ra_jax import data, files
-from ra_jax.training import checkpoint, evaluation, experiment
+from ra_jax.training import checkpoint, evaluation, experiment, preemption
 from ra_jax.training import runtime, writers
 from ra_jax.training import workdir as workdir_lib
 from ra_jax.training import step as step_lib
@@ -83,8 +83,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
                if config.eval.get("every", 0) else None)
 
   # Closed on every exit, failures included, so that orbax's threads and
-  # metadata stores do not outlive the run.
-  with exp.checkpoints() as mngr:
+  # metadata stores do not outlive the run. SIGTERM during training saves
+  # a checkpoint and stops (preemption.py).
+  with exp.checkpoints() as mngr, preemption.StopRequests() as stop:
     iterator = data.batches(exp.train_pipeline(),
                             config.train.get("prefetch_batches",
                                                data.DEFAULT_PREFETCH_BATCHES))
@@ -115,9 +116,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
         if rate is not None:
           scalars["train/images_per_second"] = rate
         bar.set_postfix(_postfix(scalars, exp.loss.progress), refresh=False)
-      evaluate_now = evaluator is not None and (
+      stopping = not last and stop.requested(done)
+      evaluate_now = evaluator is not None and not stopping and (
           done % config.eval.every == 0 or last)
-      if evaluate_now or last or mngr.should_save(done):
+      if evaluate_now or last or stopping or mngr.should_save(done):
         jax.block_until_ready(state)  # the step's own time is training time
       with clock.paused():
         if evaluate_now:
@@ -125,7 +127,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
         if scalars:
           writer.write_scalars(done, scalars)
         bar.update(1)
-        checkpoint.save(mngr, done, state, iterator.get_state(), force=last)
+        checkpoint.save(mngr, done, state, iterator.get_state(),
+                        force=last or stopping)
+      if stopping:
+        mngr.wait_until_finished()
+        bar.close()
+        writer.close()
+        raise preemption.Preempted(done, files.absolute(mngr.directory))
     rate = clock.images_per_second(exp.total_steps)
   bar.close()
   writer.close()

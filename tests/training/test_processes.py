@@ -72,6 +72,96 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(
   assert steps[-4:] == [5, 6, 7, 8]  # steps 5-8 logged again on resume
 
 
+def _preemptible(workdir, *extra):
+  """`ra_jax.train` on the shared run's configuration, 60 steps logged
+  every 10, no periodic checkpoints: a SIGTERM after the first log lands
+  mid-run."""
+  return ["-m", "ra_jax.train", *runs.tiny_flags(), "--workdir",
+          str(workdir), "--config.train.steps=60",
+          "--config.train.log_every=10", "--config.eval.every=0",
+          "--config.train.checkpoint_every=100000", *extra]
+
+
+def _sigterm_after_first_log(command, workdir, env):
+  """Starts `command`, sends SIGTERM once metrics.jsonl appears; (exit
+  status, stderr, seconds from the signal to the exit)."""
+  process = subprocess.Popen(command, cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists():
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.02)
+  process.send_signal(signal.SIGTERM)
+  start = time.time()
+  _, stderr = process.communicate(timeout=120)
+  return process.returncode, stderr, time.time() - start
+
+
+def _final_state(workdir):
+  run = TrainedRun(str(workdir))
+  return run.step, jax.tree.map(np.asarray, run.variables)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_bit_identical(
+    tmp_path):
+  """A real SIGTERM to a real training process: it saves the step it is
+  at, exits 143 within seconds saying so, and the same command then ends
+  where an uninterrupted run ends, to the bit."""
+  straight = runs.cli(*_preemptible(tmp_path / "straight")[1:])
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  workdir = tmp_path / "stopped"
+  command = [sys.executable, *_preemptible(workdir)]
+  status, stderr, seconds = _sigterm_after_first_log(command, workdir,
+                                                     _env(1))
+  assert status == 143, stderr[-3000:]
+  assert seconds < 30  # within the notice, the save included
+  line = stderr.strip().splitlines()[-1]
+  step = int(line.split("after step ")[1].split(":")[0])
+  assert line == (f"ra_jax.train: stopped by SIGTERM after step {step}:"
+                  f" checkpoint {step} saved in {workdir}/checkpoints; run"
+                  " the same command to resume")
+  assert 10 <= step < 60 and (workdir / "checkpoints" / str(step)).is_dir()
+  assert not (workdir / "results.json").exists()
+  rerun = runs.cli(*command[2:])
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"resumed from step {step}" in rerun.stdout
+  step_a, state_a = _final_state(tmp_path / "straight")
+  step_b, state_b = _final_state(workdir)
+  assert step_a == step_b == 60
+  jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+
+
+@pytest.mark.slow
+def test_sigterm_to_two_processes_saves_one_agreed_step(tmp_path):
+  """launch/local.sh forwards TERM to its processes; jax's preemption
+  service has them agree on one step, both save it and exit 143, and the
+  same launch resumes both from it."""
+  workdir = tmp_path / "two"
+  launch = ["bash", "launch/local.sh", "--num_processes", "2",
+            "--devices_per_process", "1", "--port", str(runs.free_port()),
+            "--python", sys.executable, "--", *_preemptible(workdir)[2:]]
+  status, stderr, seconds = _sigterm_after_first_log(launch, workdir,
+                                                     _env(1))
+  assert status == 143, stderr[-3000:]
+  assert seconds < 30
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  saved = max(steps)
+  assert 10 <= saved < 60
+  assert f"checkpoint {saved} saved" in stderr
+  log = (workdir / "logs" / "process_1.log").read_text()
+  assert "Traceback" not in log
+  launch[launch.index("--port") + 1] = str(runs.free_port())
+  again = subprocess.run(launch, cwd=ROOT, env=_env(1), capture_output=True,
+                         text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"resumed from step {saved}" in again.stdout
+  assert (workdir / "results.json").exists()
+
+
 def test_unreadable_checkpoint_is_skipped_with_a_warning_and_kept(
     digits_run, caplog):
   workdir = digits_run
