@@ -124,20 +124,23 @@ def report_errors(write: Callable[[], object], done: str) -> int:
   return 0
 
 
-def workdir_flag(help_text: str = "a trained run's work dir"
-                 ) -> flags.FlagHolder:
-  """The required --workdir flag every command takes."""
+def workdir_flag(help_text: str = "a trained run's work dir", *,
+                 required: bool = True) -> flags.FlagHolder:
+  """The --workdir flag every command takes (required unless said)."""
   holder = flags.DEFINE_string("workdir", None, help_text)
-  flags.mark_flag_as_required("workdir")
+  if required:
+    flags.mark_flag_as_required("workdir")
   return holder
 
 
 def start(workdir: Optional[str] = None, config=None):
   """What a command does first: absl logging at WARNING (orbax logs every
   save at INFO), the run's config (`config`, else `workdir`'s config.json)
-  and `jax.distributed` when that config asks for it. Returns the
-  config."""
+  and `jax.distributed` when that config asks for it. Returns the config
+  (None for a command about no run: logging only)."""
   logging.set_verbosity(logging.WARNING)
+  if config is None and workdir is None:
+    return None
   from ra_jax.training import runtime
   from ra_jax.training import workdir as workdir_lib
   if config is None:

@@ -89,13 +89,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(workdir: str, timeout: float = 120) -> Iterator[str]:
-  """`python -m ra_jax.serve --workdir workdir` on a free port, once its
-  page answers; yields the page's URL (ending in "/"), stops the server
-  afterwards."""
+def serving(path: str, flag: str = "--workdir",
+            timeout: float = 120) -> Iterator[str]:
+  """`python -m ra_jax.serve --workdir path` (or `--export path`) on a
+  free port, once its page answers; yields the page's URL (ending in "/"),
+  stops the server afterwards."""
   port = free_port()
   process = subprocess.Popen(
-      [sys.executable, "-m", "ra_jax.serve", "--workdir", workdir, "--port",
+      [sys.executable, "-m", "ra_jax.serve", flag, path, "--port",
        str(port)], cwd=ROOT, env=cli_env(1), stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
   base = f"http://127.0.0.1:{port}/"

@@ -1,10 +1,12 @@
-"""A trained run as files that need jax alone.
+"""A trained run as files that need jax (and flatbuffers, which
+jax.export deserializes with) and nothing of ra_jax.
 
 `export_run(workdir, out)` writes into the directory `out`:
 
 - `encoder.jaxexport`: the embedding model with its weights, serialized by
   `jax.export` (StableHLO). Input float32 (batch, H, W, C), NHWC, any batch
-  size; output float32 (batch, D). Load and call it with jax alone:
+  size; output float32 (batch, D). Load and call it with jax (with the
+  flatbuffers package installed):
 
       from jax import export
       encoder = export.deserialize(open("encoder.jaxexport", "rb").read())
@@ -74,6 +76,20 @@ def preprocessing(augment: data.AugmentConfig, channels: int) -> dict:
       "normalize": "(pixel / 255 - mean) / std, per channel",
       "mean": list(augment.mean), "std": list(augment.std),
   }
+
+
+def augment_of(written: dict) -> data.AugmentConfig:
+  """The evaluation transform a manifest's `preprocessing` writes out, as
+  the `data.AugmentConfig` that gives it (`preprocessing`'s inverse)."""
+  size, shorter = int(written["crop"][0]), int(written["shorter_side"])
+  config = data.AugmentConfig(
+      size, "resized_crop" if shorter != size else "none", 0, False,
+      tuple(written["mean"]), tuple(written["std"]))
+  if augment_lib.eval_shorter_side(config) != shorter:
+    raise ValueError(f"preprocessing resizes the shorter side to {shorter}"
+                     f" for a {size}-pixel crop; ra_jax writes {size} or"
+                     f" {size * 8 // 7}")
+  return config
 
 
 def export_run(workdir: str, out: str, *,

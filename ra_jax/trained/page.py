@@ -1,5 +1,7 @@
 """The web page of `python -m ra_jax.serve`: a starlette app over a
-`Searcher` (one trained work dir and its database index).
+searcher (`Searcher`: a trained work dir and its database index, or
+`ExportSearcher`: an export directory; then results have no thumbnails and
+there are no test images to pick).
 
 Routes:
   GET  /             the page (page.html: HTML and a little JavaScript, no
@@ -25,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from ra_jax.trained import images
-from ra_jax.trained.search import Searcher
+from ra_jax.trained.search import BaseSearcher
 
 MAX_UPLOAD_BYTES = 8 * 2**20
 MAX_K = 100
@@ -52,12 +54,16 @@ def _integer(form, name: str, default: int, low: int, high: int) -> int:
   return value
 
 
+def _thumbnail(image) -> Optional[str]:
+  return None if image is None else images.data_url(image)
+
+
 def page_html() -> str:
   return importlib.resources.files("ra_jax.trained").joinpath(
       "page.html").read_text(encoding="utf-8")
 
 
-def make_app(searcher: Searcher, *,
+def make_app(searcher: BaseSearcher, *,
              max_pixels: int = images.MAX_PIXELS) -> Starlette:
   """The app serving `searcher`'s run; uploads over `max_pixels` pixels
   are refused (413) before they are decoded."""
@@ -70,9 +76,9 @@ def make_app(searcher: Searcher, *,
 
   async def info(request: Request):
     return JSONResponse({
-        "classes": list(searcher.source.class_names),
+        "classes": list(searcher.class_names),
         "anchors": num_classes, "queries": len(searcher.queries),
-        "k_max": k_max, "channels": searcher.run.channels,
+        "k_max": k_max, "channels": searcher.channels,
         "step": searcher.step, "max_upload_bytes": MAX_UPLOAD_BYTES,
         "max_pixels": max_pixels})
 
@@ -97,6 +103,9 @@ def make_app(searcher: Searcher, *,
         image = searcher.load_image(data, max_pixels=max_pixels,
                                     name="the upload")
       else:
+        if not len(searcher.queries):
+          raise BadQuery("send an image file (this server has no test"
+                         " images)")
         index = _integer(form, "query_index", -1, 0,
                          len(searcher.queries) - 1)
         if index < 0:
@@ -114,7 +123,7 @@ def make_app(searcher: Searcher, *,
         "results": [
             {"rank": rank, "id": int(i), "label": int(l),
              "name": searcher.class_name(int(l)), "distance": float(d),
-             "image": images.data_url(searcher.neighbour_image(i))}
+             "image": _thumbnail(searcher.neighbour_image(i))}
             for rank, (i, l, d) in enumerate(zip(
                 found["ids"], found["labels"], found["distances"]), 1)]})
 

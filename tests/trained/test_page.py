@@ -141,6 +141,39 @@ def test_a_decompression_bomb_is_refused_before_decoding():
     assert error.value.status == 413
 
 
+def test_an_export_directory_serves_the_same_results(served, tmp_path):
+  """The page over an export (what one deploys): the encoder and the
+  index from the export directory answer as the work dir does; no test
+  images, no thumbnails."""
+  from ra_jax.trained import export
+  from ra_jax.trained.search import ExportSearcher
+  searcher, _ = served
+  out = tmp_path / "export"
+  export.export_run(searcher.run.workdir, str(out), platforms=("cpu",),
+                    faiss=False)
+  exported = ExportSearcher(str(out))
+  client = TestClient(page.make_app(exported))
+  info = client.get("/api/info").json()
+  assert info["queries"] == 0 and info["anchors"] == 10
+  assert info["classes"] == list(searcher.class_names)
+  image, _ = searcher.query_example(7)
+  png = _png(np.squeeze(image).astype(np.uint8), "L")
+  response = client.post("/api/search", data={"k": "6", "num_lists": "2"},
+                         files={"image": ("q.png", png, "image/png")})
+  assert response.status_code == 200, response.text
+  expected = searcher.search(searcher.load_image(png), 6, 2, False)
+  results = response.json()["results"]
+  assert [r["id"] for r in results] == list(expected["ids"])
+  np.testing.assert_allclose([r["distance"] for r in results],
+                             expected["distances"], rtol=1e-4, atol=1e-5)
+  assert all(r["image"] is None for r in results)
+  missing = client.post("/api/search", data={"query_index": "0"})
+  assert missing.status_code == 400
+  assert "no test images" in missing.json()["error"]
+  with pytest.raises(FileNotFoundError, match="holds no export"):
+    ExportSearcher(str(tmp_path))
+
+
 @pytest.mark.slow
 def test_the_serve_command_serves_the_page_over_http(digits_run):
   """python -m ra_jax.serve with uvicorn, queried over a real socket."""
