@@ -83,6 +83,9 @@ def test_main_command_trains_and_prints_results(tmp_path):
       env={**runs.cli_env(1), "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"})
   assert result.returncode == 0, result.stderr[-2000:]
   assert "two-stage, 1 label list(s)" in result.stdout
+  # the final evaluation shows its progress, as training does
+  assert "embedding the database" in result.stderr
+  assert "searches ranked (450 queries x 1347)" in result.stderr
   assert "nearest-anchor accuracy" in result.stdout
   assert (tmp_path / "run" / "results.json").exists()
 

@@ -7,7 +7,7 @@ tables. Stage 1 may use any class vectors (`ClassVectors`): a loss's own,
 or the database's class centroids.
 """
 
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import jax.numpy as jnp
 import numpy as np
@@ -99,7 +99,8 @@ def evaluate_searches(query: np.ndarray, query_labels: np.ndarray,
                       k: Optional[int] = None,
                       num_lists: Sequence[int] = (1, 2),
                       list_sources: Sequence[ListSource] = ("labels",),
-                      repeats: int = 1, exclude_self: bool = False
+                      repeats: int = 1, exclude_self: bool = False,
+                      progress: Optional[Callable[[dict], None]] = None
                       ) -> tuple[list[dict], dict[str, np.ndarray]]:
   """Exact search, then two-stage search with each set of class vectors,
   each list source and each number of lists kept, each as one row:
@@ -127,6 +128,7 @@ def evaluate_searches(query: np.ndarray, query_labels: np.ndarray,
       "anchors" (in its best class vector's list).
     repeats: timed calls after a warm-up; the median is reported.
     exclude_self: the queries are the database (exact row only).
+    progress: called with each row once it is done (a progress bar).
 
   Returns:
     (rows, the exact ranking's per-query metrics (Q,) each, for paired
@@ -147,6 +149,8 @@ def evaluate_searches(query: np.ndarray, query_labels: np.ndarray,
            "distance_computations": float(len(db_labels)),
            "distance_fraction": 1.0, "stage_one_accuracy": None,
            "metrics": metrics.summarize(per_query, query_labels)}]
+  report = progress or (lambda row: None)
+  report(rows[0])
   if class_vectors is None:
     return rows, per_query
   if not isinstance(class_vectors, Mapping):
@@ -175,6 +179,7 @@ def evaluate_searches(query: np.ndarray, query_labels: np.ndarray,
                      "distance_fraction": ranked.pop("distance_fraction"),
                      "stage_one_accuracy": ranked.pop("stage_one_accuracy"),
                      "metrics": ranked})
+        report(rows[-1])
   return rows, per_query
 
 

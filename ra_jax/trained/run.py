@@ -104,7 +104,8 @@ def evaluate_workdir(workdir: str, config=None) -> tuple[int, dict]:
   written to `workdir/evaluation/step_<N>.json`."""
   run = TrainedRun(workdir, config)
   results = evaluation.final_results(run.exp, run.state, run.step,
-                                     apply=run.apply)
+                                     apply=run.apply,
+                                     progress=runtime.is_writer())
   if runtime.is_writer():
     files.write_json(workdir_lib.evaluation_path(workdir, run.step), results)
   return run.step, results

@@ -66,7 +66,7 @@ def anchors_of(state, loss: losses.LossSpec) -> Optional[np.ndarray]:
 def evaluate(model, state, source: data.DatasetSource, augment,
              eval_config, loss: losses.LossSpec,
              apply: Optional[Callable] = None,
-             geometry: str = "l2") -> dict[str, Any]:
+             geometry: str = "l2", progress: bool = False) -> dict[str, Any]:
   """Exact retrieval metrics (full ranking), with anchors the nearest-anchor
   accuracy, and two-stage search with 1, 2, ... lists
   (`eval_config.two_stage_lists`) from each of `eval_config.list_sources`,
@@ -75,15 +75,18 @@ def evaluate(model, state, source: data.DatasetSource, augment,
   centroids, in the run's geometry); every search as one row of "searches"
   (`retrieval.evaluate_searches`). `apply`: a jitted `model.apply` to reuse
   (e.g. `SubsetEvaluator.apply`). `geometry`: the run's ("sphere": the
-  centroids are put on the sphere too)."""
+  centroids are put on the sphere too). `progress`: show bars (embedding,
+  then the searches done)."""
   apply = apply or jax.jit(model.apply)  # one compilation for both splits
   variables = variables_of(state)
-  query, query_labels = embed(apply, variables,
-                              source.splits[source.query_split], augment,
-                              eval_config.batch_size)
-  db, db_labels = embed(apply, variables,
-                        source.splits[source.database_split], augment,
-                        eval_config.batch_size)
+  query, query_labels = embed(
+      apply, variables, source.splits[source.query_split], augment,
+      eval_config.batch_size,
+      progress="embedding the queries" if progress else None)
+  db, db_labels = embed(
+      apply, variables, source.splits[source.database_split], augment,
+      eval_config.batch_size,
+      progress="embedding the database" if progress else None)
   ks = tuple(k for k in eval_config.ks if k <= len(db))
   anchors = anchors_of(state, loss)
   vector_sets = {}
@@ -96,11 +99,24 @@ def evaluate(model, state, source: data.DatasetSource, augment,
       vector_sets[name] = retrieval.centroids(
           db, db_labels, source.num_classes,
           sphere=geometry == "sphere")
+  sources = tuple(eval_config.get("list_sources", ("labels",)))
+  num_lists = tuple(eval_config.two_stage_lists)
+  bar = tqdm.tqdm(total=1 + len(vector_sets) * len(sources) * len(num_lists),
+                  desc=f"searches ranked ({len(query)} queries x"
+                       f" {len(db)})", unit="search", disable=not progress)
+
+  def done(row):
+    bar.set_postfix_str("exact" if row["lists"] is None else
+                        f"{row['class_vectors']}, {row['list_source']},"
+                        f" {row['lists']} list(s)", refresh=False)
+    bar.update(1)
+
   rows, per_query = retrieval.evaluate_searches(
       query, query_labels, db, db_labels, vector_sets or None, ks=ks,
-      num_lists=tuple(eval_config.two_stage_lists),
-      list_sources=tuple(eval_config.get("list_sources", ("labels",))),
-      exclude_self=source.query_split == source.database_split)
+      num_lists=num_lists, list_sources=sources,
+      exclude_self=source.query_split == source.database_split,
+      progress=done)
+  bar.close()
   results = {"exact": rows[0]["metrics"]}
   if eval_config.get("per_query", False):  # for paired significance tests
     results["per_query_ap"] = [None if math.isnan(v) else round(float(v), 5)
@@ -146,7 +162,8 @@ def upgraded_results(results: dict) -> dict:
 
 
 def final_results(exp, state, step: int,
-                  apply: Optional[Callable] = None) -> dict[str, Any]:
+                  apply: Optional[Callable] = None,
+                  progress: bool = False) -> dict[str, Any]:
   """What results.json (and evaluation/step_N.json) hold: the dataset (its
   query and database splits), the geometry, the step and `evaluate`'s
   metrics."""
@@ -154,7 +171,7 @@ def final_results(exp, state, step: int,
           "steps": step,
           **evaluate(exp.model, state, exp.source, exp.augment,
                      exp.config.eval, exp.loss, apply=apply,
-                     geometry=exp.geometry)}
+                     geometry=exp.geometry, progress=progress)}
 
 
 class SubsetEvaluator:

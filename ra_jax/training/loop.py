@@ -50,7 +50,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   trained = train(config, workdir)
   exp = trained.exp
   results = evaluation.final_results(exp, trained.state, exp.total_steps,
-                                     apply=trained.apply)
+                                     apply=trained.apply,
+                                     progress=runtime.is_writer())
   if trained.images_per_second is not None:
     results["train_images_per_second"] = trained.images_per_second
   if config.train.get("save_params", False) and runtime.is_writer():
