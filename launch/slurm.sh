@@ -18,10 +18,15 @@
 # inherits from sbatch since Slurm 22.05) so the input pipeline is not
 # confined to one core.
 #
-# The nodes need a GPU build of jax (pip install -c constraints.txt -e .
-# "jax[cuda12]", or "jax[cuda13]"); a plain install runs on the CPU. The work
-# dir must be on a file system all nodes share, or gs://. Resubmitting with
-# the same --workdir resumes. --dry-run prints the batch script.
+# The nodes need a GPU build of jax (pip install -c constraints.txt -e
+# ".[gcs]" "jax[cuda12]", or "jax[cuda13]"; .[gcs] for gs:// work dirs); a
+# plain install runs on the CPU. The work dir must be on a file system all
+# nodes share, or gs://. srun runs with --gpu-bind=none: every task sees
+# every GPU of its node and picks its own (above), whatever the site's
+# default binding. On scancel or the time limit SLURM sends SIGTERM: every
+# task saves a checkpoint at one agreed step and exits (then SIGKILL after
+# KillWait, 30 s by default). Resubmitting with the same --workdir resumes.
+# --dry-run prints the batch script.
 set -euo pipefail
 
 usage() {
@@ -107,7 +112,7 @@ export SRUN_CPUS_PER_TASK=\$SLURM_CPUS_PER_TASK"
 script+="
 # Every task runs the same command; jax.distributed finds its place in the
 # job from SLURM_* variables. Only process 0 writes logs and results.
-srun --kill-on-bad-exit=1 $(printf '%q' "$python") -m ra_jax.train${args} --config.distributed=on"
+srun --kill-on-bad-exit=1 --gpu-bind=none $(printf '%q' "$python") -m ra_jax.train${args} --config.distributed=on"
 
 if [[ $dry_run -eq 1 ]]; then
   echo "# sbatch <<'EOF'"

@@ -74,9 +74,28 @@ def walk(root: PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
 
 
 def move(source: PathLike, target: PathLike) -> None:
-  """Moves a file or a directory tree (in object stores: copy, delete)."""
-  makedirs(os.path.dirname(os.fspath(target)))
-  epath.Path(source).rename(target)
+  """Moves a file or a directory tree. Locally a rename. Object stores have
+  neither directories nor renames (a "directory" rename needs its
+  destination prefix to exist, which creating directories cannot make on a
+  flat bucket): every object is copied to its new name, then the source is
+  deleted — only once every copy has succeeded."""
+  if not is_remote(source):
+    makedirs(os.path.dirname(os.path.abspath(os.fspath(target))))
+    epath.Path(source).rename(target)
+    return
+  origin = epath.Path(source)
+  def copy(a, b):  # a no-op makedirs on a bucket; a folder elsewhere
+    makedirs(os.path.dirname(os.fspath(b)))
+    epath.Path(a).copy(b, overwrite=True)
+  if not origin.is_dir():
+    copy(source, target)
+    origin.unlink()
+    return
+  for directory, _, names in walk(source):
+    for name in names:
+      relative = os.path.relpath(join(directory, name), os.fspath(source))
+      copy(join(directory, name), join(target, relative))
+  origin.rmtree()
 
 
 def open_file(path: PathLike, mode: str = "r") -> IO:
@@ -134,13 +153,20 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 def append_line(path: PathLike, line: str) -> None:
-  """Adds one line to a text file. Locally an append; object stores cannot
-  append, so there the whole file is read and written again (atomically),
-  which is fine for the small logs ra_jax appends to."""
+  """Adds one line to a text file (`append_lines`)."""
+  append_lines(path, [line])
+
+
+def append_lines(path: PathLike, lines: list[str]) -> None:
+  """Adds lines to a text file. Locally an append; object stores cannot
+  append, so there the whole file is read and written again (atomically,
+  one upload), which is fine for the small logs ra_jax appends to — and
+  why callers there collect lines and append them now and then."""
+  text = "".join(line + "\n" for line in lines)
   if is_remote(path):
     before = read_text(path) if exists(path) else ""
-    write_text(path, before + line + "\n")
+    write_text(path, before + text)
   else:
     makedirs(os.path.dirname(os.path.abspath(path)))
     with open(path, "a") as f:
-      f.write(line + "\n")
+      f.write(text)

@@ -62,9 +62,9 @@ def test_tpu_dry_runs_print_the_gcloud_commands():
   expect = {
       "create": ("gcloud compute tpus tpu-vm create ra --zone us-central2-b"
                  " --accelerator-type v4-32 --version tpu-ubuntu2204-base"),
-      "setup": ("gcloud compute tpus tpu-vm ssh ra --zone us-central2-b"
-                " --worker=all --command 'set -e; rm -rf ~/ra_jax; git clone"
-                " -q https://example.org/ra_jax.git ~/ra_jax"),
+      "setup": ("holds the TPU; launch/tpu_pod.sh stop ends it (or train"
+                " --restart)\" >&2; exit 3; fi; set -e; rm -rf ~/ra_jax; git"
+                " clone -q https://example.org/ra_jax.git ~/ra_jax"),
       "stage-data": "--worker=all --command 'mkdir -p /tmp/tfds && gcloud"
                     " storage cp -r gs://bucket/tfds/* /tmp/tfds/'",
       "train": ("nohup ~/venv/bin/python -m ra_jax.train --config"
@@ -117,8 +117,17 @@ def test_tpu_runtime_follows_the_accelerator_generation(accelerator, runtime):
 
 
 def _remote_command(dry_run_output: str) -> str:
-  words = shlex.split(dry_run_output.strip().splitlines()[-1])
-  return words[words.index("--command") + 1]
+  return _remote_commands(dry_run_output)[-1]
+
+
+def _remote_commands(dry_run_output: str) -> list[str]:
+  """The worker-side scripts of a dry run's ssh commands, in order."""
+  out = []
+  for line in dry_run_output.strip().splitlines():
+    words = shlex.split(line)
+    if "--command" in words:
+      out.append(words[words.index("--command") + 1])
+  return out
 
 
 def test_tpu_train_refuses_while_training_runs_and_stop_ends_it(tmp_path):
@@ -135,9 +144,14 @@ def test_tpu_train_refuses_while_training_runs_and_stop_ends_it(tmp_path):
   env = dict(os.environ, HOME=str(home))
 
   def worker(*args):
-    script = _remote_command(_tpu(*args).stdout)
-    return subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=90)
+    """The subcommand's worker-side scripts in order, as the one worker;
+    the first that fails ends it (as `train` does: all or none)."""
+    for script in _remote_commands(_tpu(*args).stdout):
+      done = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=90)
+      if done.returncode != 0:
+        return done
+    return done
   pattern = "^[^ ]*/venv/bin/python -m ra_jax[.]train"
   running = lambda: subprocess.run(["pgrep", "-f", pattern],
                                    capture_output=True).returncode == 0
@@ -170,7 +184,8 @@ def test_slurm_dry_run_prints_the_batch_script():
                "#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=8",
                "#SBATCH --partition=gpu",
                "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
-               "srun --kill-on-bad-exit=1 python3 -m ra_jax.train --config"
+               "srun --kill-on-bad-exit=1 --gpu-bind=none python3 -m"
+               " ra_jax.train --config"
                " configs/cifar100.py:model=vit_s4\\,loss=ce --workdir"
                " /shared/runs/c100 --config.distributed=on"]:
     assert line in lines, line
@@ -189,6 +204,11 @@ def test_slurm_dry_run_prints_the_batch_script():
      "create needs --type"),
     (["launch/tpu_pod.sh", "create", "--name", "a", "--zone", "z", "--type",
       "tpu9-8", "--dry-run"], "unknown accelerator type 'tpu9-8'"),
+    # v5e slices are v5litepod-N; there is no v5e-N accelerator type
+    (["launch/tpu_pod.sh", "create", "--name", "a", "--zone", "z", "--type",
+      "v5e-8", "--dry-run"], "unknown accelerator type 'v5e-8'"),
+    (["launch/tpu_pod.sh", "check", "--name", "a", "--zone", "z",
+      "--workdir", "/local"], "check needs --workdir gs://"),
     (["launch/tpu_pod.sh", "create", "--zone", "z", "--type", "v4-8"],
      "--name is required"),
     (["launch/tpu_pod.sh", "reboot", "--name", "a"], "unknown subcommand"),
@@ -208,3 +228,72 @@ def test_bad_arguments_and_missing_tools_fail_early(args, message, tmp_path):
   out = _run(*args, path=str(tmp_path))
   assert out.returncode == 2
   assert message in out.stderr
+
+
+def _fake_gcloud(tmp_path, states):
+  """A PATH whose gcloud answers `queued-resources describe` with the next
+  of `states` and accepts everything else."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (tmp_path / "states").write_text("\n".join(states) + "\n")
+  gcloud = bin_dir / "gcloud"
+  gcloud.write_text(
+      "#!/bin/bash\n"
+      f"if [[ \"$*\" == *describe* ]]; then head -n 1 {tmp_path}/states;"
+      f" sed -i 1d {tmp_path}/states; fi\n")
+  gcloud.chmod(0o755)
+  return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize("states,status,message", [
+    (["WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"], 0,
+     "queued resource ra is ACTIVE"),
+    (["WAITING_FOR_RESOURCES", "FAILED"], 2,
+     "queued resource ra is FAILED; delete it"),
+    (["SUSPENDED"], 2, "queued resource ra is SUSPENDED"),
+])
+def test_create_queued_waits_until_active(states, status, message, tmp_path):
+  env = dict(os.environ, PATH=_fake_gcloud(tmp_path, states),
+             RA_JAX_POLL_SECONDS="0")
+  out = subprocess.run(
+      ["bash", "launch/tpu_pod.sh", "create", "--name", "ra", "--zone", "z",
+       "--type", "v4-8", "--queued"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=60)
+  assert out.returncode == status, out.stderr
+  assert message in out.stdout + out.stderr
+
+
+def test_queued_waiting_gives_up_saying_how_to_wait_more(tmp_path):
+  env = dict(os.environ, PATH=_fake_gcloud(tmp_path, ["WAITING"] * 5),
+             RA_JAX_POLL_SECONDS="0")
+  out = subprocess.run(
+      ["bash", "launch/tpu_pod.sh", "wait", "--name", "ra", "--zone", "z",
+       "--wait_minutes", "0"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=60)
+  assert out.returncode == 2
+  assert ("is still WAITING after 0 min; wait more with: launch/tpu_pod.sh"
+          " wait --name ra --zone z") in out.stderr
+  no_wait = _tpu("create", "--type", "v4-8", "--queued", "--no-wait")
+  assert "describe" not in no_wait.stdout
+  assert "launch/tpu_pod.sh wait --name ra" in no_wait.stderr
+
+
+def test_train_checks_the_bucket_and_every_worker_before_starting_any():
+  scripts = _remote_commands(_tpu("train", "--", "--workdir",
+                                  "gs://b/runs/x").stdout)
+  assert scripts[0] == ("cd ~/ra_jax && ~/venv/bin/python -m"
+                        " ra_jax.training.storage_check gs://b/runs/x")
+  assert "pgrep" in scripts[1] and "nohup" not in scripts[1]
+  assert "nohup" in scripts[2] and len(scripts) == 3
+  local = _remote_commands(_tpu("train", "--", "--workdir", "/tmp/x").stdout)
+  assert len(local) == 2  # no bucket to check
+  assert _remote_commands(_tpu("check", "--workdir", "gs://b/y").stdout) == [
+      "cd ~/ra_jax && ~/venv/bin/python -m ra_jax.training.storage_check"
+      " gs://b/y"]
+
+
+def test_setup_can_run_again():
+  setup = _remote_command(_tpu("setup", "--repo", "r").stdout)
+  assert setup.startswith("if pgrep")  # not while training holds the TPU
+  assert "rm -rf ~/ra_jax; git clone" in setup
+  assert "rm -rf ~/venv; uv venv -q --python 3.11 ~/venv" in setup

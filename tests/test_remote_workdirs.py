@@ -86,6 +86,7 @@ def test_metrics_config_and_few_shot_selection_on_gs(bucket):
   writer.write_scalars(1, {"train/loss": 2.0})
   writer.write_scalars(2, {"train/loss": 1.5})
   writer.write_scalars(2, {"eval/map@100": 0.25})  # merged by step
+  writer.close()  # on a bucket the lines after the first wait for it
   assert writers.read_metrics(workdir) == [
       {"step": 1, "train/loss": 2.0},
       {"step": 2, "train/loss": 1.5, "eval/map@100": 0.25}]
@@ -129,3 +130,99 @@ def test_a_report_of_runs_in_a_bucket(bucket, shared_digits_run):
   assert "![training curves](RESULTS_figures/training_curves.png)" in report
   assert (bucket / "b" / "RESULTS_figures" / "training_curves.png"
           ).stat().st_size > 0
+
+
+@pytest.fixture
+def flat_bucket(tmp_path, monkeypatch) -> pathlib.Path:
+  """gs://... as a real bucket behaves: no directories. Creating one does
+  nothing; writing or copying an object makes its "folders" appear; a
+  rename needs its destination's prefix to exist already (epath's fsspec
+  rename on a bucket), so renaming into a new prefix fails."""
+  root = tmp_path / "flat"
+  root.mkdir()
+  monkeypatch.chdir(tmp_path)
+
+  def local(path):
+    path = os.fspath(path)
+    return str(root / path[len("gs://"):]) if path.startswith("gs://") else path
+
+  def remote(path):
+    path, prefix = os.fspath(path), str(root) + os.sep
+    return "gs://" + path[len(prefix):] if path.startswith(prefix) else path
+
+  def one(fn, path, *args, **kwargs):
+    return fn(local(path), *args, **kwargs)
+
+  def nothing(fn, path, *args, **kwargs):  # no directories to make
+    del fn, path, args, kwargs
+
+  def open_(fn, path, mode="r", *args, **kwargs):
+    if any(c in mode for c in "wa"):  # an upload creates the object's prefix
+      os.makedirs(os.path.dirname(local(path)), exist_ok=True)
+    return fn(local(path), mode, *args, **kwargs)
+
+  def copy(fn, path, target, *args, **kwargs):
+    os.makedirs(os.path.dirname(local(target)), exist_ok=True)
+    return fn(local(path), local(target), *args, **kwargs)
+
+  def rename(fn, path, target, *args, **kwargs):
+    return fn(local(path), local(target), *args, **kwargs)
+
+  def walk(fn, top, **kwargs):
+    for directory, subdirs, names in fn(local(top), **kwargs):
+      yield remote(directory), subdirs, names
+
+  with epath_testing.mock_epath(
+      open=open_, exists=one, isdir=one, listdir=one, makedirs=nothing,
+      mkdir=nothing, remove=one, rmtree=one, stat=one, rename=rename,
+      replace=rename, copy=copy, walk=walk):
+    yield root
+  assert not list(tmp_path.glob("gs:*")), "a gs:// path was used as local"
+
+
+def test_an_unreadable_checkpoint_moves_aside_on_a_flat_bucket(flat_bucket):
+  """Moving a checkpoint aside (checkpoint._set_aside) copies each object
+  and then deletes the source: a rename, which a flat bucket cannot do
+  into a new prefix, is never needed."""
+  for name in ("state/a", "state/d/b", "data/c"):
+    files.write_text(f"gs://b/run/checkpoints/8/{name}", name)
+  with pytest.raises(OSError):  # what a rename into a new prefix does
+    epath.Path("gs://b/run/checkpoints/8").rename(
+        "gs://b/run/checkpoints_unreadable/8")
+  files.move("gs://b/run/checkpoints/8", "gs://b/run/checkpoints_unreadable/8")
+  assert not files.exists("gs://b/run/checkpoints/8")
+  for name in ("state/a", "state/d/b", "data/c"):
+    assert files.read_text(
+        f"gs://b/run/checkpoints_unreadable/8/{name}") == name
+  files.write_text("gs://b/run/one.json", "{}")  # a single object too
+  files.move("gs://b/run/one.json", "gs://b/elsewhere/one.json")
+  assert files.read_text("gs://b/elsewhere/one.json") == "{}"
+  assert not files.exists("gs://b/run/one.json")
+
+
+def test_metrics_on_a_bucket_are_uploaded_now_and_then(bucket, monkeypatch):
+  """Cloud Storage takes about one write a second per object: on gs://
+  metrics.jsonl is appended at most every flush_seconds, at flush() (the
+  loop flushes at checkpoints) and at close(); locally, at once."""
+  uploads = []
+  append = files.append_lines
+  monkeypatch.setattr(files, "append_lines",
+                      lambda path, lines: (uploads.append(len(lines)),
+                                           append(path, lines)))
+  writer = writers.MetricWriter("gs://b/run", enabled=True, tensorboard=False,
+                                flush_seconds=3600)
+  for step in range(1, 51):
+    writer.write_scalars(step, {"train/loss": 1.0 / step})
+  assert uploads == [1]  # the first line at once, then none for an hour
+  writer.flush()
+  assert uploads == [1, 49]
+  writer.write_scalars(51, {"train/loss": 0.0})
+  writer.close()
+  assert uploads == [1, 49, 1]
+  assert [r["step"] for r in writers.read_metrics("gs://b/run")] == list(
+      range(1, 52))
+  local = writers.MetricWriter(str(bucket / "local"), enabled=True,
+                               tensorboard=False, flush_seconds=3600)
+  local.write_scalars(1, {"train/loss": 1.0})
+  assert uploads[-1] == 1 and len(uploads) == 4  # appended at once
+  local.close()

@@ -128,8 +128,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
         if scalars:
           writer.write_scalars(done, scalars)
         bar.update(1)
-        checkpoint.save(mngr, done, state, iterator.get_state(),
-                        force=last or stopping)
+        if checkpoint.save(mngr, done, state, iterator.get_state(),
+                           force=last or stopping):
+          writer.flush()  # the metrics as far as the checkpoint goes
       if stopping:
         mngr.wait_until_finished()
         bar.close()

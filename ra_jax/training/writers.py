@@ -1,6 +1,10 @@
 """Where a run's numbers go: a progress bar on the terminal, and scalars to
 `workdir/metrics.jsonl` and TensorBoard (`workdir/tensorboard`, written with
-tensorboardX, which needs neither TensorFlow nor PyTorch).
+tensorboardX, which needs neither TensorFlow nor PyTorch). In an object
+store (gs://) metrics.jsonl is rewritten whole on each append, and Cloud
+Storage takes about one write per second per object: there the lines are
+collected and appended at most every `flush_seconds`, at checkpoints and at
+the end.
 
 Only process 0 writes. After a resume, steps between the last checkpoint and
 the crash appear twice in metrics.jsonl; the later line is the one that
@@ -8,6 +12,7 @@ counts (`read_metrics` keeps it).
 """
 
 import json
+import time
 from typing import Mapping, Optional
 
 import tqdm
@@ -26,9 +31,13 @@ class MetricWriter:
   run goes on with a warning and metrics.jsonl only)."""
 
   def __init__(self, workdir: str, *, enabled: Optional[bool] = None,
-               tensorboard: bool = True):
+               tensorboard: bool = True, flush_seconds: float = 5.0):
     self.enabled = runtime.is_writer() if enabled is None else enabled
     self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
+    # Locally every line is appended at once; in object stores they wait.
+    self._flush_seconds = flush_seconds if files.is_remote(workdir) else 0.0
+    self._pending: list[str] = []
+    self._flushed = -float("inf")  # the first line goes out at once
     self._tensorboard = None
     if self.enabled and tensorboard:
       import tensorboardX  # only process 0 needs it
@@ -42,13 +51,23 @@ class MetricWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    files.append_line(self.path, json.dumps({"step": int(step), **{
+    self._pending.append(json.dumps({"step": int(step), **{
         k: float(v) for k, v in scalars.items()}}))
+    if time.monotonic() - self._flushed >= self._flush_seconds:
+      self.flush()
     if self._tensorboard is not None:
       for name, value in scalars.items():
         self._tensorboard.add_scalar(name, float(value), int(step))
 
+  def flush(self) -> None:
+    """Appends the lines collected so far to metrics.jsonl."""
+    if self._pending:
+      files.append_lines(self.path, self._pending)
+      self._pending = []
+    self._flushed = time.monotonic()
+
   def close(self) -> None:
+    self.flush()
     if self._tensorboard is not None:
       self._tensorboard.close()
       self._tensorboard = None
