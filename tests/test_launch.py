@@ -297,3 +297,19 @@ def test_setup_can_run_again():
   assert setup.startswith("if pgrep")  # not while training holds the TPU
   assert "rm -rf ~/ra_jax; git clone" in setup
   assert "rm -rf ~/venv; uv venv -q --python 3.11 ~/venv" in setup
+
+
+def test_the_gcs_extra_is_pinned_like_everything_the_tests_install():
+  """launch/tpu_pod.sh setup installs `-c constraints.txt -e .[gcs]`: the
+  extra's packages and what they pull in have pins too."""
+  import re
+  import tomllib
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+  pinned = {line.split("==")[0].strip().lower().replace("_", "-")
+            for line in open(os.path.join(ROOT, "constraints.txt"))
+            if "==" in line}
+  for requirement in extras["gcs"]:
+    name = re.split(r"[<>=!\[ ]", requirement)[0].lower().replace("_", "-")
+    assert name in pinned, name
+  assert {"google-auth", "google-api-core", "aiohttp"} <= pinned
