@@ -390,7 +390,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 def test_results_of_older_versions_are_read_in_todays_form():
   """A committed final run's results.json (written before search rows):
   its two-stage keys become rows, the same numbers."""
-  old = json.load(open(os.path.join(runs.ROOT, "results/grid/final/full/cam/"
+  old = json.load(open(os.path.join(runs.ROOT, "results/archive/final_v1/full/cam/"
                                     "seed0/results.json")))
   assert "searches" not in old and "two_stage_anchors_3" in old
   new = evaluation.upgraded_results(old)
