@@ -161,6 +161,14 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "log_every": log_every,
       # Batches prepared ahead of the step, in as many input threads.
       "prefetch_batches": data.DEFAULT_PREFETCH_BATCHES,
+      # > 0: the repeller looks only at the anchor pairs a neighbour list
+      # keeps, rebuilt when an anchor has moved neighbor_skin * m / 2 (the
+      # same loss, exactly; for many classes: docs/losses.md). 0: every
+      # pair at every step.
+      "neighbor_skin": 0.0,
+      # Pairs the list holds (more: every pair until it is rebuilt);
+      # 0 = 32 per class.
+      "neighbor_capacity": 0,
   })
   config.eval = ml_collections.ConfigDict({
       "ks": (1, 10, 100), "two_stage_lists": (1, 2), "batch_size": 256,

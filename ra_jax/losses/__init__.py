@@ -12,6 +12,9 @@ from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
 from ra_jax.losses.class_anchor_margin import default_margin
 from ra_jax.losses.class_anchor_margin import default_min_norm
 from ra_jax.losses.class_anchor_margin import nearest_anchor
+from ra_jax.losses.neighbor_repulsion import build_neighbors
+from ra_jax.losses.neighbor_repulsion import RepulsionNeighbors
+from ra_jax.losses.neighbor_repulsion import update_neighbors
 from ra_jax.losses.classification import arcface_loss
 from ra_jax.losses.classification import center_loss
 from ra_jax.losses.classification import softmax_cross_entropy_loss
@@ -20,6 +23,7 @@ from ra_jax.losses.proxy_anchor import proxy_anchor_loss
 from ra_jax.losses.registry import get_loss
 from ra_jax.losses.registry import LOSSES
 from ra_jax.losses.registry import LossSpec
+from ra_jax.losses.registry import Repeller
 from ra_jax.losses.registry import StageOne
 from ra_jax.losses.triplet import MININGS
 from ra_jax.losses.triplet import triplet_loss
@@ -28,8 +32,11 @@ __all__ = [
     "LOSSES",
     "LossSpec",
     "MININGS",
+    "Repeller",
+    "RepulsionNeighbors",
     "StageOne",
     "arcface_loss",
+    "build_neighbors",
     "center_loss",
     "class_anchor_margin_loss",
     "class_anchor_margin_terms",
@@ -41,4 +48,5 @@ __all__ = [
     "proxy_anchor_loss",
     "softmax_cross_entropy_loss",
     "triplet_loss",
+    "update_neighbors",
 ]

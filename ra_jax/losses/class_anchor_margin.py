@@ -17,7 +17,8 @@ from ra_jax.distances import nearest
 from ra_jax.distances import pairwise_distances
 from ra_jax.distances import safe_norm
 from ra_jax.losses import _common
-from ra_jax.losses.anchor_repulsion import anchor_repulsion
+from ra_jax.losses import neighbor_repulsion
+from ra_jax.losses.neighbor_repulsion import RepulsionNeighbors
 
 
 def default_margin(dim: int) -> float:
@@ -31,9 +32,14 @@ def default_min_norm(dim: int) -> float:
   return math.sqrt(dim)
 
 
+def resolved_margin(margin: Optional[float], dim: int) -> float:
+  """The margin m a loss call uses: `margin`, or `default_margin(dim)`."""
+  return default_margin(dim) if margin is None else margin
+
+
 def _margins(margin, min_norm, dim: int) -> tuple[float, float]:
   """(m, p), each its scale-aware default when None."""
-  return (default_margin(dim) if margin is None else margin,
+  return (resolved_margin(margin, dim),
           default_min_norm(dim) if min_norm is None else min_norm)
 
 
@@ -50,10 +56,12 @@ def _check_hyperparameters(margin, min_norm, repel_weight, norm_weight,
   _common.check_hyperparameter("push_weight", push_weight, minimum=0.0)
 
 
-def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float):
+def _repel_and_norm(anchors: jax.Array, margin: float, min_norm: float,
+                    neighbors: Optional[RepulsionNeighbors] = None):
   """Anchor-only terms: (repel, norm, min inter-anchor distance, norms)."""
   margin = jnp.asarray(margin, anchors.dtype)
-  repel, min_distance = anchor_repulsion(anchors, margin)
+  repel, min_distance = neighbor_repulsion.repulsion(anchors, margin,
+                                                     neighbors)
   norms = safe_norm(anchors)  # (C,)
   norm = jnp.sum(jnp.maximum(min_norm - norms, 0.0))
   return repel, norm, min_distance, norms
@@ -88,6 +96,7 @@ def class_anchor_margin_loss(
     push_weight: float = 0.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
+    neighbors: Optional[RepulsionNeighbors] = None,
 ) -> jax.Array:
   r"""Class anchor margin loss, one value per example.
 
@@ -120,7 +129,10 @@ def class_anchor_margin_loss(
 
   Cost: O(B*D) for the attractor and O(C^2*D) for the repeller (one (C, D) x
   (D, C) matrix product), independent of the number of pairs in the batch;
-  with w_P > 0, O(B*C*D) more for P (one (B, D) x (D, C) product).
+  with w_P > 0, O(B*C*D) more for P (one (B, D) x (D, C) product). With
+  ``neighbors`` (a neighbour list, `neighbor_repulsion`) the repeller costs
+  O(C*D + K*D) for K listed pairs, with the same value and gradient: where
+  the list does not hold for these anchors it computes every pair.
 
   Validation (docs/losses.md, "Bad input"): shapes, dtypes and
   hyperparameter ranges always raise a ValueError naming the argument;
@@ -152,9 +164,12 @@ def class_anchor_margin_loss(
     where: optional (B,) boolean mask of the examples that count.
     checks: under jit, add `checkify` checks for label ranges and
       non-finite inputs (run the function under `checkify.checkify`).
+    neighbors: a `RepulsionNeighbors` list for these anchors (kept up to
+      date with `update_neighbors`), or None: every pair.
 
   Returns:
     (B,) per-example loss in the compute dtype (>= float32).
+
   Examples:
     Two anchors 3 apart; the third example sits 2 from its anchor. With
     m = 1 the anchors are far enough apart (R = 0); with m = 2 the repeller
@@ -179,7 +194,7 @@ def class_anchor_margin_loss(
   margin, min_norm = _margins(margin, min_norm, anchors.shape[-1])
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
-  repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm)
+  repel, norm, _, _ = _repel_and_norm(anchors, margin, min_norm, neighbors)
   loss = (attract_weight * attract + repel_weight * repel +
           norm_weight * norm)
   if _push_on(push_weight):
@@ -197,6 +212,7 @@ def class_anchor_margin_terms(
     push_weight: float = 0.0,
     where: Optional[jax.Array] = None,
     checks: bool = False,
+    neighbors: Optional[RepulsionNeighbors] = None,
 ) -> dict[str, jax.Array]:
   """The loss's terms as scalars, for logging (unweighted).
 
@@ -206,6 +222,7 @@ def class_anchor_margin_terms(
   ``push`` (mean P_i; not computed otherwise, since the trainer logs the
   terms from inside every step and P costs a (B, C) distance matrix). Same
   arguments as `class_anchor_margin_loss`.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from ra_jax.losses import class_anchor_margin_terms
@@ -222,7 +239,8 @@ def class_anchor_margin_terms(
   margin, min_norm = _margins(margin, min_norm, anchors.shape[-1])
   attract = _common.half_squared_distance_to_class(embeddings, labels,
                                                       anchors)
-  repel, norm, min_distance, norms = _repel_and_norm(anchors, margin, min_norm)
+  repel, norm, min_distance, norms = _repel_and_norm(anchors, margin,
+                                                     min_norm, neighbors)
   terms = {
       "attract": _common.masked_mean(attract, valid, axis=0),
       "repel": repel,
@@ -240,6 +258,7 @@ def nearest_anchor(embeddings: jax.Array, anchors: jax.Array) -> jax.Array:
   """Class of the nearest anchor (L2) for each embedding: (B, D) -> (B,) int32.
 
   The classifier the anchors give for free; ties go to the lower class id.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from ra_jax.losses import nearest_anchor

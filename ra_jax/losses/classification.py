@@ -49,6 +49,7 @@ def softmax_cross_entropy_loss(
     kernel: (C, D) classifier weights. bias: optional (C,).
     where: optional (B,) mask; masked examples give 0.
     checks: see `class_anchor_margin_loss`.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from ra_jax.losses import softmax_cross_entropy_loss
@@ -93,6 +94,7 @@ def center_loss(
   the softmax term keeps classes apart. Default lambda = 0.003, the value
   of the paper's face experiments (it sweeps lambda and finds it
   data-dependent).
+
   Examples:
     The cross-entropy above plus lambda x 1/2 ||e - c||^2 = 0.003 x 2:
 
@@ -145,6 +147,7 @@ def arcface_loss(
     embeddings: (B, D). labels: (B,). weights: (C, D) class weight vectors.
     scale: s. margin: m in radians, in [0, pi). where: optional (B,) mask.
     checks: see `class_anchor_margin_loss`.
+
   Examples:
     Each embedding on its class's weight vector (theta = 0): the target
     logit is s cos(m) = 4 cos(0.5) = 3.51 against 0, a loss of

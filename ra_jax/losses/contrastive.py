@@ -45,6 +45,7 @@ def contrastive_loss(
     squared: use squared L2 distances.
     where: optional (B,) mask; masked examples give 0 and take part in no pair.
     checks: see `class_anchor_margin_loss` (non-finite embeddings).
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from ra_jax.losses import contrastive_loss

@@ -52,6 +52,7 @@ def proxy_anchor_loss(
     embeddings: (B, D). labels: (B,) ints in [0, C). proxies: (C, D).
     scale: alpha (> 0). margin: delta (>= 0). where: optional (B,) mask.
     checks: see `class_anchor_margin_loss`.
+
   Examples:
     A batch-level loss: every example carries the same value.
 

@@ -19,6 +19,7 @@ import jax
 
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_loss
 from ra_jax.losses.class_anchor_margin import class_anchor_margin_terms
+from ra_jax.losses.class_anchor_margin import resolved_margin
 from ra_jax.losses.classification import arcface_loss
 from ra_jax.losses.classification import center_loss
 from ra_jax.losses.classification import softmax_cross_entropy_loss
@@ -32,7 +33,7 @@ from ra_jax.losses.triplet import triplet_loss
 Geometry = Literal["l2", "sphere"]
 GEOMETRIES = ("l2", "sphere")
 # Keyword-only arguments of every loss that are not hyperparameters.
-_NOT_HYPERPARAMETERS = ("where", "checks")
+_NOT_HYPERPARAMETERS = ("where", "checks", "neighbors")
 # Shape of a per-class parameter: (C, D) or (C,).
 ClassParamShape = Literal["matrix", "vector"]
 
@@ -53,6 +54,21 @@ class StageOne:
   param: str
   score: Literal["l2", "cosine", "logit"] = "l2"
   bias: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeller:
+  """A loss's repeller between class vectors, which a neighbour list
+  (`ra_jax.losses.build_neighbors`) can serve: the loss's `fn` takes
+  ``neighbors=``.
+
+  Attributes:
+    param: the (C, D) class parameter it repels.
+    margin: (hyperparameters, embedding dim) -> m; pairs closer than 2m
+      are pushed apart.
+  """
+  param: str
+  margin: Callable[[Mapping[str, Any], int], float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +95,7 @@ class LossSpec:
     shown: hyperparameters a label always names, even at their default.
     warmup: weight hyperparameters the trainer may ramp linearly from 0 to
       their value over the first steps (`train.loss_warmup_steps`).
+    repeller: the repeller a neighbour list can serve (`Repeller`), or None.
   """
   name: str
   title: str
@@ -93,6 +110,7 @@ class LossSpec:
   stage_one: Optional[StageOne] = None
   shown: tuple[str, ...] = ()
   warmup: tuple[str, ...] = ()
+  repeller: Optional[Repeller] = None
 
   def __post_init__(self):
     positional = [p.name for p in inspect.signature(self.fn).parameters.values()
@@ -121,6 +139,12 @@ class LossSpec:
           self.stage_one.score == "logit"):
         raise ValueError(f"loss {self.name!r}: a bias goes with a logit"
                          " score, and only with it")
+    if self.repeller is not None and (
+        self.class_params.get(self.repeller.param) != "matrix" or
+        "neighbors" not in inspect.signature(self.fn).parameters):
+      raise ValueError(f"loss {self.name!r}: its repeller needs a (C, D)"
+                       f" class parameter {self.repeller.param!r} and"
+                       f" {self.fn.__name__}(neighbors=...)")
     unknown = sorted(set(self.warmup) - set(self.hyperparameters))
     if unknown:
       raise ValueError(f"loss {self.name!r}: warmup names {unknown}, which"
@@ -168,16 +192,26 @@ class LossSpec:
   def __call__(self, embeddings: jax.Array, labels: jax.Array,
                class_params: Mapping[str, jax.Array],
                where: Optional[jax.Array] = None, *, checks: bool = False,
-               **hyperparameters) -> jax.Array:
-    """The per-example loss (B,), class parameters taken by name."""
+               neighbors=None, **hyperparameters) -> jax.Array:
+    """The per-example loss (B,), class parameters taken by name;
+    `neighbors` is the repeller's neighbour list (see `repeller`)."""
     self.check_hyperparameters(hyperparameters)
     return self.fn(embeddings, labels,
                    *(class_params[name] for name in self.class_params),
-                   where=where, checks=checks, **hyperparameters)
+                   where=where, checks=checks,
+                   **self._neighbors(neighbors), **hyperparameters)
+
+  def _neighbors(self, neighbors) -> dict[str, Any]:
+    if neighbors is None:
+      return {}
+    if self.repeller is None:
+      raise ValueError(f"loss {self.name!r} has no repeller for a"
+                       " neighbour list to serve")
+    return {"neighbors": neighbors}
 
   def logged_terms(self, embeddings: jax.Array, labels: jax.Array,
                    class_params: Mapping[str, jax.Array],
-                   where: Optional[jax.Array] = None,
+                   where: Optional[jax.Array] = None, *, neighbors=None,
                    **hyperparameters) -> dict[str, jax.Array]:
     """`terms` (empty without) with no gradient flowing through them; the
     hyperparameters `terms` does not take are left out."""
@@ -187,7 +221,7 @@ class LossSpec:
     frozen = jax.lax.stop_gradient((embeddings, dict(class_params)))
     return self.terms(frozen[0], labels,
                       *(frozen[1][name] for name in self.class_params),
-                      where=where,
+                      where=where, **self._neighbors(neighbors),
                       **{k: v for k, v in hyperparameters.items()
                          if k in taken})
 
@@ -213,7 +247,10 @@ LOSSES: dict[str, LossSpec] = _registry(
     LossSpec("cam", "class anchor margin", class_anchor_margin_loss,
              {"anchors": "matrix"}, terms=class_anchor_margin_terms,
              progress=("attract", "repel", "norm"),
-             stage_one=StageOne("anchors"), warmup=("attract_weight",)),
+             stage_one=StageOne("anchors"), warmup=("attract_weight",),
+             repeller=Repeller("anchors", lambda hyperparameters, dim:
+                               resolved_margin(hyperparameters.get("margin"),
+                                               dim))),
     LossSpec("ce", "cross-entropy", softmax_cross_entropy_loss,
              {"kernel": "matrix", "bias": "vector"},
              stage_one=StageOne("kernel", "logit", "bias")),

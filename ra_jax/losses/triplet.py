@@ -112,6 +112,7 @@ def triplet_loss(
     where: optional (B,) mask; masked examples give 0 and take part in no
       triplet.
     checks: see `class_anchor_margin_loss` (non-finite embeddings).
+
   Examples:
     Example 1's positive (0) is 0.894 away, its only negative (2) 0.632:
     0.894 - 0.632 + 0.2 = 0.462. Example 2 has no positive:

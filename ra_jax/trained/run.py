@@ -15,6 +15,7 @@ from ra_jax import files, retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.training import checkpoint, evaluation, experiment, runtime
 from ra_jax.training import workdir as workdir_lib
+from ra_jax.training import step as step_lib
 
 
 class TrainedRun:
@@ -34,10 +35,11 @@ class TrainedRun:
     self.exp = experiment.build(config, workdir)
     abstract = self.exp.abstract_state()
     with self.exp.checkpoints() as mngr:
-      restored = checkpoint.restore_latest(mngr, abstract)
+      restored = checkpoint.restore_latest(mngr, abstract.saved())
     params_file = workdir_lib.path(workdir, workdir_lib.PARAMS)
     if restored is not None:
-      self.step, self.state, _ = restored
+      self.step, saved, _ = restored
+      self.state = step_lib.TrainState.from_saved(saved)
     elif files.exists(params_file):  # a finished run's kept parameters
       self.step, variables = checkpoint.load_params(
           params_file, evaluation.variables_of(abstract))

@@ -43,6 +43,8 @@ class Experiment:
   # The few-shot run's training records (indices into the training split),
   # or None.
   few_shot_indices: Optional[np.ndarray] = None
+  # The repeller's neighbour list (train.neighbor_skin > 0), or None.
+  neighbor_lists: Optional[objective.NeighborLists] = None
 
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters (with the pretrained backbone if configured),
@@ -177,6 +179,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   source = _source(config)
   objective.check_values(loss, config.loss, source.num_classes,
                          config.model.embedding_dim)
+  neighbor_lists = objective.neighbor_lists(
+      config.loss, config.train, config.model.embedding_dim)
   if loss.stage_one or retrieval.CENTROIDS in config.eval.get(
       "class_vectors", ()):
     retrieval.check_num_lists(tuple(config.eval.two_stage_lists),
@@ -205,7 +209,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
                     train_split=train_split, train_labels=labels, model=model,
                     image_shape=image_shape, total_steps=total_steps, tx=tx,
                     mesh=step_lib.data_mesh(), loss=loss, loss_fn=loss_fn,
-                    geometry=geometry, few_shot_indices=few_shot)
+                    geometry=geometry, few_shot_indices=few_shot,
+                    neighbor_lists=neighbor_lists)
 
 
 def _training_examples(config, source: data.DatasetSource):

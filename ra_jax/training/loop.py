@@ -78,7 +78,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
   if runtime.is_writer():
     exp.save_few_shot_selection()
   train_step = step_lib.shard_step(
-      step_lib.make_train_step(exp.model, exp.tx, exp.loss_fn), exp.mesh)
+      step_lib.make_train_step(exp.model, exp.tx, exp.loss_fn,
+                               exp.neighbor_lists), exp.mesh)
   evaluator = (evaluation.SubsetEvaluator(exp.model, exp.source, exp.augment,
                                           config.eval, exp.loss)
                if config.eval.get("every", 0) else None)
@@ -90,13 +91,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
     iterator = data.batches(exp.train_pipeline(),
                             config.train.get("prefetch_batches",
                                                data.DEFAULT_PREFETCH_BATCHES))
-    restored = checkpoint.restore_latest(mngr, exp.abstract_state())
+    restored = checkpoint.restore_latest(mngr, exp.abstract_state().saved())
     if restored is None:
       start_step, state = 0, exp.init_state()
     else:
-      start_step, state, data_state = restored
+      start_step, saved, data_state = restored
+      state = step_lib.TrainState.from_saved(saved)
       iterator.set_state(data_state)
       print(f"resumed from step {start_step}", flush=True)
+    state = step_lib.with_neighbors(state, exp.neighbor_lists, exp.mesh)
 
     writer = writers.MetricWriter(workdir)
     bar = writers.progress_bar(start_step, exp.total_steps)
@@ -128,8 +131,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
         if scalars:
           writer.write_scalars(done, scalars)
         bar.update(1)
-        if checkpoint.save(mngr, done, state, iterator.get_state(),
-                           force=last or stopping):
+        if checkpoint.save(mngr, done, state.saved(),
+                           iterator.get_state(), force=last or stopping):
           writer.flush()  # the metrics as far as the checkpoint goes
       if stopping:
         mngr.wait_until_finished()

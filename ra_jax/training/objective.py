@@ -7,7 +7,8 @@ where, step) -> (per-example loss (B,), logged scalars), so the train step
 treats every loss alike.
 """
 
-from typing import Any, Callable, Mapping
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -67,18 +68,63 @@ def loss_fn(config: Mapping[str, Any], warmup_steps: int = 0) -> Callable:
     raise ValueError(f"loss {spec.name!r} has no terms to warm up"
                      " (train.loss_warmup_steps must be 0 for it)")
 
-  def compute(embeddings, labels, class_params, where, step):
+  def compute(embeddings, labels, class_params, where, step, neighbors=None):
     values = dict(hyperparameters)
     if warmup_steps:
       ramp = jnp.minimum(1.0, (step + 1.0) / warmup_steps)
       for name in spec.warmup:
         values[name] = ramp * values.get(name, spec.hyperparameters[name])
-    loss = spec(embeddings, labels, class_params, where, **values)
+    loss = spec(embeddings, labels, class_params, where, neighbors=neighbors,
+                **values)
     terms = spec.logged_terms(embeddings, labels, class_params, where,
-                              **hyperparameters)
+                              neighbors=neighbors, **hyperparameters)
     return loss, terms
 
   return compute
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborLists:
+  """A run's neighbour list for its loss's repeller (`train.neighbor_skin`
+  > 0): built from the class parameters at the start (and after a restore:
+  it is a cache of them, not checkpointed), brought up to date before every
+  step. The loss is the same with or without it."""
+  param: str
+  margin: float
+  skin: float
+  capacity: Optional[int]
+
+  def build(self, class_params: Mapping[str, jax.Array]
+            ) -> losses.RepulsionNeighbors:
+    return losses.build_neighbors(class_params[self.param], self.margin,
+                                  skin=self.skin, capacity=self.capacity)
+
+  def update(self, class_params: Mapping[str, jax.Array],
+             neighbors: losses.RepulsionNeighbors
+             ) -> losses.RepulsionNeighbors:
+    return losses.update_neighbors(class_params[self.param], neighbors,
+                                   self.margin, skin=self.skin)
+
+
+def neighbor_lists(loss_config: Mapping[str, Any],
+                   train_config: Mapping[str, Any],
+                   dim: int) -> Optional[NeighborLists]:
+  """The run's `NeighborLists`, or None (`train.neighbor_skin` 0: every
+  anchor pair at every step). The skin is a fraction of the margin m."""
+  skin = float(train_config.get("neighbor_skin", 0.0) or 0.0)
+  capacity = int(train_config.get("neighbor_capacity", 0) or 0)
+  if skin < 0 or capacity < 0:
+    raise ValueError(f"train.neighbor_skin={skin} and train.neighbor_capacity"
+                     f"={capacity} must be >= 0")
+  if not skin:
+    return None
+  spec = spec_of(loss_config)
+  if spec.repeller is None:
+    raise ValueError(f"train.neighbor_skin={skin}: loss {spec.name!r} has no"
+                     " repeller for a neighbour list to serve (set it to 0)")
+  margin = float(spec.repeller.margin(_hyperparameters(loss_config), dim))
+  return NeighborLists(spec.repeller.param, margin, skin * margin,
+                       capacity or None)
 
 
 def mean_over_valid(per_example: jax.Array, where: jax.Array) -> jax.Array:

@@ -6,7 +6,7 @@ batch; XLA inserts the cross-device reductions, so a run on N devices takes
 the same step as on one device with the same global batch.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -25,6 +25,20 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  # The repeller's neighbour list (`objective.NeighborLists`), or None: a
+  # cache of the anchors, which checkpoints leave out (`saved`).
+  neighbors: Any = None
+
+  def saved(self) -> dict[str, Any]:
+    """What a checkpoint holds: every field but the neighbour list (rebuilt
+    after a restore, `with_neighbors`), in the tree structure checkpoints
+    have had from the start, so that older ones restore."""
+    return {"step": self.step, "params": self.params,
+            "batch_stats": self.batch_stats, "opt_state": self.opt_state}
+
+  @classmethod
+  def from_saved(cls, saved: dict[str, Any]) -> "TrainState":
+    return cls(**saved)
 
 
 def create_state(model, tx: optax.GradientTransformation, rng: jax.Array,
@@ -37,12 +51,31 @@ def create_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                     opt_state=tx.init(params))
 
 
-def make_train_step(model, tx: optax.GradientTransformation,
-                    loss: Callable) -> Callable:
-  """(state, batch) -> (state, metrics); batch: image, label, optional mask."""
+def with_neighbors(state: TrainState,
+                   lists: Optional[objective.NeighborLists],
+                   mesh: Mesh) -> TrainState:
+  """`state` with a neighbour list built from its anchors (none if
+  `lists` is None), replicated over `mesh`: after initialising or
+  restoring."""
+  if lists is None:
+    return state.replace(neighbors=None)
+  build = jax.jit(lists.build, out_shardings=NamedSharding(mesh, P()))
+  return state.replace(neighbors=build(class_parameters(state.params)))
+
+
+def make_train_step(model, tx: optax.GradientTransformation, loss: Callable,
+                    neighbor_lists: Optional[objective.NeighborLists] = None
+                    ) -> Callable:
+  """(state, batch) -> (state, metrics); batch: image, label, optional mask.
+  With `neighbor_lists`, the state's list is brought up to date for its
+  anchors and serves the loss's repeller."""
 
   def train_step(state: TrainState, batch):
     where = batch.get("mask", jnp.ones(batch["label"].shape, bool))
+    neighbors = None
+    if neighbor_lists is not None:
+      neighbors = neighbor_lists.update(class_parameters(state.params),
+                                        state.neighbors)
 
     def compute(params):
       variables = {"params": params, "batch_stats": state.batch_stats}
@@ -50,7 +83,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
                                         mutable=["batch_stats"])
       per_example, terms = loss(embeddings.astype(jnp.float32),
                                 batch["label"], class_parameters(params),
-                                where, state.step)
+                                where, state.step, neighbors)
       return objective.mean_over_valid(per_example, where), (
           updates.get("batch_stats", {}), terms)
 
@@ -59,8 +92,12 @@ def make_train_step(model, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = TrainState(step=state.step + 1,
                            params=optax.apply_updates(state.params, updates),
-                           batch_stats=stats, opt_state=opt_state)
+                           batch_stats=stats, opt_state=opt_state,
+                           neighbors=neighbors)
     metrics = {"loss": value, "grad_norm": optax.tree.norm(grads), **terms}
+    if neighbors is not None:
+      metrics["neighbor_pairs"] = neighbors.count
+      metrics["neighbor_builds"] = neighbors.builds
     return new_state, metrics
 
   return train_step

@@ -6,6 +6,7 @@ import math
 import os
 import struct
 
+import jax
 import numpy as np
 import pytest
 
@@ -367,8 +368,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
   from ra_jax.training import step as step_lib
   real = step_lib.make_train_step
 
-  def poisoned(model, tx, loss):
-    inner = real(model, tx, loss)
+  def poisoned(*args):
+    inner = real(*args)
 
     def train_step(state, batch):
       new_state, metrics = inner(state, batch)
@@ -411,3 +412,41 @@ def test_results_of_older_versions_are_read_in_todays_form():
   assert evaluation.upgraded_results(new) == new  # today's form stays
   table = evaluation.format_table(old)
   assert "two-stage, 3 anchor list(s)" in table and "0.9072" in table
+
+
+def test_a_neighbour_list_trains_the_same_run_and_resumes(tmp_path):
+  """train.neighbor_skin > 0 changes how the repeller is computed, not
+  what it is: a run with the list, stopped at step 4 and resumed (the list
+  rebuilt from the restored anchors, not checkpointed), ends where the run
+  without it does."""
+  import shutil
+  dense = loop.train(runs.tiny_config(), str(tmp_path / "dense"))
+  listed = runs.tiny_config(neighbor_skin=0.5)
+  whole = loop.train(listed, str(tmp_path / "listed"))
+  shutil.copytree(tmp_path / "listed", tmp_path / "resumed")
+  shutil.rmtree(tmp_path / "resumed" / workdir_lib.CHECKPOINTS /
+                str(runs.SHARED_STEPS))
+  resumed = loop.train(listed, str(tmp_path / "resumed"))
+  assert resumed.start_step == 4
+  assert isinstance(resumed.state.neighbors, losses.RepulsionNeighbors)
+  for run in (whole, resumed):
+    for got, want in zip(jax.tree.leaves(run.state.params),
+                         jax.tree.leaves(dense.state.params)):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  logged = [json.loads(line) for line in
+            (tmp_path / "listed" / workdir_lib.METRICS).read_text()
+            .splitlines()]
+  assert all(row["train/neighbor_builds"] >= 1 for row in logged
+             if "train/loss" in row)
+  restored = experiment.build(listed, str(tmp_path / "resumed"))
+  assert restored.abstract_state().neighbors is None  # not checkpointed
+
+
+def test_a_neighbour_list_needs_a_loss_with_a_repeller():
+  config = runs.tiny_config("ce", neighbor_skin=0.5)
+  with pytest.raises(ValueError, match=r"train.neighbor_skin=0.5: loss 'ce'"
+                     " has no repeller"):
+    experiment.build(config, "unused")
+  config = runs.tiny_config(neighbor_skin=-1.0)
+  with pytest.raises(ValueError, match="train.neighbor_skin=-1.0"):
+    experiment.build(config, "unused")

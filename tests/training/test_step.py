@@ -193,3 +193,33 @@ def test_the_attractor_warm_up_ramps_only_the_attractor():
         value, attract + weight * (plain - attract), rtol=1e-5)
   with pytest.raises(ValueError, match="loss 'ce' has no terms to warm up"):
     objective.loss_fn({"name": "ce"}, warmup_steps=4)
+
+
+def test_checkpoints_hold_the_state_without_its_neighbour_list(tmp_path):
+  """Checkpoints keep the tree structure they had before TrainState had a
+  neighbour list: one written then (a four-field state) restores, and the
+  list is never saved."""
+  import flax
+  from ra_jax.training import checkpoint
+
+  @flax.struct.dataclass
+  class Before:
+    step: jax.Array
+    params: dict
+    batch_stats: dict
+    opt_state: tuple
+
+  mngr = checkpoint.manager(str(tmp_path / "checkpoints"), every=1, keep=2)
+  checkpoint.save(mngr, 3, Before(jnp.int32(3), {"w": jnp.ones(3)}, {},
+                                  (jnp.zeros(2),)), {"position": 1})
+  state = step_lib.TrainState(jnp.int32(0), {"w": jnp.zeros(3)}, {},
+                              (jnp.ones(2),), neighbors=losses.build_neighbors(
+                                  jnp.eye(3), 1.0, skin=0.1))
+  abstract = jax.eval_shape(lambda: state.saved())
+  step, saved, position = checkpoint.restore_latest(mngr, abstract)
+  restored = step_lib.TrainState.from_saved(saved)
+  assert (step, position, restored.neighbors) == (3, {"position": 1}, None)
+  np.testing.assert_array_equal(restored.params["w"], np.ones(3))
+  checkpoint.save(mngr, 4, state.saved(), {"position": 2})
+  assert checkpoint.restore_latest(mngr, abstract)[0] == 4
+  mngr.close()
