@@ -114,6 +114,9 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       # model selection queried with are never trained on.
       "shot_holdout": 0,
       "query_split": "", "database_split": "",
+      # > 0: the classes of a synthetic dataset (synthetic_classes); 0: its
+      # default. Other datasets have their own.
+      "num_classes": 0,
       "images_per_class": images_per_class,  # > 0: class-balanced batches
       # > 0: train on a stratified, seeded subset of this many examples
       # (after the few-shot selection, if any).

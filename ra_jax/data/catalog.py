@@ -6,6 +6,7 @@ scikit-learn's digits and user image folders.
   get_source("tiny_imagenet", manual_dir=)  # our builder, official zip
   get_source("digits")                      # bundled with scikit-learn
   get_source("folder", root="/path/to/images")
+  get_source("synthetic_classes")         # 100,000 classes from a seed
 """
 
 from typing import Optional
@@ -15,6 +16,7 @@ import numpy as np
 from ra_jax.data import datasets
 from ra_jax.data.source import ArraySplit
 from ra_jax.data.source import DatasetSource
+from ra_jax.data.splits import evenly_spaced
 
 
 def digits_source(test_fraction: float = 0.25, seed: int = 0) -> DatasetSource:
@@ -30,6 +32,48 @@ def digits_source(test_fraction: float = 0.25, seed: int = 0) -> DatasetSource:
       image_shape=(8, 8, 1),
       splits={"train": ArraySplit(images[train_idx], digits.target[train_idx]),
               "test": ArraySplit(images[test_idx], digits.target[test_idx])},
+      query_split="test", database_split="train")
+
+
+def synthetic_source(num_classes: int = 100_000, train_per_class: int = 4,
+                     queries: int = 10_000, image_size: int = 8,
+                     noise: float = 24.0, seed: int = 0) -> DatasetSource:
+  """Many classes, made from a seed (no files): each class is a random
+  (S, S, 1) uint8 pattern, its images that pattern plus Gaussian pixel
+  noise of `noise` grey levels. Patterns are far apart (about 75 grey
+  levels per pixel) compared with the noise, so the classes are learnable,
+  and there are as many as asked for: the set for training at 100,000
+  classes on any machine.
+
+  "train" holds `train_per_class` images of every class (the database),
+  "test" one image of each of `queries` evenly spaced classes (the
+  queries; all classes when `queries` >= num_classes). 100,000 classes of
+  4 8 x 8 images are 26 MB."""
+  for field, value, least in (("num_classes", num_classes, 2),
+                              ("train_per_class", train_per_class, 1),
+                              ("queries", queries, 1),
+                              ("image_size", image_size, 1)):
+    if value < least:
+      raise ValueError(f"synthetic_classes: {field} must be >= {least}, got"
+                       f" {value}")
+  rng = np.random.default_rng(seed)
+  patterns = rng.integers(0, 256, (num_classes, image_size, image_size, 1),
+                          dtype=np.uint8)
+
+  def split(labels: np.ndarray) -> ArraySplit:
+    shaken = patterns[labels] + rng.normal(0.0, noise, (len(labels),
+                                                        *patterns.shape[1:]))
+    return ArraySplit(np.clip(np.rint(shaken), 0, 255).astype(np.uint8),
+                      labels)
+
+  return DatasetSource(
+      name="synthetic_classes",
+      class_names=[f"class {i}" for i in range(num_classes)],
+      image_shape=(image_size, image_size, 1),
+      splits={"train": split(np.repeat(np.arange(num_classes),
+                                       train_per_class)),
+              "test": split(evenly_spaced(num_classes,
+                                          min(queries, num_classes)))},
       query_split="test", database_split="train")
 
 
@@ -122,18 +166,28 @@ def get_source(name: str, **kwargs) -> DatasetSource:
   if loader == "folder":
     from ra_jax.data.folder import folder_source
     return folder_source(**kwargs)
+  if loader == "synthetic":
+    return synthetic_source(**kwargs)
   return tfds_source(name, **kwargs)
 
 
 def source_options(name: str, *, data_dir: str = "", manual_dir: str = "",
-                   builder: str = "auto") -> dict:
+                   builder: str = "auto", num_classes: int = 0) -> dict:
   """`get_source` keyword arguments from a run's dataset config fields,
   for the loaders that take them. `builder`: "auto", "catalogue" or "own"
-  (a TFDS dataset with a builder of ours)."""
+  (a TFDS dataset with a builder of ours); `num_classes` > 0: the classes
+  of a synthetic set (0: its default)."""
   if builder not in ("auto", "catalogue", "own"):
     raise ValueError(f"dataset.builder must be auto, catalogue or own, got"
                      f" {builder!r}")
-  if datasets.info(name).loader != "tfds":
+  loader = datasets.info(name).loader
+  if num_classes and loader != "synthetic":
+    raise ValueError(f"dataset.num_classes={num_classes}: only a synthetic"
+                     f" dataset is made with a chosen number of classes;"
+                     f" {name!r} has its own (leave it 0)")
+  if loader == "synthetic":
+    return {"num_classes": num_classes} if num_classes else {}
+  if loader != "tfds":
     return {}
   options = {"data_dir": data_dir or None, "manual_dir": manual_dir or None}
   if builder != "auto":

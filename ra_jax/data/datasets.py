@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 from ra_jax.data.augment import AugmentConfig
 
-Loader = Literal["tfds", "digits", "folder"]
+Loader = Literal["tfds", "digits", "folder", "synthetic"]
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -23,7 +23,8 @@ class DatasetInfo:
 
   Attributes:
     loader: "tfds" (the TFDS catalogue, or our builder), "digits"
-      (scikit-learn's, bundled) or "folder" (the user's image folders).
+      (scikit-learn's, bundled), "folder" (the user's image folders) or
+      "synthetic" (many classes made from a seed, `synthetic_source`).
     query_split: the split whose images query the database (the database
       is the training split).
     augment: the preprocessing preset, with the default image size.
@@ -68,6 +69,9 @@ DATASETS = {
     "digits": DatasetInfo(loader="digits", augment=AugmentConfig(
         8, "crop_flip", 1, False, (0.3,), (0.38,))),
     "folder": DatasetInfo(loader="folder"),
+    # Random patterns plus noise: no crops (a shifted pattern is another).
+    "synthetic_classes": DatasetInfo(loader="synthetic", augment=AugmentConfig(
+        8, "none", 0, False, (0.5,), (0.29,))),
 }
 DEFAULT = DatasetInfo()
 

@@ -1,86 +1,111 @@
-"""The repeller of the class anchor margin loss, computed on half the pairs.
+"""The repeller of the class anchor margin loss over every pair, in tiles.
 
   R = 1/2 sum_{y != y'} max(0, 2m - ||c_y - c_y'||)^2 = sum_{y < y'} h_{yy'}^2
 
-Its cost, O(C^2 * D), dominates the loss once C exceeds the batch size, so its
+Its cost, O(C^2 * D), dominates the loss once C exceeds the batch size, so it
+is computed in square tiles of the (C, C) distance matrix, and its
 derivative is written by hand (a custom JVP, which reverse mode transposes)
 rather than left to autodiff:
-- forward: the pairwise distances are symmetric, so the anchors are cut into
-  K row blocks and block i is multiplied only with anchors from its own start
-  onwards: one (C/K, D) x (D, C - start) product per block, about (K+1)/2K of
-  the full (C, C) product;
-- derivative: a block contributes to the gradient only where some pair is closer
-  than 2m. Separated anchors, the usual state after the first steps of
-  training, make every block's contribution zero, and `lax.cond` skips its
-  matrix products. An active block's distances are recomputed rather than
+- forward: the distances are symmetric, so only the tiles on and above the
+  diagonal are computed (about half the full product), one at a time in a
+  loop: memory O(T^2) for T x T tiles (T <= 2048: 16 MB of float32 per
+  matrix), whatever C;
+- derivative: a tile contributes to the gradient only where some pair is
+  closer than 2m. Separated anchors, the usual state after the first steps
+  of training, make every tile's contribution zero, and `lax.cond` skips its
+  matrix products. An active tile's distances are recomputed rather than
   kept from the forward pass (no O(C^2) residual memory), so with every pair
   too close (collapsed anchors, a transient state) the backward costs about
   1.5x autodiff's. docs/benchmarks.md has both regimes measured.
+For many classes the neighbour list (`neighbor_repulsion`) avoids the
+O(C^2) forward as well.
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ra_jax.distances import safe_sqrt
 
-# At most this many row blocks: 8 computes 56% of the full (C, C) product and
-# keeps the unrolled program small.
-_MAX_BLOCKS = 8
-_MIN_BLOCK = 128
+# The largest tile side: 2048^2 float32 distances are 16 MB.
+_MAX_TILE = 2048
 
 
-def _block_size(num_classes: int) -> int:
-  if num_classes <= 2 * _MIN_BLOCK:
-    return num_classes
-  return max(_MIN_BLOCK, math.ceil(num_classes / _MAX_BLOCKS))
+def tiling(num_classes: int) -> tuple[int, np.ndarray]:
+  """(tile side T, (N, 2) int32 tile coordinates (i <= j)) of the pair
+  matrix: T splits C evenly into ceil(C / 2048) parts (less padding than a
+  fixed side)."""
+  parts = max(1, math.ceil(num_classes / _MAX_TILE))
+  side = math.ceil(num_classes / parts)
+  i, j = np.triu_indices(parts)
+  return side, np.stack([i, j], axis=1).astype(np.int32)
 
 
-def _row_blocks(num_classes: int) -> list[tuple[int, int]]:
-  """(start, size) of the row blocks; row block i pairs with columns start:."""
-  size = _block_size(num_classes)
-  return [(start, min(size, num_classes - start))
-          for start in range(0, num_classes, size)]
+def padded_anchors(anchors: jax.Array, side: int, tiles: np.ndarray
+                   ) -> tuple[jax.Array, jax.Array]:
+  """(anchors padded with zero rows to whole tiles, their squared norms)."""
+  parts = int(tiles.max()) + 1
+  padded = jnp.pad(anchors, ((0, parts * side - anchors.shape[0]), (0, 0)))
+  return padded, jnp.sum(jnp.square(padded), axis=-1)
 
 
-def _row_block_hinge(anchors, sq_norms, start, size, margin):
-  """Distances and hinges max(0, 2m - d) of rows start:start+size against
-  columns start: (each unordered pair once: strictly right of the diagonal).
-
-  Returns (squared distances with inf off the pairs, hinges, distances), each
-  (size, C - start).
-  """
-  rows, cols = anchors[start:start + size], anchors[start:]
+def tile_squared_distances(padded, sq_norms, num_classes: int, side: int,
+                           tile) -> tuple[jax.Array, ...]:
+  """Tile (i, j) of the pair matrix: (squared distances ||a - b||^2, inf
+  off the pairs a < b < C; rows; columns; their squared norms), the
+  distances from the Gram expansion |a|^2 + |b|^2 - 2ab, clamped at 0."""
+  row_start, col_start = tile[0] * side, tile[1] * side
+  rows = jax.lax.dynamic_slice_in_dim(padded, row_start, side)
+  cols = jax.lax.dynamic_slice_in_dim(padded, col_start, side)
+  row_sq = jax.lax.dynamic_slice_in_dim(sq_norms, row_start, side)
+  col_sq = jax.lax.dynamic_slice_in_dim(sq_norms, col_start, side)
   gram = jnp.matmul(rows, cols.T, precision=jax.lax.Precision.HIGHEST)
-  sq = jnp.maximum(
-      sq_norms[start:start + size, None] + sq_norms[None, start:] - 2.0 * gram,
-      0.0)
-  distance = safe_sqrt(sq)
-  pair = jnp.arange(cols.shape[0])[None, :] > jnp.arange(size)[:, None]
-  hinge = jnp.where(pair, jnp.maximum(2.0 * margin - distance, 0.0), 0.0)
-  return jnp.where(pair, sq, jnp.inf), hinge, distance
+  sq = jnp.maximum(row_sq[:, None] + col_sq[None, :] - 2.0 * gram, 0.0)
+  a = row_start + jnp.arange(side)
+  b = col_start + jnp.arange(side)
+  pair = (a[:, None] < b[None, :]) & (b[None, :] < num_classes)
+  return jnp.where(pair, sq, jnp.inf), rows, cols, row_sq, col_sq
+
+
+def _tile_hinge(padded, sq_norms, num_classes, side, tile, margin):
+  """(squared distances, inf off the pairs; hinges max(0, 2m - d), 0 off
+  the pairs; distances; rows; columns) of one tile."""
+  sq, rows, cols, _, _ = tile_squared_distances(padded, sq_norms,
+                                                num_classes, side, tile)
+  distance = safe_sqrt(jnp.where(jnp.isinf(sq), 0.0, sq))
+  hinge = jnp.where(jnp.isinf(sq), 0.0,
+                    jnp.maximum(2.0 * margin - distance, 0.0))
+  return sq, hinge, distance, rows, cols
 
 
 def _forward(anchors, margin):
-  """(R, min distance, per-row-block 'some pair too close' flags, sum of h)."""
-  sq_norms = jnp.sum(jnp.square(anchors), axis=-1)
-  repel = jnp.zeros((), anchors.dtype)
-  hinge_sum = jnp.zeros((), anchors.dtype)
-  min_sq = jnp.array(jnp.inf, anchors.dtype)
-  active = []
-  for start, size in _row_blocks(anchors.shape[0]):
-    sq, hinge, _ = _row_block_hinge(anchors, sq_norms, start, size, margin)
-    repel = repel + jnp.sum(jnp.square(hinge))
-    hinge_sum = hinge_sum + jnp.sum(hinge)
-    min_sq = jnp.minimum(min_sq, jnp.min(sq))
-    active.append(jnp.any(hinge > 0))
+  """(R, min distance, per-tile 'some pair too close' flags, sum of h)."""
+  num_classes = anchors.shape[0]
+  side, tiles = tiling(num_classes)
+  padded, sq_norms = padded_anchors(anchors, side, tiles)
+  tiles = jnp.asarray(tiles)
+
+  def tile(k, carry):
+    repel, hinge_sum, min_sq, active = carry
+    sq, hinge, _, _, _ = _tile_hinge(padded, sq_norms, num_classes, side,
+                                     tiles[k], margin)
+    return (repel + jnp.sum(jnp.square(hinge)), hinge_sum + jnp.sum(hinge),
+            jnp.minimum(min_sq, jnp.min(sq)),
+            active.at[k].set(jnp.any(hinge > 0)))
+
+  zero = jnp.zeros((), anchors.dtype)
+  repel, hinge_sum, min_sq, active = jax.lax.fori_loop(
+      0, len(tiles), tile,
+      (zero, zero, jnp.array(jnp.inf, anchors.dtype),
+       jnp.zeros(len(tiles), bool)))
   # A non-finite anchor has no distance that is < 2m, so the hinges would
   # hide it: say so in the values instead.
   broken = ~jnp.all(jnp.isfinite(anchors))
   repel = jnp.where(broken, jnp.nan, repel)
   min_distance = jnp.where(broken, jnp.nan, jnp.sqrt(min_sq))
-  return repel, min_distance, jnp.stack(active), hinge_sum
+  return repel, min_distance, active, hinge_sum
 
 
 @jax.custom_jvp
@@ -90,7 +115,7 @@ def anchor_repulsion(anchors: jax.Array,
 
   The minimum distance (inf for C = 1) is for logging and has no gradient.
   Differentiable in both modes (grad, jvp, jacfwd, hessian): the JVP rule
-  is <dR/dc, t> with dR/dc from the blocked gradient below, which reverse
+  is <dR/dc, t> with dR/dc from the tiled gradient below, which reverse
   mode transposes.
   """
   repel, min_distance, _, _ = _forward(anchors, margin)
@@ -98,33 +123,39 @@ def anchor_repulsion(anchors: jax.Array,
 
 
 def _repulsion_grad(anchors, active, margin):
-  """dR/dc (C, D), visiting only the row blocks flagged active."""
-  sq_norms = jnp.sum(jnp.square(anchors), axis=-1)
+  """dR/dc (C, D), visiting only the tiles flagged active."""
+  num_classes = anchors.shape[0]
+  side, tiles = tiling(num_classes)
+  padded, sq_norms = padded_anchors(anchors, side, tiles)
+  tiles = jnp.asarray(tiles)
   hi = jax.lax.Precision.HIGHEST
-  grad = jnp.zeros_like(anchors)
+
   # dR/dc_a = sum_b w_ab (c_b - c_a), w = 2h/d, over both orders of a pair.
-  # A block's distances are recomputed here rather than kept from the
+  # A tile's distances are recomputed here rather than kept from the
   # forward pass, so separated anchors cost no memory either.
-  for k, (start, size) in enumerate(_row_blocks(anchors.shape[0])):
+  def tile_grad(k, grad):
+    _, hinge, distance, rows, cols = _tile_hinge(
+        padded, sq_norms, num_classes, side, tiles[k], margin)
+    # At d = 0 the direction is undefined; its gradient is taken as 0.
+    w = jnp.where(distance > 0,
+                  2.0 * hinge / jnp.where(distance > 0, distance, 1.0), 0.0)
+    grad_rows = (jnp.matmul(w, cols, precision=hi) -
+                 jnp.sum(w, axis=1)[:, None] * rows)
+    grad_cols = (jnp.matmul(w.T, rows, precision=hi) -
+                 jnp.sum(w, axis=0)[:, None] * cols)
+    for start, part in ((tiles[k, 0] * side, grad_rows),
+                        (tiles[k, 1] * side, grad_cols)):
+      grad = jax.lax.dynamic_update_slice_in_dim(
+          grad, jax.lax.dynamic_slice_in_dim(grad, start, side) + part,
+          start, axis=0)
+    return grad
 
-    def block_grad(start=start, size=size):
-      _, hinge, distance = _row_block_hinge(anchors, sq_norms, start, size,
-                                            margin)
-      # At d = 0 the direction is undefined; its gradient is taken as 0.
-      w = jnp.where(distance > 0,
-                    2.0 * hinge / jnp.where(distance > 0, distance, 1.0), 0.0)
-      rows, cols = anchors[start:start + size], anchors[start:]
-      grad_cols = (jnp.matmul(w.T, rows, precision=hi) -
-                   jnp.sum(w, axis=0)[:, None] * cols)
-      grad_rows = (jnp.matmul(w, cols, precision=hi) -
-                   jnp.sum(w, axis=1)[:, None] * rows)
-      return grad_cols.at[:size].add(grad_rows)
-
-    contribution = jax.lax.cond(
-        active[k], block_grad,
-        lambda start=start: jnp.zeros_like(anchors[start:]))
-    grad = grad.at[start:].add(contribution)
-  return grad
+  grad = jax.lax.fori_loop(
+      0, len(tiles),
+      lambda k, grad: jax.lax.cond(active[k], tile_grad,
+                                   lambda k, grad: grad, k, grad),
+      jnp.zeros_like(padded))
+  return grad[:num_classes]
 
 
 @anchor_repulsion.defjvp

@@ -17,8 +17,9 @@ returned explicitly, optax style:
   loss = class_anchor_margin_loss(e, y, anchors, margin=margin,
                                   neighbors=neighbors)
 
-`update_neighbors` rebuilds the list (blocked: O(C^2 D) time, O(C) memory
-per row block) only when some anchor has moved more than the skin allows.
+`update_neighbors` rebuilds the list (O(C^2 D / 2) time in the repeller's
+tiles, O(T^2) memory) only when some anchor has moved more than the skin
+allows.
 `repulsion` checks the same condition on the anchors it is given and, if
 the list does not hold (stale, or overflowed its fixed capacity), computes
 every pair (`anchor_repulsion`): exact whatever the caller did.
@@ -30,11 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from ra_jax.distances import safe_norm
+from ra_jax.losses import anchor_repulsion as tiled
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
-# Row-block size of a rebuild: at most this many (row, anchor) distances
-# at a time.
-_BLOCK_ELEMENTS = 1 << 22
 # Relative rounding of a squared distance from the Gram expansion (float32).
 _ROUNDING = 64 * float(jnp.finfo(jnp.float32).eps)
 # Pairs gathered at a time by the repeller over the list.
@@ -66,57 +65,46 @@ def _check_skin(skin) -> None:
                      f" the list is rebuilt), got {skin}")
 
 
-def _block_rows(num_classes: int) -> int:
-  return max(1, min(num_classes, _BLOCK_ELEMENTS // max(num_classes, 1)))
-
-
 def _build(anchors: jax.Array, cutoff: jax.Array, capacity: int,
            builds: jax.Array) -> RepulsionNeighbors:
-  """The list of pairs closer than `cutoff`, row block by row block."""
+  """The list of pairs closer than `cutoff`, tile by tile of the pair
+  matrix (the repeller's tiles: half the products, O(T^2) memory)."""
   num_classes = anchors.shape[0]
-  rows = _block_rows(num_classes)
-  blocks = -(-num_classes // rows)
-  padded = jnp.pad(anchors, ((0, blocks * rows - num_classes), (0, 0)))
-  sq_norms = jnp.sum(jnp.square(anchors), axis=-1)
-  # Pairs one block may add: a share of the capacity with room for uneven
-  # blocks; a block with more sets the count past the capacity (overflow).
-  per_block = min(capacity, rows * num_classes,
-                  max(64, -(-4 * capacity * rows // num_classes)))
-  columns = jnp.arange(num_classes)
+  side, tiles = tiled.tiling(num_classes)
+  padded, sq_norms = tiled.padded_anchors(anchors, side, tiles)
+  # Pairs one tile may add: a share of the capacity with room for uneven
+  # tiles; a tile with more sets the count past the capacity (overflow).
+  per_tile = min(capacity, side * side,
+                 max(64, -(-4 * capacity // len(tiles))))
+  tiles = jnp.asarray(tiles)
 
-  def block(k, carry):
+  def tile(k, carry):
     pairs, count = carry
-    start = k * rows
-    mine = jax.lax.dynamic_slice_in_dim(padded, start, rows)
-    index = start + jnp.arange(rows)
-    gram = jnp.matmul(mine, anchors.T, precision=jax.lax.Precision.HIGHEST)
-    sq = (jnp.sum(jnp.square(mine), axis=-1)[:, None] + sq_norms[None, :] -
-          2.0 * gram)
+    sq, _, _, row_sq, col_sq = tiled.tile_squared_distances(
+        padded, sq_norms, num_classes, side, tiles[k])
     # The slack covers the rounding of |a|^2 + |b|^2 - 2ab, so that a pair
     # just inside the cutoff is never left out (an extra pair costs nothing).
-    slack = _ROUNDING * (sq_norms[None, :] + jnp.sum(jnp.square(mine),
-                                                     axis=-1)[:, None])
-    close = ((columns[None, :] > index[:, None]) &
-             (index[:, None] < num_classes) &
-             (sq < jnp.square(cutoff) + slack))
+    slack = _ROUNDING * (row_sq[:, None] + col_sq[None, :])
+    close = sq < jnp.square(cutoff) + slack
     found = jnp.sum(close, dtype=jnp.int32)
 
     def write(pairs):
-      i, j = jnp.nonzero(close, size=per_block, fill_value=-1)
-      i, j = i.astype(jnp.int32), j.astype(jnp.int32)
-      new = jnp.stack([jnp.where(i >= 0, start + i, -1), j], axis=1)
+      i, j = jnp.nonzero(close, size=per_tile, fill_value=-1)
+      new = jnp.stack([jnp.where(i >= 0, tiles[k, 0] * side + i, -1),
+                       jnp.where(j >= 0, tiles[k, 1] * side + j, -1)],
+                      axis=1).astype(jnp.int32)
       # Written from the current count on (the buffer has room for one
-      # block past the capacity); what overflows is never read.
+      # tile past the capacity); what overflows is never read.
       at = jnp.minimum(count, capacity)
       return jax.lax.dynamic_update_slice(pairs, new,
                                           (at, jnp.zeros((), at.dtype)))
 
-    # Most blocks of separated anchors list nothing: skip the compaction.
+    # Most tiles of separated anchors list nothing: skip the compaction.
     pairs = jax.lax.cond(found > 0, write, lambda pairs: pairs, pairs)
-    return pairs, count + jnp.where(found > per_block, capacity + 1, found)
+    return pairs, count + jnp.where(found > per_tile, capacity + 1, found)
 
-  empty = jnp.full((capacity + per_block, 2), -1, jnp.int32)
-  pairs, count = jax.lax.fori_loop(0, blocks, block,
+  empty = jnp.full((capacity + per_tile, 2), -1, jnp.int32)
+  pairs, count = jax.lax.fori_loop(0, len(tiles), tile,
                                    (empty, jnp.zeros((), jnp.int32)))
   return RepulsionNeighbors(anchors, pairs[:capacity], count,
                             jnp.asarray(cutoff, anchors.dtype), builds + 1)

@@ -255,7 +255,8 @@ def _source(config) -> data.DatasetSource:
   ds = config.dataset
   source = _loaded_source(ds.name, ds.data_dir, ds.manual_dir,
                           ds.get("builder", "auto"),
-                          ds.get("in_memory", "auto"))
+                          ds.get("in_memory", "auto"),
+                          ds.get("num_classes", 0))
   count = ds.get("validation_examples", 0)
   if count:
     if ds.query_split or ds.database_split:
@@ -269,7 +270,8 @@ def _source(config) -> data.DatasetSource:
 
 @functools.lru_cache(maxsize=2)
 def _loaded_source(name: str, data_dir: str, manual_dir: str, builder: str,
-                   in_memory: str) -> data.DatasetSource:
+                   in_memory: str, num_classes: int) -> data.DatasetSource:
   options = data.source_options(name, data_dir=data_dir,
-                                manual_dir=manual_dir, builder=builder)
+                                manual_dir=manual_dir, builder=builder,
+                                num_classes=num_classes)
   return data.in_memory(data.get_source(name, **options), in_memory)

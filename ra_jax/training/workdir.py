@@ -131,7 +131,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict) -> None:
 # runs had; and dataset fields that do not change what a run computes.
 _ADDED_FIELDS = {
     "dataset": {"validation_examples": 0, "validation_seed": 0,
-                "shot_holdout": 0},
+                "shot_holdout": 0, "num_classes": 0},
     "model": {"head_batch_norm": False, "anchor_init": "normal",
               "anchor_init_scale": 1.0},
 }

@@ -217,11 +217,15 @@ def _dense_repulsion(anchors, margin):
       jnp.where(off, jnp.maximum(2 * margin - d, 0.0)**2, 0.))
 
 
-@pytest.mark.parametrize("num_classes", [300, 600])
-def test_blocked_repulsion_matches_dense_formula(num_classes):
-  # Several blocks, a ragged last block, and a mix of separated and
-  # too-close anchors so that some blocks are skipped in the backward pass.
+@pytest.mark.parametrize("num_classes", [300, 601])
+def test_tiled_repulsion_matches_dense_formula(num_classes, monkeypatch):
+  # Many tiles (up to 128 a side: 3 or 5 parts, padded), and a mix of
+  # separated and too-close anchors so that some tiles are skipped in the
+  # backward pass.
+  from ra_jax.losses import anchor_repulsion as module
   from ra_jax.losses.anchor_repulsion import anchor_repulsion
+  monkeypatch.setattr(module, "_MAX_TILE", 128)
+  jax.clear_caches()  # traced with the real tile size elsewhere
   key1, key2 = jax.random.split(jax.random.PRNGKey(num_classes))
   with jax.enable_x64(True):
     anchors = jax.random.normal(key1, (num_classes, 6), jnp.float64)
@@ -241,7 +245,7 @@ def test_blocked_repulsion_matches_dense_formula(num_classes):
     assert repel > 0
 
 
-def test_blocked_repulsion_under_vmap_and_separated_anchors():
+def test_tiled_repulsion_under_vmap_and_separated_anchors():
   from ra_jax.losses.anchor_repulsion import anchor_repulsion
   anchors = 10.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 400, 16))
   anchors = anchors.at[1, :50].multiply(0.01)

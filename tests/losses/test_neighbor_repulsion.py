@@ -13,6 +13,7 @@ from ra_jax.losses import build_neighbors
 from ra_jax.losses import class_anchor_margin_loss
 from ra_jax.losses import class_anchor_margin_terms
 from ra_jax.losses import update_neighbors
+from ra_jax.losses import anchor_repulsion as tiled
 from ra_jax.losses import neighbor_repulsion
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
@@ -32,15 +33,15 @@ def _pairs_closer_than(anchors, cutoff) -> set:
 @hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(num_classes=st.integers(2, 70), dim=st.integers(1, 5),
                   spread=st.floats(0.05, 3.0), seed=st.integers(0, 2**16),
-                  block_elements=st.sampled_from([16, 300, 1 << 22]))
+                  max_tile=st.sampled_from([4, 17, 2048]))
 def test_build_lists_every_pair_inside_the_cutoff(num_classes, dim, spread,
-                                                   seed, block_elements):
+                                                   seed, max_tile):
   anchors = spread * np.random.default_rng(seed).normal(
       size=(num_classes, dim)).astype(np.float32)
   margin, skin = 0.5, 0.25
   with pytest.MonkeyPatch.context() as patch:
-    # Small row blocks: many blocks, a ragged last one, writes at offsets.
-    patch.setattr(neighbor_repulsion, "_BLOCK_ELEMENTS", block_elements)
+    # Small tiles: many of them, padded, written at offsets.
+    patch.setattr(tiled, "_MAX_TILE", max_tile)
     neighbors = build_neighbors(anchors, margin, skin=skin,
                                 capacity=num_classes * num_classes)
   listed = _listed(neighbors)
@@ -106,15 +107,14 @@ def test_stale_list_falls_back_to_every_pair():
   assert float(got[0]) > 0  # the list was built when no pair was that close
 
 
-@pytest.mark.parametrize("capacity, block_elements", [(5, 1 << 22),
-                                                      (100, 500)])
-def test_overflow_falls_back_to_every_pair(capacity, block_elements):
-  # Too many close pairs for the list, in total or for one row block's
-  # share of it: the count says so, the list does not hold, the repeller
-  # computes every pair, and an update cannot make it hold.
+@pytest.mark.parametrize("capacity, max_tile", [(5, 2048), (100, 10)])
+def test_overflow_falls_back_to_every_pair(capacity, max_tile):
+  # Too many close pairs for the list, in total or for one tile's share of
+  # it: the count says so, the list does not hold, and the repeller
+  # computes every pair.
   anchors = 0.01 * jax.random.normal(jax.random.PRNGKey(0), (50, 3))
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(neighbor_repulsion, "_BLOCK_ELEMENTS", block_elements)
+    patch.setattr(tiled, "_MAX_TILE", max_tile)
     neighbors = build_neighbors(anchors, 0.5, skin=0.1, capacity=capacity)
   assert int(neighbors.count) > capacity
   assert not neighbor_repulsion.neighbors_hold(anchors, neighbors, 0.5)

@@ -450,3 +450,14 @@ def test_a_neighbour_list_needs_a_loss_with_a_repeller():
   config = runs.tiny_config(neighbor_skin=-1.0)
   with pytest.raises(ValueError, match="train.neighbor_skin=-1.0"):
     experiment.build(config, "unused")
+
+
+def test_the_many_class_config_trains_with_its_neighbour_list(tmp_path):
+  from configs import many_classes
+  config = many_classes.get_config("size=tiny")
+  assert config.train.neighbor_skin > 0
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["searches"] and 0 <= results["nearest_anchor_accuracy"] <= 1
+  logged = (tmp_path / workdir_lib.METRICS).read_text()
+  assert "train/neighbor_builds" in logged
+  assert experiment.build(config, str(tmp_path)).source.num_classes == 1000
