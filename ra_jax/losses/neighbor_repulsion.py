@@ -38,6 +38,8 @@ from ra_jax.losses.anchor_repulsion import anchor_repulsion
 _ROUNDING = 64 * float(jnp.finfo(jnp.float32).eps)
 # Pairs gathered at a time by the repeller over the list.
 _CHUNK = 2048
+# The count adds up to a tile's pairs (2048^2) to at most capacity + 1.
+_MAX_CAPACITY = 2**31 - 1 - 2 * 2048**2
 
 
 class RepulsionNeighbors(NamedTuple):
@@ -47,8 +49,9 @@ class RepulsionNeighbors(NamedTuple):
     reference: (C, D) the anchors the list was built from.
     pairs: (K, 2) int32, the pairs (i < j) closer than `cutoff` then; -1
       after the last.
-    count: () int32, the pairs found at the build: more than K means the
-      list overflowed and the repeller computes every pair.
+    count: () int32, the pairs found at the build, saturating at K + 1:
+      more than K means the list overflowed and the repeller computes every
+      pair.
     cutoff: () the distance the pairs were listed below (2m + skin).
     builds: () int32, builds so far (for logging).
   """
@@ -101,7 +104,10 @@ def _build(anchors: jax.Array, cutoff: jax.Array, capacity: int,
 
     # Most tiles of separated anchors list nothing: skip the compaction.
     pairs = jax.lax.cond(found > 0, write, lambda pairs: pairs, pairs)
-    return pairs, count + jnp.where(found > per_tile, capacity + 1, found)
+    # Saturates: collapsed anchors have ~C^2 / 2 close pairs, past int32
+    # for C = 100,000, and a wrapped count would look like a list that holds.
+    return pairs, jnp.minimum(
+        count + jnp.where(found > per_tile, capacity + 1, found), capacity + 1)
 
   empty = jnp.full((capacity + per_tile, 2), -1, jnp.int32)
   pairs, count = jax.lax.fori_loop(0, len(tiles), tile,
@@ -122,8 +128,9 @@ def build_neighbors(anchors: jax.Array, margin, *, skin,
   if anchors.ndim != 2:
     raise ValueError(f"anchors must be (C, D), got {anchors.shape}")
   capacity = 32 * anchors.shape[0] if capacity is None else int(capacity)
-  if capacity < 1:
-    raise ValueError(f"capacity must be >= 1, got {capacity}")
+  if not 1 <= capacity <= _MAX_CAPACITY:
+    raise ValueError(f"capacity must be in [1, {_MAX_CAPACITY}] (an int32"
+                     f" count), got {capacity}")
   _check_skin(skin)
   cutoff = 2.0 * jnp.asarray(margin, anchors.dtype) + skin
   return _build(anchors, cutoff, capacity, jnp.zeros((), jnp.int32))

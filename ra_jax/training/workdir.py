@@ -134,6 +134,7 @@ _ADDED_FIELDS = {
                 "shot_holdout": 0, "num_classes": 0},
     "model": {"head_batch_norm": False, "anchor_init": "normal",
               "anchor_init_scale": 1.0},
+    "train": {"neighbor_skin": 0.0, "neighbor_capacity": 0},
 }
 _NOT_IDENTITY = {"dataset": ("in_memory",)}
 # Loss hyperparameters added since, per loss, at the value that leaves the

@@ -116,7 +116,8 @@ def test_overflow_falls_back_to_every_pair(capacity, max_tile):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tiled, "_MAX_TILE", max_tile)
     neighbors = build_neighbors(anchors, 0.5, skin=0.1, capacity=capacity)
-  assert int(neighbors.count) > capacity
+  # Saturated, not the total: ~C^2 / 2 pairs would wrap an int32 count.
+  assert int(neighbors.count) == capacity + 1
   assert not neighbor_repulsion.neighbors_hold(anchors, neighbors, 0.5)
   loss = jax.grad(lambda a, n: _anchor_loss(a, anchors, jnp.arange(50), 0.5,
                                             n))
@@ -163,6 +164,8 @@ def test_bad_input_names_the_problem():
     build_neighbors(jnp.ones(4), 1.0, skin=0.1)
   with pytest.raises(ValueError, match="capacity"):
     build_neighbors(anchors, 1.0, skin=0.1, capacity=0)
+  with pytest.raises(ValueError, match=r"capacity must be in \[1, .*int32"):
+    build_neighbors(anchors, 1.0, skin=0.1, capacity=2**31)
   with pytest.raises(ValueError, match="skin"):
     build_neighbors(anchors, 1.0, skin=-0.1)
   neighbors = build_neighbors(anchors, 1.0, skin=0.1)

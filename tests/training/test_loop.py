@@ -315,6 +315,25 @@ def test_cam_runs_saved_before_its_added_weights_resume(tmp_path):
     workdir_lib.check(str(tmp_path), config)
 
 
+def test_runs_saved_before_the_neighbour_list_resume_with_or_without_it(
+    tmp_path):
+  """train.neighbor_skin / neighbor_capacity came later and only change how
+  the repeller is computed, not its value: an old run reads them as off, and
+  a resume may switch the list on or off."""
+  config = digits.get_config("size=tiny,loss=cam")
+  saved = json.loads(config.to_json_best_effort())
+  del saved["train"]["neighbor_skin"], saved["train"]["neighbor_capacity"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  train = workdir_lib.config_of(str(tmp_path)).train
+  assert (train.neighbor_skin, train.neighbor_capacity) == (0.0, 0)
+  config.train.neighbor_skin = 0.5
+  config.train.neighbor_capacity = 1000
+  workdir_lib.check(str(tmp_path), config)
+  config.loss.margin = 1.0
+  with pytest.raises(ValueError, match="another loss configuration"):
+    workdir_lib.check(str(tmp_path), config)
+
+
 def test_two_stage_list_counts_are_checked_before_training(tmp_path):
   config = digits.get_config("size=tiny")
   config.eval.two_stage_lists = (1, 20)
