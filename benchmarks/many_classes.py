@@ -20,7 +20,9 @@ steps apart rebuilds may come for the fast path to stay within 1.5x CE.
 
 A call predicted (C^2 scaling from the largest C measured for that method)
 to take longer than `--budget_seconds` over its repeats is skipped and
-recorded as such.
+recorded as such. An existing `--out` file from the same machine and jax is
+added to: its rows for other (regime, D, C) are kept, the ones measured
+again replaced.
 
   python -m benchmarks.many_classes [--classes 1000 10000 30000 100000]
       [--dims 128 512] [--repeats 5] [--out results/many_classes_DATE.json]
@@ -125,6 +127,24 @@ def predicted_seconds(measured: dict, method: str, regime: str, dim: int,
   return ms / 1e3 * (classes / c) ** 2
 
 
+def _row_key(row: dict) -> tuple:
+  return row["regime"], row["dim"], row["num_classes"], row["batch"]
+
+
+def earlier_rows(path: str, machine: dict) -> list[dict]:
+  """The rows already in `path`, if it holds a run of this benchmark on the
+  same machine and jax (the date may differ); [] if there is no file."""
+  if not files.exists(path):
+    return []
+  earlier = files.read_json(path)
+  same = ("jax", "device", "cpu", "cores")
+  if {k: earlier.get("machine", {}).get(k) for k in same} != {
+      k: machine[k] for k in same}:
+    raise SystemExit(f"{path} holds rows from another machine"
+                     f" ({earlier.get('machine')}); pass another --out")
+  return earlier.get("rows", [])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--classes", type=int, nargs="+",
@@ -151,6 +171,7 @@ def main():
   print(f"# {machine}; B={args.batch}, median of {args.repeats}, ms per"
         " forward+backward", flush=True)
   rows, measured = [], {}
+  kept = earlier_rows(args.out, machine)
   for regime in args.regimes:
     for dim in args.dims:
       margin = losses.default_margin(dim)
@@ -169,6 +190,7 @@ def main():
                "batch": args.batch, "margin": margin, "skin": skin,
                "listed_pairs": int(neighbors.count),
                "capacity": int(neighbors.pairs.shape[0]),
+               "overflowed": int(neighbors.count) > neighbors.pairs.shape[0],
                "build_ms": 1e3 * build_seconds}
         for name, fn, call_args in (
             ("ce", fns["ce"], (e, y, anchors)),
@@ -212,8 +234,11 @@ def main():
         rows.append(row)
         print({k: (round(v, 2) if isinstance(v, float) else v)
                for k, v in row.items()}, flush=True)
-        files.write_json(args.out, {"machine": machine, "args": vars(args),
-                                    "rows": rows})
+        measured_keys = {_row_key(r) for r in rows}
+        files.write_json(args.out, {
+            "machine": machine, "args": vars(args),
+            "rows": [r for r in kept if _row_key(r) not in measured_keys] +
+                    rows})
   print(f"wrote {args.out}")
 
 

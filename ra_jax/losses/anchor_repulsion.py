@@ -8,7 +8,7 @@ derivative is written by hand (a custom JVP, which reverse mode transposes)
 rather than left to autodiff:
 - forward: the distances are symmetric, so only the tiles on and above the
   diagonal are computed (about half the full product), one at a time in a
-  loop: memory O(T^2) for T x T tiles (T <= 2048: 16 MB of float32 per
+  loop: memory O(T^2) for T x T tiles (T <= 512: 1 MB of float32 per
   matrix), whatever C;
 - derivative: a tile contributes to the gradient only where some pair is
   closer than 2m. Separated anchors, the usual state after the first steps
@@ -29,15 +29,19 @@ import numpy as np
 
 from ra_jax.distances import safe_sqrt
 
-# The largest tile side: 2048^2 float32 distances are 16 MB.
-_MAX_TILE = 2048
+# The repeller's largest tile side: of 256, 512, 1024 and 2048, 512 was the
+# fastest or within 10 % of it from C = 1,000 to 30,000 on the CPU box
+# (docs/benchmarks.md); the loop's per-tile cost is small beside a tile's.
+_MAX_TILE = 512
 
 
-def tiling(num_classes: int) -> tuple[int, np.ndarray]:
+def tiling(num_classes: int, max_tile: int | None = None
+           ) -> tuple[int, np.ndarray]:
   """(tile side T, (N, 2) int32 tile coordinates (i <= j)) of the pair
-  matrix: T splits C evenly into ceil(C / 2048) parts (less padding than a
-  fixed side)."""
-  parts = max(1, math.ceil(num_classes / _MAX_TILE))
+  matrix: T splits C evenly into ceil(C / max_tile) parts (less padding
+  than a fixed side); max_tile defaults to the repeller's."""
+  max_tile = _MAX_TILE if max_tile is None else max_tile
+  parts = max(1, math.ceil(num_classes / max_tile))
   side = math.ceil(num_classes / parts)
   i, j = np.triu_indices(parts)
   return side, np.stack([i, j], axis=1).astype(np.int32)

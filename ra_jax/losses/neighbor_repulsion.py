@@ -38,8 +38,11 @@ from ra_jax.losses.anchor_repulsion import anchor_repulsion
 _ROUNDING = 64 * float(jnp.finfo(jnp.float32).eps)
 # Pairs gathered at a time by the repeller over the list.
 _CHUNK = 2048
-# The count adds up to a tile's pairs (2048^2) to at most capacity + 1.
-_MAX_CAPACITY = 2**31 - 1 - 2 * 2048**2
+# Larger tiles than the repeller's: each tile's share of the capacity must
+# leave room for a crowded corner of the anchors.
+_BUILD_TILE = 2048
+# The count adds up to a tile's pairs to at most capacity + 1.
+_MAX_CAPACITY = 2**31 - 1 - 2 * _BUILD_TILE**2
 
 
 class RepulsionNeighbors(NamedTuple):
@@ -73,7 +76,7 @@ def _build(anchors: jax.Array, cutoff: jax.Array, capacity: int,
   """The list of pairs closer than `cutoff`, tile by tile of the pair
   matrix (the repeller's tiles: half the products, O(T^2) memory)."""
   num_classes = anchors.shape[0]
-  side, tiles = tiled.tiling(num_classes)
+  side, tiles = tiled.tiling(num_classes, _BUILD_TILE)
   padded, sq_norms = tiled.padded_anchors(anchors, side, tiles)
   # Pairs one tile may add: a share of the capacity with room for uneven
   # tiles; a tile with more sets the count past the capacity (overflow).

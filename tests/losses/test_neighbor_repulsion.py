@@ -13,7 +13,6 @@ from ra_jax.losses import build_neighbors
 from ra_jax.losses import class_anchor_margin_loss
 from ra_jax.losses import class_anchor_margin_terms
 from ra_jax.losses import update_neighbors
-from ra_jax.losses import anchor_repulsion as tiled
 from ra_jax.losses import neighbor_repulsion
 from ra_jax.losses.anchor_repulsion import anchor_repulsion
 
@@ -41,7 +40,7 @@ def test_build_lists_every_pair_inside_the_cutoff(num_classes, dim, spread,
   margin, skin = 0.5, 0.25
   with pytest.MonkeyPatch.context() as patch:
     # Small tiles: many of them, padded, written at offsets.
-    patch.setattr(tiled, "_MAX_TILE", max_tile)
+    patch.setattr(neighbor_repulsion, "_BUILD_TILE", max_tile)
     neighbors = build_neighbors(anchors, margin, skin=skin,
                                 capacity=num_classes * num_classes)
   listed = _listed(neighbors)
@@ -114,7 +113,7 @@ def test_overflow_falls_back_to_every_pair(capacity, max_tile):
   # computes every pair.
   anchors = 0.01 * jax.random.normal(jax.random.PRNGKey(0), (50, 3))
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(tiled, "_MAX_TILE", max_tile)
+    patch.setattr(neighbor_repulsion, "_BUILD_TILE", max_tile)
     neighbors = build_neighbors(anchors, 0.5, skin=0.1, capacity=capacity)
   # Saturated, not the total: ~C^2 / 2 pairs would wrap an int32 count.
   assert int(neighbors.count) == capacity + 1
