@@ -6,6 +6,7 @@ from ra_jax.models.head import class_parameters
 from ra_jax.models.head import EmbeddingHead
 from ra_jax.models.head import is_class_parameter
 from ra_jax.models.head import RetrievalModel
+from ra_jax.models.imprint import imprinted_class_vectors
 from ra_jax.models.pretrained import adapt_input_channels
 from ra_jax.models.pretrained import load_pretrained
 from ra_jax.models.pretrained import with_pretrained_backbone
@@ -21,6 +22,6 @@ __all__ = [
     "adapt_input_channels", "backbone_options", "EmbeddingHead", "ResNet",
     "RetrievalModel", "ViT", "class_param_shapes", "class_parameters",
     "is_class_parameter", "get_backbone", "get_model",
-    "interpolate_pos_embed", "load_pretrained", "model_names",
+    "imprinted_class_vectors", "interpolate_pos_embed", "load_pretrained", "model_names",
     "with_pretrained_backbone",
 ]

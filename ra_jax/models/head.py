@@ -53,7 +53,9 @@ class EmbeddingHead(nn.Module):
       of norm exactly scale * sqrt(D) (pairwise distances exactly
       scale * sqrt(2D): a configuration whose separation and norms are
       known, so a margin and a minimum norm can be set against them;
-      needs C <= D).
+      needs C <= D); or "imprinted", "normal" here, replaced by the
+      trainer before the first step with `imprinted_class_vectors` of the
+      untrained network's embeddings (ra_jax/models/imprint.py).
     anchor_init_scale: the scale above.
   """
   embedding_dim: int
@@ -88,11 +90,11 @@ class EmbeddingHead(nn.Module):
 
 
   def _matrix_init(self):
-    if self.anchor_init == "normal":
+    if self.anchor_init in ("normal", "imprinted"):
       return nn.initializers.normal(self.anchor_init_scale)
     if self.anchor_init != "orthogonal":
-      raise ValueError(f"anchor_init must be 'normal' or 'orthogonal', got"
-                       f" {self.anchor_init!r}")
+      raise ValueError(f"anchor_init must be 'normal', 'orthogonal' or"
+                       f" 'imprinted', got {self.anchor_init!r}")
     if self.num_classes > self.embedding_dim:
       raise ValueError(f"anchor_init='orthogonal' needs at most as many"
                        f" classes ({self.num_classes}) as embedding"

@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ra_jax import data, files, losses, models, retrieval
-from ra_jax.training import checkpoint, objective, optimizer
+from ra_jax.training import checkpoint, evaluation, objective, optimizer
 from ra_jax.training import step as step_lib
 from ra_jax.training import workdir as workdir_lib
 
@@ -67,7 +67,29 @@ class Experiment:
           step=state.step, params=variables["params"],
           batch_stats=variables.get("batch_stats", {}),
           opt_state=self.tx.init(variables["params"])), replicated)
+    if self.config.model.get("anchor_init") == "imprinted":
+      state = jax.device_put(self._imprinted(state), replicated)
     return state
+
+  def _imprinted(self, state: step_lib.TrainState) -> step_lib.TrainState:
+    """`state` with every (C, D) class matrix imprinted from the untrained
+    network's embeddings of the training records (models/imprint.py).
+    Every process computes the same, from its own copy of the data."""
+    apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    embeddings, labels = evaluation.embed(
+        apply, evaluation.variables_of(state), self.train_split,
+        self.augment, self.config.eval.batch_size)
+    imprinted = models.imprinted_class_vectors(
+        embeddings, labels, self.source.num_classes,
+        self.config.model.get("anchor_init_scale", 1.0))
+    head = dict(state.params["head"])
+    for name, shape in models.class_param_shapes(self.loss.class_params):
+      if shape == "matrix":
+        head[name] = jnp.asarray(imprinted, head[name].dtype)
+    params = {**state.params, "head": head}
+    return step_lib.TrainState(step=state.step, params=params,
+                               batch_stats=state.batch_stats,
+                               opt_state=self.tx.init(params))
 
   def abstract_state(self) -> step_lib.TrainState:
     """Shapes, dtypes and shardings of the state, without computing it."""
@@ -157,9 +179,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"eval.{field}={values!r}: each one of"
                        f" {', '.join(allowed)}")
   if config.model.get("anchor_init", "normal") not in ("normal",
-                                                       "orthogonal"):
+                                                       "orthogonal",
+                                                       "imprinted"):
     raise ValueError(f"model.anchor_init={config.model.anchor_init!r}: one"
-                     " of normal, orthogonal")
+                     " of normal, orthogonal, imprinted")
   if config.dataset.get("in_memory", "auto") not in ("auto", "always",
                                                      "never"):
     raise ValueError(f"dataset.in_memory={config.dataset.in_memory!r}: one"

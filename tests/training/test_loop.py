@@ -480,3 +480,30 @@ def test_the_many_class_config_trains_with_its_neighbour_list(tmp_path):
   logged = (tmp_path / workdir_lib.METRICS).read_text()
   assert "train/neighbor_builds" in logged
   assert experiment.build(config, str(tmp_path)).source.num_classes == 1000
+
+
+def test_imprinted_anchors_are_the_untrained_networks_class_means(tmp_path):
+  """anchor_init="imprinted": the network starts as with "normal" (same
+  seed), and every anchor is its class's centred mean embedding under it,
+  scaled (models/imprint.py); computed here from the embeddings directly."""
+  config = digits.get_config("size=tiny,loss=cam")
+  config.model.anchor_init_scale = 2.0
+  plain = experiment.build(config, str(tmp_path)).init_state()
+  config.model.anchor_init = "imprinted"
+  exp = experiment.build(config, str(tmp_path))
+  state = exp.init_state()
+  def network(params):
+    return {**params, "head": {k: v for k, v in params["head"].items()
+                               if k != "anchors"}}
+  jax.tree.map(np.testing.assert_array_equal, network(plain.params),
+               network(state.params))
+  apply = jax.jit(lambda v, x: exp.model.apply(v, x, train=False))
+  embeddings, labels = evaluation.embed(apply, evaluation.variables_of(plain),
+                                        exp.train_split, exp.augment, 64)
+  means = np.stack([embeddings[labels == y].mean(0)
+                    for y in range(exp.source.num_classes)])
+  means -= embeddings.mean(0)
+  means *= 2.0 * np.sqrt(means.shape[1]) / np.sqrt(
+      np.mean(np.sum(means ** 2, 1)))
+  np.testing.assert_allclose(state.params["head"]["anchors"], means,
+                             rtol=1e-4, atol=1e-4)
