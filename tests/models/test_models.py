@@ -210,8 +210,8 @@ def test_orthogonal_anchors_start_exactly_separated():
   with pytest.raises(ValueError, match=r"at most as many classes \(5\) as"
                      r" embedding dimensions \(4\)"):
     too_many.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)))
-  with pytest.raises(ValueError, match="anchor_init must be 'normal' or"
-                     " 'orthogonal', got 'simplex'"):
+  with pytest.raises(ValueError, match="anchor_init must be 'normal',"
+                     " 'orthogonal' or 'imprinted', got 'simplex'"):
     models.get_model("mlp", width=8, embedding_dim=16, num_classes=5,
                      anchor_init="simplex").init(jax.random.PRNGKey(0),
                                                  jnp.zeros((1, 4, 4, 1)))
