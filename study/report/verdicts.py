@@ -123,7 +123,8 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
                     else f"{seeds[0]} to {seeds[-1]}")
                  + (f" of {planned}" if planned else "") + " seeds each"
                  + ("" if done else ", not finished") + "): "
-                 + " ".join(p for p in parts if p))
+                 + (" ".join(p for p in parts if p) or
+                    "no comparison yet: it needs a second loss's runs."))
   with_lists = [r for r in runs if r.group == "final/full" and r.loss == focus
                 and comparison.search_row(r, "labels", 1) is not None]
   if with_lists:

@@ -316,3 +316,17 @@ def test_two_stage_search_for_every_loss_with_the_centroid_control(staged):
   assert ("Of the other losses, cross-entropy reaches the most with one"
           " label list: 0.8600, stage 1 by the database's centroids.") in (
       answer)
+
+
+def test_a_final_group_with_one_loss_says_there_is_no_comparison_yet(
+    tmp_path):
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
+  _run(tmp_path, "tuning/cam/trial0", "tuning", "cam", 0.80)
+  _run(tmp_path, "tuning/ce/trial0", "tuning", "ce", 0.70)
+  _run(tmp_path, "final/full/cam/seed0", "final", "cam", 0.89)
+  output = tmp_path / "RESULTS.md"
+  build.write_study_report(str(tmp_path), str(output), analyze=False)
+  answer = output.read_text().split("## The answer")[1].split("## ")[0]
+  assert ("- **final/full** (1 of 2 losses, 1 of 3 seeds each, not"
+          " finished): no comparison yet: it needs a second loss's runs."
+          ) in answer
