@@ -23,38 +23,49 @@ from ra_jax.training import writers
 from tests import runs
 
 
+class _Mapped:
+  """gs://... paths mapped under a local `root`, and epath mock wrappers
+  that call the real function on the local path."""
+
+  def __init__(self, root: pathlib.Path):
+    self.root = root
+
+  def local(self, path):
+    path = os.fspath(path)
+    return (str(self.root / path[len("gs://"):]) if path.startswith("gs://")
+            else path)
+
+  def remote(self, path):
+    path, prefix = os.fspath(path), str(self.root) + os.sep
+    return "gs://" + path[len(prefix):] if path.startswith(prefix) else path
+
+  def one(self, fn, path, *args, **kwargs):
+    return fn(self.local(path), *args, **kwargs)
+
+  def two(self, fn, path, target, *args, **kwargs):
+    return fn(self.local(path), self.local(target), *args, **kwargs)
+
+  def walk(self, fn, top, **kwargs):
+    for directory, subdirs, names in fn(self.local(top), **kwargs):
+      yield self.remote(directory), subdirs, names
+
+
 @pytest.fixture
 def bucket(tmp_path, monkeypatch) -> pathlib.Path:
   """gs://... lives under the returned directory while the test runs."""
   root = tmp_path / "gcs"
   root.mkdir()
   monkeypatch.chdir(tmp_path)
-
-  def local(path):
-    path = os.fspath(path)
-    return str(root / path[len("gs://"):]) if path.startswith("gs://") else path
-
-  def remote(path):
-    path, prefix = os.fspath(path), str(root) + os.sep
-    return "gs://" + path[len(prefix):] if path.startswith(prefix) else path
-
-  def one(fn, path, *args, **kwargs):
-    return fn(local(path), *args, **kwargs)
-
-  def two(fn, path, target, *args, **kwargs):
-    return fn(local(path), local(target), *args, **kwargs)
-
-  def walk(fn, top, **kwargs):
-    for directory, subdirs, names in fn(local(top), **kwargs):
-      yield remote(directory), subdirs, names
+  gcs = _Mapped(root)
+  one = gcs.one
 
   def glob(fn, pattern):
-    return [remote(p) for p in fn(local(pattern))]
+    return [gcs.remote(p) for p in fn(gcs.local(pattern))]
 
   with epath_testing.mock_epath(
       open=one, exists=one, isdir=one, listdir=one, makedirs=one, mkdir=one,
-      remove=one, rmtree=one, stat=one, rename=two, replace=two, copy=two,
-      walk=walk, glob=glob):
+      remove=one, rmtree=one, stat=one, rename=gcs.two, replace=gcs.two,
+      copy=gcs.two, walk=gcs.walk, glob=glob):
     yield root
   assert not list(tmp_path.glob("gs:*")), "a gs:// path was used as local"
 
@@ -141,17 +152,8 @@ def flat_bucket(tmp_path, monkeypatch) -> pathlib.Path:
   root = tmp_path / "flat"
   root.mkdir()
   monkeypatch.chdir(tmp_path)
-
-  def local(path):
-    path = os.fspath(path)
-    return str(root / path[len("gs://"):]) if path.startswith("gs://") else path
-
-  def remote(path):
-    path, prefix = os.fspath(path), str(root) + os.sep
-    return "gs://" + path[len(prefix):] if path.startswith(prefix) else path
-
-  def one(fn, path, *args, **kwargs):
-    return fn(local(path), *args, **kwargs)
+  gcs = _Mapped(root)
+  one, local = gcs.one, gcs.local
 
   def nothing(fn, path, *args, **kwargs):  # no directories to make
     del fn, path, args, kwargs
@@ -165,17 +167,10 @@ def flat_bucket(tmp_path, monkeypatch) -> pathlib.Path:
     os.makedirs(os.path.dirname(local(target)), exist_ok=True)
     return fn(local(path), local(target), *args, **kwargs)
 
-  def rename(fn, path, target, *args, **kwargs):
-    return fn(local(path), local(target), *args, **kwargs)
-
-  def walk(fn, top, **kwargs):
-    for directory, subdirs, names in fn(local(top), **kwargs):
-      yield remote(directory), subdirs, names
-
   with epath_testing.mock_epath(
       open=open_, exists=one, isdir=one, listdir=one, makedirs=nothing,
-      mkdir=nothing, remove=one, rmtree=one, stat=one, rename=rename,
-      replace=rename, copy=copy, walk=walk):
+      mkdir=nothing, remove=one, rmtree=one, stat=one, rename=gcs.two,
+      replace=gcs.two, copy=copy, walk=gcs.walk):
     yield root
   assert not list(tmp_path.glob("gs:*")), "a gs:// path was used as local"
 

@@ -300,37 +300,31 @@ def test_runs_saved_before_geometry_existed_keep_their_geometry(tmp_path):
   assert workdir_lib.config_of(str(tmp_path)).loss.geometry == "sphere"
 
 
-def test_cam_runs_saved_before_its_added_weights_resume(tmp_path):
-  """attract_weight and push_weight came after runs were saved: those runs
-  had the paper's loss (1 and 0), and resuming them is not refused."""
+@pytest.mark.parametrize("section, added, changed, refused", [
+    ("loss", {"attract_weight": 1.0, "push_weight": 0.0},
+     {"push_weight": 0.5}, True),
+    ("train", {"neighbor_skin": 0.0, "neighbor_capacity": 0},
+     {"neighbor_skin": 0.5, "neighbor_capacity": 1000}, False)])
+def test_runs_saved_before_a_field_existed_read_it_as_they_ran(
+    tmp_path, section, added, changed, refused):
+  """Fields added after runs were saved read as the runs had them (cam's
+  weights: the paper's loss, 1 and 0; the neighbour list: off), and
+  resuming is not refused. Changing cam's weights then is (another loss);
+  the neighbour list changes how the repeller is computed, not its value,
+  so a resume may switch it on."""
   config = digits.get_config("size=tiny,loss=cam")
   saved = json.loads(config.to_json_best_effort())
-  del saved["loss"]["attract_weight"], saved["loss"]["push_weight"]
+  for field in added:
+    del saved[section][field]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  loss = workdir_lib.config_of(str(tmp_path)).loss
-  assert (loss.attract_weight, loss.push_weight) == (1.0, 0.0)
+  read = workdir_lib.config_of(str(tmp_path))[section]
+  assert {field: read[field] for field in added} == added
   workdir_lib.check(str(tmp_path), config)
-  config.loss.push_weight = 0.5
-  with pytest.raises(ValueError, match="another loss configuration"):
-    workdir_lib.check(str(tmp_path), config)
-
-
-def test_runs_saved_before_the_neighbour_list_resume_with_or_without_it(
-    tmp_path):
-  """train.neighbor_skin / neighbor_capacity came later and only change how
-  the repeller is computed, not its value: an old run reads them as off, and
-  a resume may switch the list on or off."""
-  config = digits.get_config("size=tiny,loss=cam")
-  saved = json.loads(config.to_json_best_effort())
-  del saved["train"]["neighbor_skin"], saved["train"]["neighbor_capacity"]
-  (tmp_path / "config.json").write_text(json.dumps(saved))
-  train = workdir_lib.config_of(str(tmp_path)).train
-  assert (train.neighbor_skin, train.neighbor_capacity) == (0.0, 0)
-  config.train.neighbor_skin = 0.5
-  config.train.neighbor_capacity = 1000
-  workdir_lib.check(str(tmp_path), config)
-  config.loss.margin = 1.0
-  with pytest.raises(ValueError, match="another loss configuration"):
+  config[section].update(changed)
+  if refused:
+    with pytest.raises(ValueError, match="another loss configuration"):
+      workdir_lib.check(str(tmp_path), config)
+  else:
     workdir_lib.check(str(tmp_path), config)
 
 
