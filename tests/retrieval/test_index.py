@@ -61,6 +61,13 @@ def test_corrupted_or_mismatched_files_are_rejected(tmp_path):
   truncated.write_bytes(data[: len(data) // 2])
   with pytest.raises(ValueError, match="truncated.npz: not a readable"):
     Index.load(str(truncated))
+  # One flipped bit inside the embeddings: each array's CRC-32 catches it.
+  edited = tmp_path / "edited.npz"
+  flipped = bytearray(data)
+  flipped[len(data) // 2] ^= 0x40
+  edited.write_bytes(bytes(flipped))
+  with pytest.raises(ValueError, match="edited.npz: not a readable.*CRC"):
+    Index.load(str(edited))
   arrays = dict(np.load(path))
   bad = tmp_path / "bad_labels.npz"
   np.savez(bad, **{**arrays, "labels": arrays["labels"][:-1]})
