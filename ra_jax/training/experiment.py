@@ -75,6 +75,10 @@ class Experiment:
     """`state` with every (C, D) class matrix imprinted from the untrained
     network's embeddings of the training records (models/imprint.py).
     Every process computes the same, from its own copy of the data."""
+    matrices = [name for name, shape in models.class_param_shapes(
+        self.loss.class_params) if shape == "matrix"]
+    if not matrices:  # pair and triplet losses learn no class vectors
+      return state
     apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
     embeddings, labels = evaluation.embed(
         apply, evaluation.variables_of(state), self.train_split,
@@ -83,9 +87,8 @@ class Experiment:
         embeddings, labels, self.source.num_classes,
         self.config.model.get("anchor_init_scale", 1.0))
     head = dict(state.params["head"])
-    for name, shape in models.class_param_shapes(self.loss.class_params):
-      if shape == "matrix":
-        head[name] = jnp.asarray(imprinted, head[name].dtype)
+    for name in matrices:
+      head[name] = jnp.asarray(imprinted, head[name].dtype)
     params = {**state.params, "head": head}
     return step_lib.TrainState(step=state.step, params=params,
                                batch_stats=state.batch_stats,
