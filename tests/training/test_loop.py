@@ -507,3 +507,16 @@ def test_imprinted_anchors_are_the_untrained_networks_class_means(tmp_path):
       np.mean(np.sum(means ** 2, 1)))
   np.testing.assert_allclose(state.params["head"]["anchors"], means,
                              rtol=1e-4, atol=1e-4)
+
+
+def test_imprinting_a_loss_without_class_vectors_changes_nothing(tmp_path):
+  config = digits.get_config("size=tiny,loss=triplet")
+  config.model.name = "mlp"
+  config.model.anchor_init = "imprinted"
+  exp = experiment.build(config, str(tmp_path))
+  state = exp.init_state()
+  assert not models.class_parameters(state.params)
+  normal = ml_collections.ConfigDict(config.to_dict())
+  normal.model.anchor_init = "normal"
+  jax.tree.map(np.testing.assert_array_equal, state.params,
+               dataclasses.replace(exp, config=normal).init_state().params)
