@@ -65,10 +65,12 @@ class RepulsionNeighbors(NamedTuple):
   builds: jax.Array
 
 
-def _check_skin(skin) -> None:
+def _cutoff(anchors: jax.Array, margin, skin) -> jax.Array:
+  """2m + skin, the distance pairs are listed below; the skin checked."""
   if not isinstance(skin, jax.core.Tracer) and not float(skin) > 0.0:
     raise ValueError(f"skin must be > 0 (how far anchors may move before"
                      f" the list is rebuilt), got {skin}")
+  return 2.0 * jnp.asarray(margin, anchors.dtype) + skin
 
 
 def _build(anchors: jax.Array, cutoff: jax.Array, capacity: int,
@@ -134,9 +136,8 @@ def build_neighbors(anchors: jax.Array, margin, *, skin,
   if not 1 <= capacity <= _MAX_CAPACITY:
     raise ValueError(f"capacity must be in [1, {_MAX_CAPACITY}] (an int32"
                      f" count), got {capacity}")
-  _check_skin(skin)
-  cutoff = 2.0 * jnp.asarray(margin, anchors.dtype) + skin
-  return _build(anchors, cutoff, capacity, jnp.zeros((), jnp.int32))
+  return _build(anchors, _cutoff(anchors, margin, skin), capacity,
+                jnp.zeros((), jnp.int32))
 
 
 def _unlisted_bound(anchors: jax.Array,
@@ -156,9 +157,14 @@ def neighbors_hold(anchors: jax.Array, neighbors: RepulsionNeighbors,
   """Whether the list gives the exact repeller for `anchors` and `margin`:
   it did not overflow, and no unlisted pair can have come within 2m (every
   anchor moved at most (cutoff - 2m) / 2 since the build)."""
-  capacity = neighbors.pairs.shape[0]
-  return ((neighbors.count <= capacity) &
-          (_unlisted_bound(anchors, neighbors) >= 2.0 * margin))
+  return _holds(neighbors, _unlisted_bound(anchors, neighbors), margin)
+
+
+def _holds(neighbors: RepulsionNeighbors, bound: jax.Array,
+           margin) -> jax.Array:
+  """`neighbors_hold`, given the unlisted pairs' lower bound."""
+  return (neighbors.count <= neighbors.pairs.shape[0]) & (
+      bound >= 2.0 * margin)
 
 
 def update_neighbors(anchors: jax.Array, neighbors: RepulsionNeighbors,
@@ -167,12 +173,10 @@ def update_neighbors(anchors: jax.Array, neighbors: RepulsionNeighbors,
   holds for them (`neighbors_hold`). Under jit both branches compile; the
   rebuild runs only when needed."""
   anchors = jnp.asarray(anchors)
-  _check_skin(skin)
-  keep = neighbors_hold(anchors, neighbors, margin)
-  cutoff = 2.0 * jnp.asarray(margin, anchors.dtype) + skin
+  cutoff = _cutoff(anchors, margin, skin)
   capacity = neighbors.pairs.shape[0]
   return jax.lax.cond(
-      keep, lambda: neighbors,
+      neighbors_hold(anchors, neighbors, margin), lambda: neighbors,
       lambda: _build(anchors, cutoff, capacity, neighbors.builds))
 
 
@@ -278,5 +282,5 @@ def repulsion(anchors: jax.Array, margin,
     repel, smallest = listed_repulsion(anchors, neighbors, margin)
     return repel, jnp.minimum(smallest, jax.lax.stop_gradient(bound))
 
-  return jax.lax.cond(neighbors_hold(anchors, neighbors, margin) & ~broken,
+  return jax.lax.cond(_holds(neighbors, bound, margin) & ~broken,
                       listed, lambda: anchor_repulsion(anchors, margin))

@@ -79,10 +79,9 @@ class Experiment:
         self.loss.class_params) if shape == "matrix"]
     if not matrices:  # pair and triplet losses learn no class vectors
       return state
-    apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
     embeddings, labels = evaluation.embed(
-        apply, evaluation.variables_of(state), self.train_split,
-        self.augment, self.config.eval.batch_size)
+        jax.jit(self.model.apply), evaluation.variables_of(state),
+        self.train_split, self.augment, self.config.eval.batch_size)
     imprinted = models.imprinted_class_vectors(
         embeddings, labels, self.source.num_classes,
         self.config.model.get("anchor_init_scale", 1.0))
