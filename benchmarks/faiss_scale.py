@@ -19,11 +19,14 @@ The indexes are built and measured one at a time so that 10M fits in memory.
 """
 
 import argparse
+import datetime
 from functools import partial
 import gc
+import json
 import os
 import platform
 import resource
+import sys
 
 import faiss
 import jax
@@ -61,30 +64,43 @@ def main():
   parser.add_argument("--lists", type=int, nargs="+", default=[1, 2])
   parser.add_argument("--spread", type=float, default=1.0)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--json", help="also write the rows here")
   args = parser.parse_args()
-  print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()}"
-        f" cores, jax {jax.__version__}, faiss {faiss.__version__},"
-        f" faiss threads {faiss.omp_get_max_threads()}; {args.queries}"
-        f" queries, top-{K}, D={DIM}, C={CLASSES}, spread {args.spread},"
-        f" median of {args.repeats}", flush=True)
+  machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()}"
+             f" cores, jax {jax.__version__}, faiss {faiss.__version__},"
+             f" faiss threads {faiss.omp_get_max_threads()}; {args.queries}"
+             f" queries, top-{K}, D={DIM}, C={CLASSES}, spread {args.spread},"
+             f" median of {args.repeats}")
+  print(f"# {machine}", flush=True)
   print("| N | method | lists | queries/s | recall@100 |\n|---|---|---|---|---|")
+  rows, peaks = [], {}
   for n in args.sizes:
-    measure(n, args)
+    rows += measure(n, args)
+    peaks[str(n)] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"script": "benchmarks/faiss_scale.py " + " ".join(
+          sys.argv[1:]), "date": datetime.date.today().isoformat(),
+                 "machine": machine, "peak_rss_gib": peaks, "rows": rows},
+                f, indent=1)
 
 
 def measure(n, args):
   means, db, labels = clustered(n + args.queries, args.spread, seed=n)
   queries, labels = db[n:].copy(), labels[:n]
-  # The Index keeps its own float32 copy: from here on it is the database.
+  # The Index keeps its own float32 copy (its only one): from here on it is
+  # the database, `index.vectors` a view of it in storage order.
   index = retrieval.Index.build(db[:n], labels, anchors=means)
   del db
   gc.collect()
-  db = index.embeddings
+  db = index.vectors
   rows = []
 
   flat = faiss.IndexFlatL2(DIM)
   flat.add(db)
   seconds, (_, truth) = median_seconds(partial(flat.search, queries, K), args.repeats)
+  truth = index.ids[truth]  # faiss numbers the rows; the Index returns ids
   rows.append(("faiss flat (exact)", "-", seconds, 1.0))
   del flat
   gc.collect()
@@ -94,8 +110,6 @@ def measure(n, args):
         index.search, queries, K, two_stage=True, num_lists=lists),
         args.repeats)
     rows.append(("ra_jax two-stage", lists, seconds, recall(ids, truth)))
-  index._lists = index._device = None  # two more copies of db, on device
-  gc.collect()
   ivf = index.to_faiss()
   for lists in args.lists:
     seconds, (_, ids) = median_seconds(partial(
@@ -112,8 +126,9 @@ def measure(n, args):
   kmeans.add(db)
   for lists in args.lists:
     kmeans.nprobe = lists
-    seconds, (_, ids) = median_seconds(partial(kmeans.search, queries, K),
-                              args.repeats)
+    seconds, (_, found) = median_seconds(partial(kmeans.search, queries, K),
+                                         args.repeats)
+    ids = np.where(found >= 0, index.ids[found], -1)
     rows.append(("faiss IVF, own k-means centroids", lists, seconds,
                  recall(ids, truth)))
   del kmeans, quantizer
@@ -124,6 +139,11 @@ def measure(n, args):
           f" {value:.4f} |", flush=True)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   print(f"# peak RSS so far: {peak:.1f} GiB", flush=True)
+  return [{"n": n, "method": method,
+           "lists": None if lists == "-" else lists,
+           "queries_per_second": round(args.queries / seconds),
+           "recall_at_100": round(value, 4)}
+          for method, lists, seconds, value in rows]
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def test_an_index_saves_and_loads_on_gs(bucket):
                                 anchors=rng.normal(size=(3, 4)))
   index.save("gs://b/run/index/step_8.npz")
   loaded = retrieval.Index.load("gs://b/run/index/step_8.npz")
-  np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
+  np.testing.assert_array_equal(loaded.vectors, index.vectors)
   np.testing.assert_array_equal(loaded.labels, index.labels)
   with pytest.raises(ValueError, match="gs://b/run/index/none.npz: not a"
                      " readable ra_jax index"):

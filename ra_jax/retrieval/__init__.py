@@ -24,7 +24,7 @@ from ra_jax.retrieval.search_evaluation import TWO_STAGE
 from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
 from ra_jax.retrieval.two_stage import build_lists
 from ra_jax.retrieval.two_stage import check_num_lists
-from ra_jax.retrieval.two_stage import list_table
+from ra_jax.retrieval.two_stage import search_lists
 from ra_jax.retrieval.two_stage import Lists
 from ra_jax.retrieval.two_stage import stage_one
 from ra_jax.retrieval.two_stage import two_stage_search
@@ -33,6 +33,6 @@ __all__ = ["CENTROIDS", "ClassVectors", "EXACT", "Index", "LEARNED",
            "SCORES", "TWO_STAGE", "centroids", "Lists", "RECALL_LEVELS", "RelevantRanks",
            "build_lists", "check_num_lists", "evaluate_ranking",
            "evaluate_retrieval", "evaluate_searches", "exact_search",
-           "find_row", "list_table", "nearest_anchor_accuracy",
+           "find_row", "search_lists", "nearest_anchor_accuracy",
            "precision_recall", "retrieval_per_query", "stage_one",
            "summarize", "two_stage_full_ranking", "two_stage_search"]

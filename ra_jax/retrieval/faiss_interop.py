@@ -33,7 +33,7 @@ def to_faiss(index: Any, *, exact: bool = False) -> Any:
   """A faiss index holding `index`'s items under their ids (see module
   docstring). Two-stage (exact=False) needs anchors in `index`."""
   faiss = _faiss()
-  embeddings = np.ascontiguousarray(index.embeddings, np.float32)
+  embeddings = np.ascontiguousarray(index.vectors, np.float32)
   ids = np.ascontiguousarray(index.ids, np.int64)
   dim = embeddings.shape[1]
   if exact:

@@ -2,7 +2,6 @@
 exactly or in two stages, saved to and loaded from a plain `.npz` (no pickle)
 with a schema check."""
 
-import dataclasses
 import zipfile
 from typing import Literal, Optional
 
@@ -13,95 +12,142 @@ import numpy as np
 from ra_jax import files
 from ra_jax.distances import nearest
 from ra_jax.retrieval import exact as exact_lib
+from ra_jax.retrieval import scoring
 from ra_jax.retrieval import two_stage as two_stage_lib
 
 FORMAT = "ra_jax.Index"
-VERSION = 1
+VERSION = 2  # 2: rows stored list-major with their offsets; 1: any order
 ListSource = Literal["labels", "anchors"]
+_NEAREST_CHUNK = 1 << 16  # rows per stage-1 call when lists come from anchors
 
 
-@dataclasses.dataclass
 class Index:
-  """Database of N embeddings (N, D) with ids (N,), optional labels (N,) and
-  anchors (C, D).
+  """Database of N embeddings (D,) with ids, optional labels and class
+  anchors (C, D), searched exactly or in two stages.
+
+  The embeddings are held once, list-major (`two_stage.Lists`): sorted by
+  list id (stable), with each list's offsets, so stage 2 reads each kept
+  list as one contiguous slice and exact search scans the same rows. On
+  CPU that copy is the device array itself (`vectors` is a read-only view
+  of it). Resident: N (4 D + 4 + 8 [+ 8 with labels]) bytes plus the
+  anchors; building needs the caller's array plus that copy.
 
   Two-stage search needs anchors; its lists come from the labels
   (`list_source="labels"`) or from each item's nearest anchor
-  (`"anchors"`, for unlabelled databases).
+  (`"anchors"`, for unlabelled databases). Rows are in storage order:
+  `vectors[i]`, `ids[i]` and `labels[i]` belong together, and a search
+  returns ids, never rows.
   """
-  embeddings: np.ndarray
-  ids: np.ndarray
-  labels: Optional[np.ndarray] = None
-  anchors: Optional[np.ndarray] = None
-  list_source: ListSource = "labels"
-  _lists: Optional[two_stage_lib.Lists] = dataclasses.field(default=None,
-                                                         repr=False)
-  # The embeddings on the device, made once: passing the NumPy array to
-  # every search would copy the whole database to the device each time.
-  _device: Optional[jax.Array] = dataclasses.field(default=None, repr=False)
 
-  def __post_init__(self):
-    self._normalise("Index")
+  def __init__(self, embeddings, labels=None, *, anchors=None, ids=None,
+               list_source: ListSource = "labels", where: str = "Index"):
+    embeddings = _floats(where, "embeddings", embeddings)
+    n = len(embeddings) if embeddings.ndim else 0
+    ids = _integers(where, "ids", np.arange(n) if ids is None else ids)
+    labels = None if labels is None else _integers(where, "labels", labels)
+    anchors = None if anchors is None else _floats(where, "anchors", anchors)
+    _validate(embeddings, ids, labels, anchors, list_source, where)
+    _check_unique(ids, where)
+    self.anchors, self.list_source = anchors, list_source
+    self._listed = anchors is not None and (labels is not None or
+                                            list_source == "anchors")
+    if self._listed:
+      order, offsets = two_stage_lib.list_order(
+          _list_ids(embeddings, labels, anchors, list_source), len(anchors))
+    else:  # one list, the items as given
+      order, offsets = None, np.array([0, n], np.int64)
+    if order is not None:
+      ids = ids[order]
+      labels = None if labels is None else labels[order]
+    self._set_rows(two_stage_lib.device_rows(embeddings, order), offsets,
+                   ids, labels, where)
 
-  def _normalise(self, where: str) -> None:
-    """float32 vectors and int64 ids/labels (given as integers, never
-    rounded from floats), then `_validate`."""
-    self.embeddings = _floats(where, "embeddings", self.embeddings)
-    self.ids = _integers(where, "ids", self.ids)
-    if self.labels is not None:
-      self.labels = _integers(where, "labels", self.labels)
-    if self.anchors is not None:
-      self.anchors = _floats(where, "anchors", self.anchors)
-    _validate(self, where=where)
+  def _set_rows(self, vectors: jax.Array, offsets: np.ndarray,
+                ids: np.ndarray, labels: Optional[np.ndarray],
+                where: str) -> None:
+    norms, bad = _norms_and_nonfinite_rows(vectors)
+    if int(bad):
+      raise ValueError(f"{where}: embeddings hold NaN or inf in {int(bad)}"
+                       f" row(s)")
+    self._lists = two_stage_lib.Lists(vectors, norms, offsets)
+    self.ids, self.labels = ids, labels
+    self._id_order: Optional[np.ndarray] = None
 
   @classmethod
   def build(cls, embeddings, labels=None, *, anchors=None, ids=None,
             list_source: ListSource = "labels") -> "Index":
-    """An index over `embeddings` (ids default to 0..N-1)."""
-    n = len(embeddings)
-    return cls(embeddings=embeddings,
-               ids=np.arange(n) if ids is None else ids, labels=labels,
-               anchors=anchors, list_source=list_source)
+    """An index over `embeddings` (N, D) (ids default to 0..N-1)."""
+    return cls(embeddings, labels, anchors=anchors, ids=ids,
+               list_source=list_source)
 
   def __len__(self) -> int:
     return len(self.ids)
 
+  def __repr__(self) -> str:
+    n, d = self._lists.vectors.shape
+    anchors = "no" if self.anchors is None else len(self.anchors)
+    return (f"Index({n} x {d}, {anchors} anchors, lists from"
+            f" {self.list_source})")
+
+  @property
+  def vectors(self) -> np.ndarray:
+    """(N, D) float32 rows in storage order (sorted by list, not the order
+    they were given in: row i is the item `ids[i]`). On CPU a read-only
+    view of the index's one copy; elsewhere copied from the device."""
+    return np.asarray(self._lists.vectors)
+
+  @property
+  def offsets(self) -> np.ndarray:
+    """(C + 1,): list c is rows offsets[c]:offsets[c + 1]."""
+    return self._lists.offsets
+
   def add(self, embeddings, labels=None, ids=None) -> None:
-    """Appends items (ids default to continuing after the largest id).
-    Nothing changes when the new items are invalid."""
+    """Appends items (ids default to continuing after the largest id) and
+    re-sorts (briefly holding the index twice plus the new items). Nothing
+    changes when the new items are invalid."""
     embeddings = _floats("Index.add", "embeddings", embeddings)
-    if embeddings.ndim != 2 or embeddings.shape[1] != self.embeddings.shape[1]:
-      raise ValueError(f"Index.add: embeddings must be (n,"
-                       f" {self.embeddings.shape[1]}), got {embeddings.shape}")
+    dim = self._lists.vectors.shape[1]
+    if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+      raise ValueError(f"Index.add: embeddings must be (n, {dim}), got"
+                       f" {embeddings.shape}")
     if ids is None:
       start = int(self.ids.max()) + 1 if len(self.ids) else 0
       ids = np.arange(start, start + len(embeddings))
     if (labels is None) != (self.labels is None):
       raise ValueError("Index.add: give labels exactly when the index has"
                        " labels")
-    new = Index.__new__(Index)
-    new.embeddings, new.ids, new.labels = embeddings, ids, labels
-    new.anchors, new.list_source, new._lists, new._device = (
-        self.anchors, self.list_source, None, None)
-    new._normalise("Index.add")
+    new = Index(embeddings, labels, anchors=self.anchors, ids=ids,
+                list_source=self.list_source, where="Index.add")
     merged = Index(
-        embeddings=np.concatenate([self.embeddings, new.embeddings]),
-        ids=np.concatenate([self.ids, new.ids]),
-        labels=None if labels is None else np.concatenate(
-            [self.labels, new.labels]),
-        anchors=self.anchors, list_source=self.list_source)
-    self.embeddings, self.ids, self.labels = (merged.embeddings, merged.ids,
-                                              merged.labels)
-    self._lists = self._device = None
+        np.concatenate([self.vectors, new.vectors]),
+        None if labels is None else np.concatenate([self.labels,
+                                                    new.labels]),
+        anchors=self.anchors, ids=np.concatenate([self.ids, new.ids]),
+        list_source=self.list_source, where="Index.add")
+    self.__dict__.update(merged.__dict__)
 
   def db_lists(self) -> np.ndarray:
-    """Each item's list id for two-stage search, (N,)."""
-    if self.list_source == "labels":
-      if self.labels is None:
-        raise ValueError("list_source='labels' needs labels; use 'anchors'"
-                         " for an unlabelled index")
-      return self.labels
-    return np.asarray(nearest(self.embeddings, self.anchors, 1)[1][:, 0])
+    """Each row's list id for two-stage search, (N,), in storage order."""
+    if not self._listed:
+      raise ValueError("list_source='labels' needs labels; use 'anchors'"
+                       " for an unlabelled index" if self.anchors is not None
+                       else "two-stage search needs anchors in the index")
+    return np.repeat(np.arange(len(self.anchors)), self._lists.sizes)
+
+  def labels_of(self, ids) -> np.ndarray:
+    """The labels of `ids` (any shape; -1 for id -1). Needs labels."""
+    if self.labels is None:
+      raise ValueError("Index.labels_of: the index has no labels")
+    if self._id_order is None:
+      self._id_order = np.argsort(self.ids, kind="stable")
+    ids = np.asarray(ids)
+    pos = np.searchsorted(self.ids, ids, sorter=self._id_order)
+    pos = self._id_order[np.minimum(pos, len(self.ids) - 1)]
+    unknown = (self.ids[pos] != ids) & (ids != -1)
+    if np.any(unknown):
+      raise ValueError(f"Index.labels_of: id {ids[unknown].flat[0]} is not"
+                       f" in the index")
+    return np.where(ids == -1, -1, self.labels[pos])
 
   def stage_one(self, queries, num_lists: int) -> np.ndarray:
     """Two-stage search's stage 1: the `num_lists` lists nearest each query
@@ -115,9 +161,12 @@ class Index:
 
   def _queries(self, queries) -> np.ndarray:
     queries = _floats("Index.search", "queries", queries)
-    if queries.ndim != 2 or queries.shape[1] != self.embeddings.shape[1]:
-      raise ValueError(f"Index.search: queries must be (Q,"
-                       f" {self.embeddings.shape[1]}), got {queries.shape}")
+    dim = self._lists.vectors.shape[1]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+      raise ValueError(f"Index.search: queries must be (Q, {dim}), got"
+                       f" {queries.shape}")
+    if not np.all(np.isfinite(queries)):
+      raise ValueError("Index.search: queries hold NaN or inf")
     return queries
 
   def search(self, queries, k: int, *, two_stage: bool = False,
@@ -129,21 +178,17 @@ class Index:
     if not 1 <= k <= len(self):
       raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
                        f" index's size), got {k}")
-    if self._device is None:
-      self._device = jnp.asarray(self.embeddings)
     if two_stage:
-      if self.anchors is None:
-        raise ValueError("two-stage search needs anchors in the index")
-      if self._lists is None:
-        self._lists = two_stage_lib.build_lists(
-            self._device, self.db_lists(), len(self.anchors))
-      distances, index = two_stage_lib.two_stage_search(
-          queries, self.anchors, self._device, None, num_lists=num_lists,
-          k=k, lists=self._lists, kept=kept)
+      if not self._listed:
+        self.db_lists()  # raises: says what the index lacks
+      distances, rows = two_stage_lib.search_lists(
+          queries, self.anchors, self._lists, num_lists=num_lists, k=k,
+          kept=kept)
     else:
-      distances, index = exact_lib.exact_search(queries, self._device, k)
-    index = np.asarray(index)
-    return np.asarray(distances), np.where(index >= 0, self.ids[index], -1)
+      distances, rows = exact_lib.exact_search(
+          queries, self._lists.vectors, k, norms=self._lists.norms)
+    rows = np.asarray(rows)
+    return np.asarray(distances), np.where(rows >= 0, self.ids[rows], -1)
 
   def to_faiss(self, *, exact: bool = False):
     """This index as a faiss index (needs faiss): an IndexIVFFlat over the
@@ -153,10 +198,11 @@ class Index:
     return faiss_interop.to_faiss(self, exact=exact)
 
   def save(self, path: str) -> None:
-    """Writes `path` (.npz) atomically: a failed save leaves any previous
-    file intact."""
+    """Writes `path` (.npz, rows in storage order) atomically: a failed save
+    leaves any previous file intact."""
     arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
-              "embeddings": self.embeddings, "ids": self.ids,
+              "embeddings": self.vectors, "ids": self.ids,
+              "offsets": self.offsets,
               "list_source": np.array(self.list_source)}
     if self.labels is not None:
       arrays["labels"] = self.labels
@@ -167,7 +213,8 @@ class Index:
 
   @classmethod
   def load(cls, path: str) -> "Index":
-    """Reads an index saved by `save`; errors name the file and the field."""
+    """Reads an index saved by `save` (version 1 files, in any order, are
+    sorted on load); errors name the file and the field."""
     try:
       with files.open_file(path, "rb") as raw, np.load(
           raw, allow_pickle=False) as f:
@@ -180,24 +227,77 @@ class Index:
     if str(arrays["format"]) != FORMAT:
       raise ValueError(f"{path}: format {str(arrays['format'])!r}, expected"
                        f" {FORMAT!r}")
-    if int(arrays["version"]) != VERSION:
-      raise ValueError(f"{path}: index version {int(arrays['version'])}; this"
-                       f" ra_jax reads version {VERSION}")
-    index = cls.__new__(cls)
-    index.embeddings = arrays["embeddings"]
-    index.ids = arrays["ids"]
-    index.labels = arrays.get("labels")
-    index.anchors = arrays.get("anchors")
-    index.list_source = str(arrays["list_source"])
-    index._lists = None
+    version = int(arrays["version"])
+    if version not in (1, VERSION):
+      raise ValueError(f"{path}: index version {version}; this ra_jax reads"
+                       f" versions 1 and {VERSION}")
     for name, want in (("embeddings", np.float32), ("ids", np.int64),
-                       ("labels", np.int64), ("anchors", np.float32)):
-      value = getattr(index, name)
+                       ("labels", np.int64), ("anchors", np.float32),
+                       ("offsets", np.int64)):
+      value = arrays.get(name)
       if value is not None and value.dtype != want:
         raise ValueError(f"{path}: field {name!r} must be {np.dtype(want)},"
                          f" got {value.dtype}")
-    _validate(index, where=path)
+    source = str(arrays["list_source"])
+    if version == 1:  # rows in the order they were given: sort them now
+      return cls(arrays["embeddings"], arrays.get("labels"),
+                 anchors=arrays.get("anchors"), ids=arrays["ids"],
+                 list_source=source, where=path)
+    if "offsets" not in arrays:
+      raise ValueError(f"{path}: missing field 'offsets'")
+    return cls._from_rows(arrays["embeddings"], arrays["ids"],
+                          arrays.get("labels"), arrays.get("anchors"),
+                          source, arrays["offsets"], path)
+
+  @classmethod
+  def _from_rows(cls, embeddings, ids, labels, anchors, list_source,
+                 offsets, where: str) -> "Index":
+    """An index over rows already in storage order (a saved index)."""
+    _validate(embeddings, ids, labels, anchors, list_source, where)
+    index = cls.__new__(cls)
+    index.anchors, index.list_source = anchors, list_source
+    index._listed = anchors is not None and (labels is not None or
+                                             list_source == "anchors")
+    lists = len(anchors) if index._listed else 1
+    if (offsets.shape != (lists + 1,) or offsets[0] != 0 or
+        offsets[-1] != len(embeddings) or np.any(np.diff(offsets) < 0)):
+      raise ValueError(f"{where}: offsets must rise from 0 to"
+                       f" {len(embeddings)} over {lists} list(s), got"
+                       f" {offsets.shape} {offsets[:3]}...")
+    _check_unique(ids, where)
+    if (index._listed and list_source == "labels" and not np.array_equal(
+        labels, np.repeat(np.arange(lists), np.diff(offsets)))):
+      raise ValueError(f"{where}: labels are not in list order (the"
+                       f" offsets do not match them)")
+    index._set_rows(two_stage_lib.device_rows(embeddings), offsets, ids,
+                    labels, where)
     return index
+
+
+@jax.jit
+def _norms_and_nonfinite_rows(vectors):
+  """(||row||^2 (N,), rows holding NaN or inf). A row's sum of x * 0 is NaN
+  exactly when it holds NaN or inf; written so, XLA reduces in one pass
+  (`all(isfinite(x))` materialised an (N, D) mask: +0.5 GB at 4M x 128)."""
+  bad = jnp.sum(jnp.isnan(jnp.sum(vectors * 0.0, axis=1)))
+  return scoring.row_norms(vectors), bad
+
+
+def _check_unique(ids: np.ndarray, where: str) -> None:
+  ordered = np.sort(ids)
+  repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+  if len(repeated):
+    raise ValueError(f"{where}: ids are not unique (id {repeated[0]} is"
+                     f" repeated)")
+
+
+def _list_ids(embeddings, labels, anchors, list_source) -> np.ndarray:
+  """Each item's list: its label, or its nearest anchor (in chunks)."""
+  if list_source == "labels":
+    return labels
+  return np.concatenate([
+      np.asarray(nearest(embeddings[s:s + _NEAREST_CHUNK], anchors, 1)[1][:, 0])
+      for s in range(0, len(embeddings), _NEAREST_CHUNK)])
 
 
 def _floats(where: str, name: str, values) -> np.ndarray:
@@ -205,7 +305,7 @@ def _floats(where: str, name: str, values) -> np.ndarray:
   if values.dtype.kind not in "fiu":
     raise ValueError(f"{where}: {name} must be numbers, got dtype"
                      f" {values.dtype}")
-  return values.astype(np.float32)
+  return np.asarray(values, np.float32)  # no copy when already float32
 
 
 def _integers(where: str, name: str, values) -> np.ndarray:
@@ -215,43 +315,39 @@ def _integers(where: str, name: str, values) -> np.ndarray:
   if values.dtype.kind not in "iu" and values.size:
     raise ValueError(f"{where}: {name} must be integers, got dtype"
                      f" {values.dtype}")
-  return values.astype(np.int64)
+  return np.asarray(values, np.int64)
 
 
-def _validate(index: Index, where: str) -> None:
-  """Shape, dtype and consistency checks; errors name `where` and the field."""
-  e = index.embeddings
+def _validate(embeddings, ids, labels, anchors, list_source,
+              where: str) -> None:
+  """Shape, dtype and consistency checks; errors name `where` and the
+  field. (Finiteness is checked on the index's own copy.)"""
+  e = embeddings
   if e.ndim != 2 or e.dtype != np.float32:
     raise ValueError(f"{where}: embeddings must be float32 (N, D), got"
                      f" {e.dtype} {e.shape}")
-  if index.ids.shape != (len(e),) or index.ids.dtype != np.int64:
+  if ids.shape != (len(e),) or ids.dtype != np.int64:
     raise ValueError(f"{where}: ids must be int64 ({len(e)},), got"
-                     f" {index.ids.dtype} {index.ids.shape}")
-  if len(np.unique(index.ids)) != len(index.ids):
-    raise ValueError(f"{where}: ids are not unique")
-  if not np.all(np.isfinite(e)):
-    raise ValueError(f"{where}: embeddings hold NaN or inf in"
-                     f" {int(np.sum(~np.all(np.isfinite(e), axis=1)))} row(s)")
-  if index.labels is not None and index.labels.shape != (len(e),):
+                     f" {ids.dtype} {ids.shape}")
+  if labels is not None and labels.shape != (len(e),):
     raise ValueError(f"{where}: labels must have shape ({len(e)},), got"
-                     f" {index.labels.shape}")
-  if index.labels is not None and len(index.labels) and (
-      index.labels.min() < 0):
+                     f" {labels.shape}")
+  if labels is not None and len(labels) and labels.min() < 0:
     raise ValueError(f"{where}: labels must be class ids >= 0, got"
-                     f" {index.labels.min()}")
-  if index.anchors is not None and (index.anchors.ndim != 2 or
-                                    index.anchors.shape[1] != e.shape[1] or
-                                    not len(index.anchors)):
+                     f" {labels.min()}")
+  if anchors is not None and (anchors.ndim != 2 or
+                              anchors.shape[1] != e.shape[1] or
+                              not len(anchors)):
     raise ValueError(f"{where}: anchors must be (C, {e.shape[1]}) with C >="
-                     f" 1, got {index.anchors.shape}")
-  if index.anchors is not None and not np.all(np.isfinite(index.anchors)):
+                     f" 1, got {anchors.shape}")
+  if anchors is not None and not np.all(np.isfinite(anchors)):
     raise ValueError(f"{where}: anchors hold NaN or inf")
-  if index.list_source not in ("labels", "anchors"):
+  if list_source not in ("labels", "anchors"):
     raise ValueError(f"{where}: list_source must be 'labels' or 'anchors',"
-                     f" got {index.list_source!r}")
-  if index.list_source == "anchors" and index.anchors is None:
+                     f" got {list_source!r}")
+  if list_source == "anchors" and anchors is None:
     raise ValueError(f"{where}: list_source='anchors' needs anchors")
-  if (index.labels is not None and index.anchors is not None and
-      len(index.labels) and index.labels.max() >= len(index.anchors)):
-    raise ValueError(f"{where}: labels go up to {index.labels.max()} but there"
-                     f" are {len(index.anchors)} anchors")
+  if (labels is not None and anchors is not None and len(labels) and
+      labels.max() >= len(anchors)):
+    raise ValueError(f"{where}: labels go up to {labels.max()} but there"
+                     f" are {len(anchors)} anchors")

@@ -32,19 +32,30 @@ def check_num_lists(num_lists: Union[int, Sequence[int]], num_anchors: int,
 
 
 class Lists(NamedTuple):
-  """The database cut into lists (classes), ready for stage 2.
+  """The database in list-major order, one copy: list c is rows
+  offsets[c]:offsets[c + 1] of `vectors`, so stage 2 scores each list as
+  one contiguous slice (no padded per-list table).
 
-  index: (C, L_max) int32, row c = database indices of list c, ascending,
-    then -1 padding. vectors: (C, L_max, D+1) the items' augmented vectors
-    [x, ||x||^2] (zeros for padding), so each list is one matrix product.
+  vectors: (N, D) float32 rows sorted by list id (stable: a list's rows keep
+    their database order). norms: (N,) float32, ||row||^2. offsets: (C + 1,)
+    int64 host array. order: (N,) int32 database index of each row, or None
+    when the rows are the database itself (the `Index` stores them so).
   """
-  index: jax.Array
   vectors: jax.Array
+  norms: jax.Array
+  offsets: np.ndarray
+  order: Optional[jax.Array] = None
+
+  @property
+  def sizes(self) -> np.ndarray:
+    """Items per list, (C,)."""
+    return np.diff(self.offsets)
 
 
-def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
-  """Padded per-list index table (C, L_max): row c holds the database
-  indices whose list id is c, ascending, then -1 padding."""
+def list_order(db_lists, num_lists_total: int) -> tuple[np.ndarray,
+                                                          np.ndarray]:
+  """(order (N,), offsets (C + 1,)): the stable sort of the database by list
+  id and where each list starts; list ids must be integers in [0, C)."""
   db_lists = np.asarray(db_lists)
   if db_lists.ndim != 1 or (db_lists.dtype.kind not in "iu" and
                             db_lists.size):
@@ -52,79 +63,124 @@ def list_table(db_lists, num_lists_total: Optional[int] = None) -> np.ndarray:
                      f" {db_lists.dtype} {db_lists.shape}")
   if not db_lists.size:
     raise ValueError("db_lists is empty: the database has no items")
-  total = int(db_lists.max()) + 1 if num_lists_total is None else (
-      num_lists_total)
-  if db_lists.min() < 0 or db_lists.max() >= total:
-    raise ValueError(f"db_lists must hold list ids in [0, {total}), got"
-                     f" values in [{db_lists.min()}, {db_lists.max()}]")
+  if db_lists.min() < 0 or db_lists.max() >= num_lists_total:
+    raise ValueError(f"db_lists must hold list ids in [0, {num_lists_total}),"
+                     f" got values in [{db_lists.min()}, {db_lists.max()}]")
   order = np.argsort(db_lists, kind="stable")
-  counts = np.bincount(db_lists, minlength=total)
-  table = np.full((total, max(1, counts.max())), -1, np.int32)
-  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-  for c in range(total):
-    table[c, :counts[c]] = order[starts[c]:starts[c] + counts[c]]
-  return table
+  counts = np.bincount(db_lists, minlength=num_lists_total)
+  return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def device_rows(db, order: Optional[np.ndarray] = None) -> jax.Array:
+  """db[order] (N, D) float32 on the device, made from one host copy.
+
+  On CPU `jax.device_put` adopts a 64-byte aligned NumPy buffer without
+  copying (measured: jnp.asarray copies, and briefly needs a third copy),
+  so the rows are gathered straight into such a buffer: the device array is
+  then the only copy. Elsewhere the buffer is freed once transferred."""
+  if isinstance(db, jax.Array):
+    db = db.astype(jnp.float32)
+    return db if order is None else db[jnp.asarray(order)]
+  db = np.asarray(db)
+  if db.ndim != 2:
+    raise ValueError(f"db must be (N, D), got shape {db.shape}")
+  rows = aligned_empty(db.shape, np.float32)
+  chunk = max(1, (64 << 20) // max(1, db.shape[1] * 4))  # 64 MB at a time
+  for start in range(0, len(db), chunk):
+    stop = min(start + chunk, len(db))
+    if order is None:
+      rows[start:stop] = db[start:stop]
+    else:  # straight into place: no temporary of the chunk
+      np.take(db, order[start:stop], axis=0, out=rows[start:stop])
+  return jax.device_put(rows)
+
+
+def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+  """An uninitialised C-contiguous array whose data is `alignment`-byte
+  aligned (what XLA:CPU needs to share it instead of copying)."""
+  dtype = np.dtype(dtype)
+  size = int(np.prod(shape)) * dtype.itemsize
+  raw = np.empty(size + alignment, np.uint8)
+  skip = (-raw.ctypes.data) % alignment
+  return raw[skip:skip + size].view(dtype).reshape(shape)
 
 
 def build_lists(db, db_lists, num_lists_total: int) -> Lists:
-  """`Lists` of a database (N, D) with list ids (N,) in [0, C)."""
+  """`Lists` of a database (N, D) with list ids (N,) in [0, C): a sorted
+  copy of the database (the caller's array is left as it is)."""
   if np.shape(db_lists) != np.shape(db)[:1]:
     raise ValueError(f"db_lists must have shape ({np.shape(db)[0]},), one"
                      f" list id per database item, got {np.shape(db_lists)}")
-  index = jnp.asarray(list_table(db_lists, num_lists_total))
-  return Lists(index, _augmented_rows(jnp.asarray(db, jnp.float32), index))
+  order, offsets = list_order(db_lists, num_lists_total)
+  vectors = device_rows(db, order)
+  return Lists(vectors, scoring.row_norms(vectors), offsets,
+               jnp.asarray(order, jnp.int32))
 
 
-@jax.jit
-def _augmented_rows(db, index):
-  # One program, so the augmented (N, D + 1) copy of the whole database is
-  # never materialised next to the per-list table (5 GB at 10M x 128).
-  return scoring.augment_db(db)[jnp.maximum(index, 0)]
+def slice_length(n: int, total: int) -> int:
+  """The static length a list of n items is scored at: n rounded up to one
+  of 8 steps per octave (m * 2^e, 8 <= m <= 16: at most 12.5 % wasted, few
+  distinct shapes to compile), at most `total`."""
+  if n <= 16:
+    return min(n, total)
+  shift = n.bit_length() - 4
+  return min(-(-n >> shift) << shift, total)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _list_top_k(queries, vectors, index, c, k):
-  """Top k of a group of queries within list c: one matrix product. The
-  list is sliced inside the jitted call, so no (L_max, D) copy is made per
-  call outside it."""
-  list_vectors = jax.lax.dynamic_index_in_dim(vectors, c, keepdims=False)
-  list_index = jax.lax.dynamic_index_in_dim(index, c, keepdims=False)
-  scores = scoring.scores(queries, list_vectors)  # (b, L_max)
-  scores = jnp.where(list_index >= 0, scores, jnp.inf)
-  _, pos = scoring.top_k_smallest(scores, min(k, scores.shape[1]), False)
-  return list_index[pos]
+@functools.partial(jax.jit, static_argnames=("length", "k"))
+def _list_top_k(queries, vectors, norms, start, stop, length, k):
+  """Top k rows of list [start, stop) for a group of queries: the list is a
+  static-length slice of `vectors` (moved back where it would run past the
+  end; rows outside [start, stop) masked), scored by one matrix product.
+  Rows -1 past the list's end."""
+  first = jnp.clip(start, 0, vectors.shape[0] - length)
+  block = jax.lax.dynamic_slice_in_dim(vectors, first, length)
+  block_norms = jax.lax.dynamic_slice_in_dim(norms, first, length)
+  rows = first + jnp.arange(length)
+  scores = scoring.scores(queries, block, block_norms)  # (b, length)
+  scores = jnp.where((rows >= start) & (rows < stop), scores, jnp.inf)
+  best, pos = scoring.top_k_smallest(scores, k, False)
+  return jnp.where(jnp.isfinite(best), rows[pos], -1)
 
 
-def _stage_two_grouped(queries, chosen, lists, k):
-  """Candidates (Q, L * k'): per list c, the queries that chose it (padded to
-  a power of two, so few shapes compile) against its items — one matrix
-  product per list; a Python loop over lists, never over queries."""
+def _stage_two_grouped(queries, chosen, lists: Lists, k):
+  """Candidate rows (Q, L * k): per list c, the queries that chose it
+  (padded to a power of two, so few shapes compile) against its slice — one
+  matrix product per list; a Python loop over lists, never over queries."""
   chosen = np.asarray(chosen)
   host_queries = np.asarray(queries)
-  width = min(k, lists.index.shape[1])
-  found = np.full(chosen.shape + (width,), -1, np.int32)
+  total = lists.vectors.shape[0]
+  found = np.full(chosen.shape + (k,), -1, np.int32)
   pending = []  # dispatch every list first, then wait once
   for c in np.unique(chosen):
+    start, stop = int(lists.offsets[c]), int(lists.offsets[c + 1])
+    if stop == start:
+      continue  # an empty list: nothing to find
+    length = slice_length(stop - start, total)
     rows, slots = np.nonzero(chosen == c)
     bucket = 1 << max(0, int(len(rows) - 1).bit_length())
     group = np.pad(host_queries[rows], ((0, bucket - len(rows)), (0, 0)))
-    pending.append((rows, slots, _list_top_k(group, lists.vectors,
-                                             lists.index, int(c), k)))
-  for rows, slots, top in pending:
-    found[rows, slots] = np.asarray(top)[:len(rows)]
+    width = min(k, length)
+    pending.append((rows, slots, width, _list_top_k(
+        group, lists.vectors, lists.norms, start, stop, length, width)))
+  for rows, slots, width, top in pending:
+    found[rows, slots, :width] = np.asarray(top)[:len(rows)]
   return jnp.asarray(found.reshape(chosen.shape[0], -1))
 
 
-@jax.jit
-def _stage_two_gathered(queries, chosen, index):
-  """Candidates (Q, L * L_max): every item of the chosen lists, gathered."""
-  return index[chosen].reshape(queries.shape[0], -1)
+@functools.partial(jax.jit, static_argnames=("width",))
+def _stage_two_gathered(chosen, offsets, width):
+  """Candidate rows (Q, L * width): every row of the chosen lists."""
+  start, stop = offsets[chosen], offsets[chosen + 1]  # (Q, L)
+  rows = start[..., None] + jnp.arange(width)
+  rows = jnp.where(rows < stop[..., None], rows, -1)
+  return rows.reshape(chosen.shape[0], -1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _best_k(queries, db, candidates, k):
-  """The k nearest candidates, exact distances; -1 / inf past the end."""
-  d = scoring.direct_distances(queries, db, candidates)
+def _best_k(queries, vectors, candidates, k):
+  """The k nearest candidate rows, exact distances; -1 / inf past the end."""
+  d = scoring.direct_distances(queries, vectors, candidates)
   width = min(k, d.shape[1])
   top_d, pos = scoring.top_k_smallest(d, width, False)
   top_i = jnp.where(jnp.isfinite(top_d),
@@ -168,39 +224,65 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
       candidate vector gathered per query (pure jit, memory-bound, memory
       O(query_chunk * num_lists * L_max * D)).
     query_chunk: queries per step.
-    lists: `build_lists(db, db_lists, C)`, to reuse across calls.
+    lists: `build_lists(db, db_lists, C)`, to reuse across calls (then
+      `db` and `db_lists` are not read).
     kept: (Q, num_lists) stage 1's choice, already made (`stage_one`), so
       that a caller can time and rank from the same choice.
 
   Returns:
-    (distances, indices), each (Q, k).
+    (distances, indices into db), each (Q, k).
   """
-  anchors = jnp.asarray(anchors, jnp.float32)
-  queries = jnp.asarray(queries, jnp.float32)
-  db = jnp.asarray(db, jnp.float32)
-  num_classes = anchors.shape[0]
-  for name, array in (("queries", queries), ("anchors", anchors),
-                      ("db", db)):
-    if array.ndim != 2 or array.shape[1] != db.shape[-1]:
-      raise ValueError(f"{name} must be (n, {db.shape[-1]}) like db, got"
-                       f" {array.shape}")
-  if not 1 <= k <= db.shape[0]:
-    raise ValueError(f"k must be in [1, {db.shape[0]}] (the database size),"
+  if lists is None:
+    if db_lists is None:
+      raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
+    _check_matrix("db", db, np.shape(db)[-1])
+    lists = build_lists(db, db_lists, np.shape(anchors)[0])
+  distances, rows = search_lists(queries, anchors, lists, num_lists=num_lists,
+                                 k=k, method=method, query_chunk=query_chunk,
+                                 kept=kept)
+  if lists.order is not None:
+    rows = _original_index(rows, lists.order)
+  return distances, rows
+
+
+@jax.jit
+def _original_index(rows, order):
+  return jnp.where(rows >= 0, order[jnp.maximum(rows, 0)], -1)
+
+
+def _check_matrix(name, array, dim):
+  if np.ndim(array) != 2 or np.shape(array)[1] != dim:
+    raise ValueError(f"{name} must be (n, {dim}) like db, got"
+                     f" {np.shape(array)}")
+
+
+def search_lists(queries, anchors, lists: Lists, *, num_lists: int, k: int,
+                 method: Literal["grouped", "gathered"] = "grouped",
+                 query_chunk: int = 1024,
+                 kept: Optional[np.ndarray] = None):
+  """`two_stage_search` on prebuilt `lists`: (distances, rows of
+  `lists.vectors`), each (Q, k); row -1 and distance inf = no result."""
+  total, dim = lists.vectors.shape
+  for name, array in (("queries", queries), ("anchors", anchors)):
+    _check_matrix(name, array, dim)
+  num_classes = np.shape(anchors)[0]
+  if not 1 <= k <= total:
+    raise ValueError(f"k must be in [1, {total}] (the database size),"
                      f" got {k}")
   check_num_lists(num_lists, num_classes)
   if method not in ("grouped", "gathered"):
     raise ValueError(f"method must be 'grouped' or 'gathered', got"
                      f" {method!r}")
-  if kept is not None and np.shape(kept) != (queries.shape[0], num_lists):
-    raise ValueError(f"kept must be ({queries.shape[0]}, {num_lists}) (one"
-                     f" row of list ids per query), got {np.shape(kept)}")
-  if lists is None:
-    if db_lists is None:
-      raise ValueError("two_stage_search needs db_lists (or prebuilt lists)")
-    lists = build_lists(db, db_lists, num_classes)
-  elif lists.index.shape[0] != num_classes:
-    raise ValueError(f"lists hold {lists.index.shape[0]} lists, but there are"
-                     f" {num_classes} anchors")
+  if len(lists.offsets) != num_classes + 1:
+    raise ValueError(f"lists hold {len(lists.offsets) - 1} lists, but there"
+                     f" are {num_classes} anchors")
+  if kept is not None and np.shape(kept) != (np.shape(queries)[0],
+                                             num_lists):
+    raise ValueError(f"kept must be ({np.shape(queries)[0]}, {num_lists})"
+                     f" (one row of list ids per query), got"
+                     f" {np.shape(kept)}")
+  anchors = jnp.asarray(anchors, jnp.float32)
+  queries = jnp.asarray(queries, jnp.float32)
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
     chunk = queries[start:start + query_chunk]
@@ -209,7 +291,8 @@ def two_stage_search(queries, anchors, db, db_lists, *, num_lists: int,
     if method == "grouped":
       candidates = _stage_two_grouped(chunk, chosen, lists, k)
     else:
-      candidates = _stage_two_gathered(chunk, chosen, lists.index)
-    outs.append(_best_k(chunk, db, candidates, k))
+      candidates = _stage_two_gathered(
+          chosen, jnp.asarray(lists.offsets), max(1, int(lists.sizes.max())))
+    outs.append(_best_k(chunk, lists.vectors, candidates, k))
   return (jnp.concatenate([o[0] for o in outs]),
           jnp.concatenate([o[1] for o in outs]))

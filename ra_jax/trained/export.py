@@ -132,7 +132,7 @@ def export_run(workdir: str, out: str, *,
           "input": {"dtype": "float32", "layout": "NHWC",
                     "shape": ["batch", *exp.image_shape]},
           "output": {"dtype": "float32",
-                     "shape": ["batch", int(index.embeddings.shape[1])]}},
+                     "shape": ["batch", int(index.vectors.shape[1])]}},
       "preprocessing": preprocessing(exp.augment, exp.image_shape[-1]),
       "output": {"geometry": exp.geometry,
                  "distance": "euclidean" if exp.geometry == "l2" else

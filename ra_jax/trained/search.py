@@ -79,13 +79,9 @@ class BaseSearcher:
     keep = ids[0] >= 0  # two-stage lists may hold fewer than k items
     result["ids"] = ids[0][keep]
     result["distances"] = np.sqrt(np.maximum(dist[0][keep], 0.0))
-    rows = np.searchsorted(self.index.ids, result["ids"])
-    sorted_ids = np.all(np.diff(self.index.ids) > 0)
-    if not sorted_ids:  # ids in any order: look each one up
-      rows = np.asarray([np.flatnonzero(self.index.ids == i)[0]
-                         for i in result["ids"]], np.int64)
-    result["labels"] = (self.index.labels[rows] if self.index.labels
-                        is not None else np.full(len(rows), -1))
+    result["labels"] = (self.index.labels_of(result["ids"])
+                        if self.index.labels is not None else
+                        np.full(len(result["ids"]), -1))
     return result
 
   def class_name(self, label: int) -> str:

@@ -92,7 +92,7 @@ def test_the_export_reproduces_the_trainers_embeddings_without_ra_jax(
   from tests.retrieval.test_faiss import assert_same_results
   assert manifest["faiss"]["index"] == "IndexIVFFlat"
   ivf = faiss.read_index(str(out / "database.faiss"))
-  queries = database.embeddings[:5] + 0.01
+  queries = database.vectors[:5] + 0.01
   assert_same_results(
       database.search(queries, 5, two_stage=True, num_lists=2),
       faiss_interop.search(ivf, queries, 5, num_lists=2), rtol=1e-4)

@@ -52,10 +52,10 @@ def test_query_image_two_stage_then_exact(digits_run, tmp_path):
   assert "indexing the database" not in out.stderr  # the cache is reused
   searcher = Searcher(str(workdir), progress=False)
   query = searcher.run.embed_image(image)
-  distances = np.linalg.norm(searcher.index.embeddings - query, axis=1)
-  want = np.argsort(distances, kind="stable")[:5]
+  distances = np.linalg.norm(searcher.index.vectors - query, axis=1)
+  want = np.argsort(distances, kind="stable")[:5]  # rows in storage order
   rows = _rows(out.stdout)
-  assert [i for i, _, _ in rows] == want.tolist()
+  assert [i for i, _, _ in rows] == searcher.index.ids[want].tolist()
   np.testing.assert_allclose([d for _, _, d in rows], distances[want],
                              atol=2e-4)
   assert f"(label {test_split[3]['label']})" in out.stdout
