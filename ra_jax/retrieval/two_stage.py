@@ -127,17 +127,40 @@ def slice_length(n: int, total: int) -> int:
   return min(-(-n >> shift) << shift, total)
 
 
+def score_chunk(length: int) -> Optional[int]:
+  """Rows per matrix product when a list slice of `length` is scored in
+  chunks: the largest power of two >= 1024 dividing it at most 1/8 of it,
+  or None (one product). XLA:CPU copies a dynamic slice before a product
+  with it; in chunks the copy stays in cache (measured: 100k x 128 rows
+  against 16 queries, 39 ms in one product, 11 ms in 4096-row chunks)."""
+  chunk = 1 << max(0, (length // 8).bit_length() - 1)
+  while chunk >= 1024 and length % chunk:
+    chunk //= 2
+  return chunk if chunk >= 1024 else None
+
+
 @functools.partial(jax.jit, static_argnames=("length", "k"))
 def _list_top_k(queries, vectors, norms, start, stop, length, k):
   """Top k rows of list [start, stop) for a group of queries: the list is a
   static-length slice of `vectors` (moved back where it would run past the
-  end; rows outside [start, stop) masked), scored by one matrix product.
-  Rows -1 past the list's end."""
+  end; rows outside [start, stop) masked), scored by matrix products
+  (`score_chunk`). Rows -1 past the list's end."""
   first = jnp.clip(start, 0, vectors.shape[0] - length)
-  block = jax.lax.dynamic_slice_in_dim(vectors, first, length)
   block_norms = jax.lax.dynamic_slice_in_dim(norms, first, length)
   rows = first + jnp.arange(length)
-  scores = scoring.scores(queries, block, block_norms)  # (b, length)
+  chunk = score_chunk(length)
+  if chunk is None:
+    block = jax.lax.dynamic_slice_in_dim(vectors, first, length)
+    scores = scoring.scores(queries, block, block_norms)  # (b, length)
+  else:
+    def score(i, scores):
+      block = jax.lax.dynamic_slice_in_dim(vectors, first + i * chunk, chunk)
+      part = scoring.scores(queries, block, jax.lax.dynamic_slice_in_dim(
+          block_norms, i * chunk, chunk))
+      return jax.lax.dynamic_update_slice_in_dim(scores, part, i * chunk, 1)
+    scores = jax.lax.fori_loop(
+        0, length // chunk, score,
+        jnp.zeros((queries.shape[0], length), jnp.float32))
   scores = jnp.where((rows >= start) & (rows < stop), scores, jnp.inf)
   best, pos = scoring.top_k_smallest(scores, k, False)
   return jnp.where(jnp.isfinite(best), rows[pos], -1)

@@ -248,3 +248,22 @@ def test_edited_offsets_or_labels_out_of_list_order_are_refused(tmp_path):
   with pytest.raises(ValueError, match="nan.npz: embeddings hold NaN or inf"
                      " in 1 row"):
     Index.load(str(nan))
+
+
+def test_long_lists_scored_in_chunks_equal_brute_force():
+  """Lists long enough to be scored in chunks (`score_chunk`), one of them
+  ending at the database's end: two-stage search equals brute force."""
+  from ra_jax.retrieval import two_stage
+  rng = np.random.default_rng(5)
+  labels = np.repeat([0, 1, 2], [9000, 300, 11000])
+  assert two_stage.score_chunk(two_stage.slice_length(11000, 20300)) == 1024
+  anchors = np.array([[0.0, 0.0], [9.0, 0.0], [0.0, 9.0]], np.float32)
+  embeddings = anchors[labels] + rng.normal(size=(len(labels), 2)).astype(
+      np.float32)
+  ids = rng.permutation(len(labels))
+  index = Index.build(embeddings, labels, anchors=anchors, ids=ids)
+  queries = anchors + 0.5
+  for lists in (1, 2):
+    np.testing.assert_array_equal(
+        index.search(queries, 40, two_stage=True, num_lists=lists)[1],
+        _reference(queries, embeddings, ids, labels, anchors, 40, lists))
