@@ -30,7 +30,10 @@ def _pairs_closer_than(anchors, cutoff) -> set:
 
 
 @hypothesis.settings(max_examples=25, deadline=None)
-@hypothesis.given(num_classes=st.integers(2, 70), dim=st.integers(1, 5),
+# A few sizes, so that examples share compiled shapes (each new shape
+# compiles the build afresh: 16 s for 25 examples of any size).
+@hypothesis.given(num_classes=st.sampled_from([2, 3, 18, 70]),
+                  dim=st.sampled_from([1, 3, 5]),
                   spread=st.floats(0.05, 3.0), seed=st.integers(0, 2**16),
                   max_tile=st.sampled_from([4, 17, 2048]))
 def test_build_lists_every_pair_inside_the_cutoff(num_classes, dim, spread,

@@ -140,9 +140,12 @@ def test_sigterm_to_two_processes_saves_one_agreed_step(tmp_path):
   service has them agree on one step, both save it and exit 143, and the
   same launch resumes both from it."""
   workdir = tmp_path / "two"
+  # 240 steps: the processes agree on a step some seconds after the signal
+  # (at 60 steps the run sometimes ended first, exiting 0).
   launch = ["bash", "launch/local.sh", "--num_processes", "2",
             "--devices_per_process", "1", "--port", str(runs.free_port()),
-            "--python", sys.executable, "--", *_preemptible(workdir)[2:]]
+            "--python", sys.executable, "--",
+            *_preemptible(workdir, "--config.train.steps=240")[2:]]
   status, stderr, seconds = _sigterm_after_first_log(launch, workdir,
                                                      _env(1))
   assert status == 143, stderr[-3000:]
@@ -150,7 +153,7 @@ def test_sigterm_to_two_processes_saves_one_agreed_step(tmp_path):
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                  if p.name.isdigit())
   saved = max(steps)
-  assert 10 <= saved < 60
+  assert 10 <= saved < 240
   assert f"checkpoint {saved} saved" in stderr
   log = (workdir / "logs" / "process_1.log").read_text()
   assert "Traceback" not in log
