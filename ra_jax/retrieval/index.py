@@ -49,9 +49,7 @@ class Index:
     _validate(embeddings, ids, labels, anchors, list_source, where)
     _check_unique(ids, where)
     self.anchors, self.list_source = anchors, list_source
-    self._listed = anchors is not None and (labels is not None or
-                                            list_source == "anchors")
-    if self._listed:
+    if _has_lists(anchors, labels, list_source):
       order, offsets = two_stage_lib.list_order(
           _list_ids(embeddings, labels, anchors, list_source), len(anchors))
     else:  # one list, the items as given
@@ -72,6 +70,19 @@ class Index:
     self._lists = two_stage_lib.Lists(vectors, norms, offsets)
     self.ids, self.labels = ids, labels
     self._id_order: Optional[np.ndarray] = None
+
+  @property
+  def _listed(self) -> bool:
+    """Whether the items are in lists two-stage search can use."""
+    return _has_lists(self.anchors, self.labels, self.list_source)
+
+  def _require_lists(self) -> None:
+    """A ValueError saying what two-stage search lacks, if anything."""
+    if self.anchors is None:
+      raise ValueError("two-stage search needs anchors in the index")
+    if not self._listed:
+      raise ValueError("list_source='labels' needs labels; use 'anchors'"
+                       " for an unlabelled index")
 
   @classmethod
   def build(cls, embeddings, labels=None, *, anchors=None, ids=None,
@@ -128,10 +139,7 @@ class Index:
 
   def db_lists(self) -> np.ndarray:
     """Each row's list id for two-stage search, (N,), in storage order."""
-    if not self._listed:
-      raise ValueError("list_source='labels' needs labels; use 'anchors'"
-                       " for an unlabelled index" if self.anchors is not None
-                       else "two-stage search needs anchors in the index")
+    self._require_lists()
     return np.repeat(np.arange(len(self.anchors)), self._lists.sizes)
 
   def labels_of(self, ids) -> np.ndarray:
@@ -179,8 +187,7 @@ class Index:
       raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
                        f" index's size), got {k}")
     if two_stage:
-      if not self._listed:
-        self.db_lists()  # raises: says what the index lacks
+      self._require_lists()
       distances, rows = two_stage_lib.search_lists(
           queries, self.anchors, self._lists, num_lists=num_lists, k=k,
           kept=kept)
@@ -256,16 +263,15 @@ class Index:
     _validate(embeddings, ids, labels, anchors, list_source, where)
     index = cls.__new__(cls)
     index.anchors, index.list_source = anchors, list_source
-    index._listed = anchors is not None and (labels is not None or
-                                             list_source == "anchors")
-    lists = len(anchors) if index._listed else 1
+    listed = _has_lists(anchors, labels, list_source)
+    lists = len(anchors) if listed else 1
     if (offsets.shape != (lists + 1,) or offsets[0] != 0 or
         offsets[-1] != len(embeddings) or np.any(np.diff(offsets) < 0)):
       raise ValueError(f"{where}: offsets must rise from 0 to"
                        f" {len(embeddings)} over {lists} list(s), got"
                        f" {offsets.shape} {offsets[:3]}...")
     _check_unique(ids, where)
-    if (index._listed and list_source == "labels" and not np.array_equal(
+    if (listed and list_source == "labels" and not np.array_equal(
         labels, np.repeat(np.arange(lists), np.diff(offsets)))):
       raise ValueError(f"{where}: labels are not in list order (the"
                        f" offsets do not match them)")
@@ -281,6 +287,13 @@ def _norms_and_nonfinite_rows(vectors):
   (`all(isfinite(x))` materialised an (N, D) mask: +0.5 GB at 4M x 128)."""
   bad = jnp.sum(jnp.isnan(jnp.sum(vectors * 0.0, axis=1)))
   return scoring.row_norms(vectors), bad
+
+
+def _has_lists(anchors, labels, list_source) -> bool:
+  """Two-stage search has lists: anchors, and labels unless the lists come
+  from the anchors."""
+  return anchors is not None and (labels is not None or
+                                  list_source == "anchors")
 
 
 def _check_unique(ids: np.ndarray, where: str) -> None:

@@ -306,6 +306,9 @@ def search_lists(queries, anchors, lists: Lists, *, num_lists: int, k: int,
                      f" {np.shape(kept)}")
   anchors = jnp.asarray(anchors, jnp.float32)
   queries = jnp.asarray(queries, jnp.float32)
+  if method == "gathered":  # once, not per chunk
+    offsets = jnp.asarray(lists.offsets)
+    width = max(1, int(lists.sizes.max()))
   outs = []
   for start in range(0, queries.shape[0], query_chunk):
     chunk = queries[start:start + query_chunk]
@@ -314,8 +317,7 @@ def search_lists(queries, anchors, lists: Lists, *, num_lists: int, k: int,
     if method == "grouped":
       candidates = _stage_two_grouped(chunk, chosen, lists, k)
     else:
-      candidates = _stage_two_gathered(
-          chosen, jnp.asarray(lists.offsets), max(1, int(lists.sizes.max())))
+      candidates = _stage_two_gathered(chosen, offsets, width)
     outs.append(_best_k(chunk, lists.vectors, candidates, k))
   return (jnp.concatenate([o[0] for o in outs]),
           jnp.concatenate([o[1] for o in outs]))
