@@ -21,7 +21,126 @@ ListSource = Literal["labels", "anchors"]
 _NEAREST_CHUNK = 1 << 16  # rows per stage-1 call when lists come from anchors
 
 
-class Index:
+class BaseIndex:
+  """What every index shares: ids and optional labels (N,) and anchors
+  (C, D) in storage order, list offsets (C + 1,), stage 1, id lookups and
+  the checks of `search`. Subclasses hold the rows (`Index`: on the device;
+  `on_disk.DiskIndex`: memory-mapped) and implement `_exact_rows` and
+  `_two_stage_rows`, each returning (distances, rows), (Q, k)."""
+
+  ids: np.ndarray
+  labels: Optional[np.ndarray]
+  anchors: Optional[np.ndarray]
+  list_source: str
+  _id_order: Optional[np.ndarray] = None
+
+  @property
+  def dim(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def offsets(self) -> np.ndarray:
+    """(C + 1,): list c is rows offsets[c]:offsets[c + 1]."""
+    raise NotImplementedError
+
+  def _exact_rows(self, queries: np.ndarray, k: int):
+    raise NotImplementedError
+
+  def _two_stage_rows(self, queries: np.ndarray, k: int, num_lists: int,
+                      kept: Optional[np.ndarray]):
+    raise NotImplementedError
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def __repr__(self) -> str:
+    anchors = "no" if self.anchors is None else len(self.anchors)
+    return (f"{type(self).__name__}({len(self)} x {self.dim}, {anchors}"
+            f" anchors, lists from {self.list_source})")
+
+  @property
+  def _listed(self) -> bool:
+    """Whether the items are in lists two-stage search can use."""
+    return has_lists(self.anchors, self.labels, self.list_source)
+
+  def _require_lists(self) -> None:
+    """A ValueError saying what two-stage search lacks, if anything."""
+    if self.anchors is None:
+      raise ValueError("two-stage search needs anchors in the index")
+    if not self._listed:
+      raise ValueError("list_source='labels' needs labels; use 'anchors'"
+                       " for an unlabelled index")
+
+  def db_lists(self) -> np.ndarray:
+    """Each row's list id for two-stage search, (N,), in storage order."""
+    self._require_lists()
+    return np.repeat(np.arange(len(self.anchors)), np.diff(self.offsets))
+
+  def labels_of(self, ids) -> np.ndarray:
+    """The labels of `ids` (any shape; -1 for id -1). Needs labels."""
+    where = f"{type(self).__name__}.labels_of"
+    if self.labels is None:
+      raise ValueError(f"{where}: the index has no labels")
+    if self._id_order is None:
+      self._id_order = np.argsort(self.ids, kind="stable")
+    ids = np.asarray(ids)
+    pos = np.searchsorted(self.ids, ids, sorter=self._id_order)
+    pos = self._id_order[np.minimum(pos, len(self.ids) - 1)]
+    unknown = (self.ids[pos] != ids) & (ids != -1)
+    if np.any(unknown):
+      raise ValueError(f"{where}: id {ids[unknown].flat[0]} is not in the"
+                       f" index")
+    return np.where(ids == -1, -1, self.labels[pos])
+
+  def stage_one(self, queries, num_lists: int) -> np.ndarray:
+    """Two-stage search's stage 1: the `num_lists` lists nearest each query
+    (Q, num_lists), to pass to `search(kept=...)`."""
+    if self.anchors is None:
+      raise ValueError("two-stage search needs anchors in the index")
+    two_stage_lib.check_num_lists(num_lists, len(self.anchors))
+    queries = self._queries(queries)
+    return np.asarray(two_stage_lib.stage_one(queries, self.anchors,
+                                              num_lists))
+
+  def _queries(self, queries) -> np.ndarray:
+    where = f"{type(self).__name__}.search"
+    queries = floats(where, "queries", queries)
+    if queries.ndim != 2 or queries.shape[1] != self.dim:
+      raise ValueError(f"{where}: queries must be (Q, {self.dim}), got"
+                       f" {queries.shape}")
+    if not np.all(np.isfinite(queries)):
+      raise ValueError(f"{where}: queries hold NaN or inf")
+    return queries
+
+  def search(self, queries, k: int, *, two_stage: bool = False,
+             num_lists: int = 1, kept: Optional[np.ndarray] = None):
+    """(distances, ids), each (Q, k), nearest first; id -1 = no result.
+    Two-stage search returns only the kept lists' items; `kept`: its stage
+    1 already made (`stage_one`)."""
+    queries = self._queries(queries)
+    where = f"{type(self).__name__}.search"
+    if not 1 <= k <= len(self):
+      raise ValueError(f"{where}: k must be in [1, {len(self)}] (the"
+                       f" index's size), got {k}")
+    if two_stage:
+      self._require_lists()
+      two_stage_lib.check_num_lists(num_lists, len(self.anchors))
+      if kept is not None and (
+          np.shape(kept) != (len(queries), num_lists) or
+          np.any((np.asarray(kept) < 0) | (np.asarray(kept) >= len(self.anchors)))):
+        raise ValueError(f"{where}: kept must be ({len(queries)},"
+                         f" {num_lists}) list ids in [0,"
+                         f" {len(self.anchors)}) (stage 1's choice), got"
+                         f" {np.shape(kept)}")
+      distances, rows = self._two_stage_rows(queries, k, num_lists, kept)
+    else:
+      distances, rows = self._exact_rows(queries, k)
+    rows = np.asarray(rows)
+    return (np.asarray(distances),
+            np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1))
+
+
+class Index(BaseIndex):
   """Database of N embeddings (D,) with ids, optional labels and class
   anchors (C, D), searched exactly or in two stages.
 
@@ -41,17 +160,17 @@ class Index:
 
   def __init__(self, embeddings, labels=None, *, anchors=None, ids=None,
                list_source: ListSource = "labels", where: str = "Index"):
-    embeddings = _floats(where, "embeddings", embeddings)
+    embeddings = floats(where, "embeddings", embeddings)
     n = len(embeddings) if embeddings.ndim else 0
-    ids = _integers(where, "ids", np.arange(n) if ids is None else ids)
-    labels = None if labels is None else _integers(where, "labels", labels)
-    anchors = None if anchors is None else _floats(where, "anchors", anchors)
-    _validate(embeddings, ids, labels, anchors, list_source, where)
-    _check_unique(ids, where)
+    ids = integers(where, "ids", np.arange(n) if ids is None else ids)
+    labels = None if labels is None else integers(where, "labels", labels)
+    anchors = None if anchors is None else floats(where, "anchors", anchors)
+    validate(embeddings, ids, labels, anchors, list_source, where)
+    check_unique(ids, where)
     self.anchors, self.list_source = anchors, list_source
-    if _has_lists(anchors, labels, list_source):
+    if has_lists(anchors, labels, list_source):
       order, offsets = two_stage_lib.list_order(
-          _list_ids(embeddings, labels, anchors, list_source), len(anchors))
+          list_ids(embeddings, labels, anchors, list_source), len(anchors))
     else:  # one list, the items as given
       order, offsets = None, np.array([0, n], np.int64)
     if order is not None:
@@ -69,20 +188,7 @@ class Index:
                        f" row(s)")
     self._lists = two_stage_lib.Lists(vectors, norms, offsets)
     self.ids, self.labels = ids, labels
-    self._id_order: Optional[np.ndarray] = None
-
-  @property
-  def _listed(self) -> bool:
-    """Whether the items are in lists two-stage search can use."""
-    return _has_lists(self.anchors, self.labels, self.list_source)
-
-  def _require_lists(self) -> None:
-    """A ValueError saying what two-stage search lacks, if anything."""
-    if self.anchors is None:
-      raise ValueError("two-stage search needs anchors in the index")
-    if not self._listed:
-      raise ValueError("list_source='labels' needs labels; use 'anchors'"
-                       " for an unlabelled index")
+    self._id_order = None
 
   @classmethod
   def build(cls, embeddings, labels=None, *, anchors=None, ids=None,
@@ -90,15 +196,6 @@ class Index:
     """An index over `embeddings` (N, D) (ids default to 0..N-1)."""
     return cls(embeddings, labels, anchors=anchors, ids=ids,
                list_source=list_source)
-
-  def __len__(self) -> int:
-    return len(self.ids)
-
-  def __repr__(self) -> str:
-    n, d = self._lists.vectors.shape
-    anchors = "no" if self.anchors is None else len(self.anchors)
-    return (f"Index({n} x {d}, {anchors} anchors, lists from"
-            f" {self.list_source})")
 
   @property
   def vectors(self) -> np.ndarray:
@@ -108,15 +205,26 @@ class Index:
     return np.asarray(self._lists.vectors)
 
   @property
+  def dim(self) -> int:
+    return self._lists.vectors.shape[1]
+
+  @property
   def offsets(self) -> np.ndarray:
-    """(C + 1,): list c is rows offsets[c]:offsets[c + 1]."""
     return self._lists.offsets
+
+  def _exact_rows(self, queries, k):
+    return exact_lib.exact_search(queries, self._lists.vectors, k,
+                                  norms=self._lists.norms)
+
+  def _two_stage_rows(self, queries, k, num_lists, kept):
+    return two_stage_lib.search_lists(queries, self.anchors, self._lists,
+                                      num_lists=num_lists, k=k, kept=kept)
 
   def add(self, embeddings, labels=None, ids=None) -> None:
     """Appends items (ids default to continuing after the largest id) and
     re-sorts (briefly holding the index twice plus the new items). Nothing
     changes when the new items are invalid."""
-    embeddings = _floats("Index.add", "embeddings", embeddings)
+    embeddings = floats("Index.add", "embeddings", embeddings)
     dim = self._lists.vectors.shape[1]
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
       raise ValueError(f"Index.add: embeddings must be (n, {dim}), got"
@@ -136,66 +244,6 @@ class Index:
         anchors=self.anchors, ids=np.concatenate([self.ids, new.ids]),
         list_source=self.list_source, where="Index.add")
     self.__dict__.update(merged.__dict__)
-
-  def db_lists(self) -> np.ndarray:
-    """Each row's list id for two-stage search, (N,), in storage order."""
-    self._require_lists()
-    return np.repeat(np.arange(len(self.anchors)), self._lists.sizes)
-
-  def labels_of(self, ids) -> np.ndarray:
-    """The labels of `ids` (any shape; -1 for id -1). Needs labels."""
-    if self.labels is None:
-      raise ValueError("Index.labels_of: the index has no labels")
-    if self._id_order is None:
-      self._id_order = np.argsort(self.ids, kind="stable")
-    ids = np.asarray(ids)
-    pos = np.searchsorted(self.ids, ids, sorter=self._id_order)
-    pos = self._id_order[np.minimum(pos, len(self.ids) - 1)]
-    unknown = (self.ids[pos] != ids) & (ids != -1)
-    if np.any(unknown):
-      raise ValueError(f"Index.labels_of: id {ids[unknown].flat[0]} is not"
-                       f" in the index")
-    return np.where(ids == -1, -1, self.labels[pos])
-
-  def stage_one(self, queries, num_lists: int) -> np.ndarray:
-    """Two-stage search's stage 1: the `num_lists` lists nearest each query
-    (Q, num_lists), to pass to `search(kept=...)`."""
-    if self.anchors is None:
-      raise ValueError("two-stage search needs anchors in the index")
-    two_stage_lib.check_num_lists(num_lists, len(self.anchors))
-    queries = self._queries(queries)
-    return np.asarray(two_stage_lib.stage_one(queries, self.anchors,
-                                              num_lists))
-
-  def _queries(self, queries) -> np.ndarray:
-    queries = _floats("Index.search", "queries", queries)
-    dim = self._lists.vectors.shape[1]
-    if queries.ndim != 2 or queries.shape[1] != dim:
-      raise ValueError(f"Index.search: queries must be (Q, {dim}), got"
-                       f" {queries.shape}")
-    if not np.all(np.isfinite(queries)):
-      raise ValueError("Index.search: queries hold NaN or inf")
-    return queries
-
-  def search(self, queries, k: int, *, two_stage: bool = False,
-             num_lists: int = 1, kept: Optional[np.ndarray] = None):
-    """(distances, ids), each (Q, k), nearest first; id -1 = no result.
-    Two-stage search returns only the kept lists' items; `kept`: its stage
-    1 already made (`stage_one`)."""
-    queries = self._queries(queries)
-    if not 1 <= k <= len(self):
-      raise ValueError(f"Index.search: k must be in [1, {len(self)}] (the"
-                       f" index's size), got {k}")
-    if two_stage:
-      self._require_lists()
-      distances, rows = two_stage_lib.search_lists(
-          queries, self.anchors, self._lists, num_lists=num_lists, k=k,
-          kept=kept)
-    else:
-      distances, rows = exact_lib.exact_search(
-          queries, self._lists.vectors, k, norms=self._lists.norms)
-    rows = np.asarray(rows)
-    return np.asarray(distances), np.where(rows >= 0, self.ids[rows], -1)
 
   def to_faiss(self, *, exact: bool = False):
     """This index as a faiss index (needs faiss): an IndexIVFFlat over the
@@ -260,21 +308,12 @@ class Index:
   def _from_rows(cls, embeddings, ids, labels, anchors, list_source,
                  offsets, where: str) -> "Index":
     """An index over rows already in storage order (a saved index)."""
-    _validate(embeddings, ids, labels, anchors, list_source, where)
+    validate(embeddings, ids, labels, anchors, list_source, where)
+    check_layout(offsets, len(embeddings), labels, anchors, list_source,
+                 where)
+    check_unique(ids, where)
     index = cls.__new__(cls)
     index.anchors, index.list_source = anchors, list_source
-    listed = _has_lists(anchors, labels, list_source)
-    lists = len(anchors) if listed else 1
-    if (offsets.shape != (lists + 1,) or offsets[0] != 0 or
-        offsets[-1] != len(embeddings) or np.any(np.diff(offsets) < 0)):
-      raise ValueError(f"{where}: offsets must rise from 0 to"
-                       f" {len(embeddings)} over {lists} list(s), got"
-                       f" {offsets.shape} {offsets[:3]}...")
-    _check_unique(ids, where)
-    if (listed and list_source == "labels" and not np.array_equal(
-        labels, np.repeat(np.arange(lists), np.diff(offsets)))):
-      raise ValueError(f"{where}: labels are not in list order (the"
-                       f" offsets do not match them)")
     index._set_rows(two_stage_lib.device_rows(embeddings), offsets, ids,
                     labels, where)
     return index
@@ -289,14 +328,32 @@ def _norms_and_nonfinite_rows(vectors):
   return scoring.row_norms(vectors), bad
 
 
-def _has_lists(anchors, labels, list_source) -> bool:
+def check_layout(offsets: np.ndarray, count: int,
+                 labels: Optional[np.ndarray], anchors: Optional[np.ndarray],
+                 list_source: str, where: str) -> None:
+  """Refuses (naming `where`) offsets that do not cut `count` stored rows
+  into the index's lists, or labels out of list order."""
+  listed = has_lists(anchors, labels, list_source)
+  lists = len(anchors) if listed else 1
+  if (offsets.shape != (lists + 1,) or offsets[0] != 0 or
+      offsets[-1] != count or np.any(np.diff(offsets) < 0)):
+    raise ValueError(f"{where}: offsets must rise from 0 to {count} over"
+                     f" {lists} list(s), got {offsets.shape}"
+                     f" {offsets[:3]}...")
+  if (listed and list_source == "labels" and not np.array_equal(
+      labels, np.repeat(np.arange(lists), np.diff(offsets)))):
+    raise ValueError(f"{where}: labels are not in list order (the offsets"
+                     f" do not match them)")
+
+
+def has_lists(anchors, labels, list_source) -> bool:
   """Two-stage search has lists: anchors, and labels unless the lists come
   from the anchors."""
   return anchors is not None and (labels is not None or
                                   list_source == "anchors")
 
 
-def _check_unique(ids: np.ndarray, where: str) -> None:
+def check_unique(ids: np.ndarray, where: str) -> None:
   ordered = np.sort(ids)
   repeated = ordered[1:][ordered[1:] == ordered[:-1]]
   if len(repeated):
@@ -304,7 +361,7 @@ def _check_unique(ids: np.ndarray, where: str) -> None:
                      f" repeated)")
 
 
-def _list_ids(embeddings, labels, anchors, list_source) -> np.ndarray:
+def list_ids(embeddings, labels, anchors, list_source) -> np.ndarray:
   """Each item's list: its label, or its nearest anchor (in chunks)."""
   if list_source == "labels":
     return labels
@@ -313,7 +370,7 @@ def _list_ids(embeddings, labels, anchors, list_source) -> np.ndarray:
       for s in range(0, len(embeddings), _NEAREST_CHUNK)])
 
 
-def _floats(where: str, name: str, values) -> np.ndarray:
+def floats(where: str, name: str, values) -> np.ndarray:
   values = np.asarray(values)
   if values.dtype.kind not in "fiu":
     raise ValueError(f"{where}: {name} must be numbers, got dtype"
@@ -321,7 +378,7 @@ def _floats(where: str, name: str, values) -> np.ndarray:
   return np.asarray(values, np.float32)  # no copy when already float32
 
 
-def _integers(where: str, name: str, values) -> np.ndarray:
+def integers(where: str, name: str, values) -> np.ndarray:
   """int64 from integers only: a float id or label is an error, never
   rounded (1.5 would silently become 1)."""
   values = np.asarray(values)
@@ -331,7 +388,7 @@ def _integers(where: str, name: str, values) -> np.ndarray:
   return np.asarray(values, np.int64)
 
 
-def _validate(embeddings, ids, labels, anchors, list_source,
+def validate(embeddings, ids, labels, anchors, list_source,
               where: str) -> None:
   """Shape, dtype and consistency checks; errors name `where` and the
   field. (Finiteness is checked on the index's own copy.)"""
@@ -339,20 +396,30 @@ def _validate(embeddings, ids, labels, anchors, list_source,
   if e.ndim != 2 or e.dtype != np.float32:
     raise ValueError(f"{where}: embeddings must be float32 (N, D), got"
                      f" {e.dtype} {e.shape}")
-  if ids.shape != (len(e),) or ids.dtype != np.int64:
-    raise ValueError(f"{where}: ids must be int64 ({len(e)},), got"
+  validate_fields(len(e), e.shape[1], ids, labels, anchors, list_source,
+                  where)
+
+
+def validate_fields(count: int, dim: int, ids: np.ndarray,
+                    labels: Optional[np.ndarray],
+                    anchors: Optional[np.ndarray], list_source: str,
+                    where: str) -> None:
+  """`_validate` of everything but the rows themselves: `count` rows of
+  `dim` values (the on-disk index checks its files so)."""
+  if ids.shape != (count,) or ids.dtype != np.int64:
+    raise ValueError(f"{where}: ids must be int64 ({count},), got"
                      f" {ids.dtype} {ids.shape}")
-  if labels is not None and labels.shape != (len(e),):
-    raise ValueError(f"{where}: labels must have shape ({len(e)},), got"
+  if labels is not None and labels.shape != (count,):
+    raise ValueError(f"{where}: labels must have shape ({count},), got"
                      f" {labels.shape}")
   if labels is not None and len(labels) and labels.min() < 0:
     raise ValueError(f"{where}: labels must be class ids >= 0, got"
                      f" {labels.min()}")
   if anchors is not None and (anchors.ndim != 2 or
-                              anchors.shape[1] != e.shape[1] or
+                              anchors.shape[1] != dim or
                               not len(anchors)):
-    raise ValueError(f"{where}: anchors must be (C, {e.shape[1]}) with C >="
-                     f" 1, got {anchors.shape}")
+    raise ValueError(f"{where}: anchors must be (C, {dim}) with C >= 1,"
+                     f" got {anchors.shape}")
   if anchors is not None and not np.all(np.isfinite(anchors)):
     raise ValueError(f"{where}: anchors hold NaN or inf")
   if list_source not in ("labels", "anchors"):

@@ -140,7 +140,7 @@ def score_chunk(length: int) -> Optional[int]:
 
 
 @functools.partial(jax.jit, static_argnames=("length", "k"))
-def _list_top_k(queries, vectors, norms, start, stop, length, k):
+def list_top_k(queries, vectors, norms, start, stop, length, k):
   """Top k rows of list [start, stop) for a group of queries: the list is a
   static-length slice of `vectors` (moved back where it would run past the
   end; rows outside [start, stop) masked), scored by matrix products
@@ -184,7 +184,7 @@ def _stage_two_grouped(queries, chosen, lists: Lists, k):
     bucket = 1 << max(0, int(len(rows) - 1).bit_length())
     group = np.pad(host_queries[rows], ((0, bucket - len(rows)), (0, 0)))
     width = min(k, length)
-    pending.append((rows, slots, width, _list_top_k(
+    pending.append((rows, slots, width, list_top_k(
         group, lists.vectors, lists.norms, start, stop, length, width)))
   for rows, slots, width, top in pending:
     found[rows, slots, :width] = np.asarray(top)[:len(rows)]
