@@ -185,6 +185,11 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
       "per_query": False,
       # During training: mAP@100 of evenly spaced subsets; 0 = off.
       "every": eval_every, "subset_queries": 1000, "subset_database": 10000,
+      # The index `python -m ra_jax.search`, the page and export build over
+      # the database split: "memory" (an Index, cached as index/step_<N>.npz)
+      # or, for databases larger than memory, "disk" / "disk_float16" (a
+      # DiskIndex directory index/step_<N>/ built batch by batch).
+      "index_storage": "memory",
   })
   # "auto": jax.distributed when the environment describes a multi-process
   # job (ra_jax/training/runtime.py); "on" / "off" to force.

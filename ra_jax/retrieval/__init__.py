@@ -6,6 +6,7 @@ from ra_jax.retrieval.class_vectors import centroids
 from ra_jax.retrieval.class_vectors import ClassVectors
 from ra_jax.retrieval.class_vectors import SCORES
 from ra_jax.retrieval.exact import exact_search
+from ra_jax.retrieval.index import BaseIndex
 from ra_jax.retrieval.index import Index
 from ra_jax.retrieval.metrics import evaluate_ranking
 from ra_jax.retrieval.metrics import evaluate_retrieval
@@ -14,6 +15,10 @@ from ra_jax.retrieval.metrics import precision_recall
 from ra_jax.retrieval.metrics import RECALL_LEVELS
 from ra_jax.retrieval.metrics import retrieval_per_query
 from ra_jax.retrieval.metrics import summarize
+from ra_jax.retrieval.on_disk import DiskIndex
+from ra_jax.retrieval.on_disk import DiskIndexWriter
+from ra_jax.retrieval.on_disk import open_index
+from ra_jax.retrieval.on_disk import write_index
 from ra_jax.retrieval.ranking import RelevantRanks
 from ra_jax.retrieval.search_evaluation import CENTROIDS
 from ra_jax.retrieval.search_evaluation import evaluate_searches
@@ -29,7 +34,9 @@ from ra_jax.retrieval.two_stage import Lists
 from ra_jax.retrieval.two_stage import stage_one
 from ra_jax.retrieval.two_stage import two_stage_search
 
-__all__ = ["CENTROIDS", "ClassVectors", "EXACT", "Index", "LEARNED",
+__all__ = ["BaseIndex", "CENTROIDS", "ClassVectors", "DiskIndex",
+           "DiskIndexWriter", "EXACT", "Index", "LEARNED", "open_index",
+           "write_index",
            "SCORES", "TWO_STAGE", "centroids", "Lists", "RECALL_LEVELS", "RelevantRanks",
            "build_lists", "check_num_lists", "evaluate_ranking",
            "evaluate_retrieval", "evaluate_searches", "exact_search",

@@ -76,6 +76,14 @@ class BaseIndex:
     self._require_lists()
     return np.repeat(np.arange(len(self.anchors)), np.diff(self.offsets))
 
+  def to_faiss(self, *, exact: bool = False):
+    """This index as a faiss index (needs faiss; it holds every row in
+    memory, as float32): an IndexIVFFlat over the anchors and these lists,
+    equal to two-stage search with nprobe = num_lists, or (exact=True) a
+    flat one. See `retrieval.faiss_interop`."""
+    from ra_jax.retrieval import faiss_interop
+    return faiss_interop.to_faiss(self, exact=exact)
+
   def labels_of(self, ids) -> np.ndarray:
     """The labels of `ids` (any shape; -1 for id -1). Needs labels."""
     where = f"{type(self).__name__}.labels_of"
@@ -244,13 +252,6 @@ class Index(BaseIndex):
         anchors=self.anchors, ids=np.concatenate([self.ids, new.ids]),
         list_source=self.list_source, where="Index.add")
     self.__dict__.update(merged.__dict__)
-
-  def to_faiss(self, *, exact: bool = False):
-    """This index as a faiss index (needs faiss): an IndexIVFFlat over the
-    anchors and these lists, equal to two-stage search with nprobe =
-    num_lists, or (exact=True) a flat one. See `retrieval.faiss_interop`."""
-    from ra_jax.retrieval import faiss_interop
-    return faiss_interop.to_faiss(self, exact=exact)
 
   def save(self, path: str) -> None:
     """Writes `path` (.npz, rows in storage order) atomically: a failed save

@@ -346,8 +346,9 @@ class DiskIndex(index_lib.BaseIndex):
     self._rows(0, len(self))
 
   def _rows(self, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) as float32, each 16 MiB block they touch checked
-    against its SHA-256 the first time."""
+    """Rows [start, stop), memory-mapped in the stored dtype (float16 is
+    widened on the device), each hash block they touch checked against its
+    SHA-256 the first time."""
     width = self.dim * self.dtype.itemsize
     first = (self._data_start + start * width) // self._block
     last = (self._data_start + stop * width - 1) // self._block
@@ -357,11 +358,11 @@ class DiskIndex(index_lib.BaseIndex):
                     self._block, todo[0] * self._block,
                     (todo[-1] + 1) * self._block, skip=self._checked)
       self._checked[todo] = True
-    return np.asarray(self._vectors[start:stop], np.float32)
+    return self._vectors[start:stop]
 
   def _exact_rows(self, queries, k):
     n = len(self)
-    step = max(k, _SEARCH_BLOCK_BYTES // (self.dim * self.dtype.itemsize))
+    step = max(k, _SEARCH_BLOCK_BYTES // (self.dim * 4))  # as float32
     best = (jnp.full((len(queries), k), jnp.inf, jnp.float32),
             jnp.full((len(queries), k), -1, jnp.int32))
     for start in range(0, n, step):

@@ -17,8 +17,12 @@ jax.export deserializes with) and nothing of ra_jax.
   `output.geometry`: "l2" for raw Euclidean embeddings or "sphere" for unit
   vectors compared by cosine), the run it came from, the class names.
 - `database.npz`: the database split's index (`retrieval.Index` format:
-  embeddings, ids, labels, and the class anchors when the loss has them).
-- `database.faiss` (when faiss is installed, or asked for): the same index
+  embeddings, ids, labels, and the class anchors when the loss has them);
+  or, for a run with `eval.index_storage` "disk" / "disk_float16", the
+  directory `database/` (`retrieval.DiskIndex`, memory-mapped; the
+  manifest's `database.file` names which).
+- `database.faiss` (when faiss is installed and the index is in memory, or
+  when asked for): the same index
   for faiss (`Index.to_faiss`): an `IndexIVFFlat` whose centroids are the
   anchors and whose lists are ra_jax's (nprobe = lists to scan gives
   two-stage search), or a flat index for a loss without anchors.
@@ -30,6 +34,7 @@ refused, so an earlier export is never overwritten.
 import datetime
 import importlib.metadata
 import importlib.util
+import shutil
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -37,7 +42,7 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 import ra_jax
-from ra_jax import data, files
+from ra_jax import data, files, retrieval
 from ra_jax.data import augment as augment_lib
 from ra_jax.trained.run import TrainedRun
 
@@ -46,6 +51,7 @@ VERSION = 1
 ENCODER = "encoder.jaxexport"
 MANIFEST = "manifest.json"
 DATABASE = "database.npz"
+DATABASE_ON_DISK = "database"  # a DiskIndex directory (eval.index_storage)
 FAISS = "database.faiss"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -97,7 +103,7 @@ def export_run(workdir: str, out: str, *,
                faiss: Optional[bool] = None, progress: bool = False) -> dict:
   """Writes the export of `workdir`'s newest readable checkpoint to `out`
   and returns its manifest. `faiss`: also write database.faiss (None: when
-  faiss is installed)."""
+  faiss is installed and the index is not on disk)."""
   if files.exists(files.join(out, MANIFEST)):
     raise ValueError(f"{out} already holds an export ({MANIFEST}); choose"
                      " another --out")
@@ -110,8 +116,9 @@ def export_run(workdir: str, out: str, *,
   encoder = export_encoder(exp.model.apply, run.variables, exp.image_shape,
                            platforms)
   index = run.database_index(progress=progress)
-  if faiss is None:
-    faiss = importlib.util.find_spec("faiss") is not None
+  on_disk = isinstance(index, retrieval.DiskIndex)
+  if faiss is None:  # not by default for an index larger than memory
+    faiss = importlib.util.find_spec("faiss") is not None and not on_disk
   faiss_bytes = None
   if faiss:
     import faiss as faiss_lib
@@ -137,7 +144,8 @@ def export_run(workdir: str, out: str, *,
       "output": {"geometry": exp.geometry,
                  "distance": "euclidean" if exp.geometry == "l2" else
                  "euclidean between unit vectors (ranks as cosine)"},
-      "database": {"file": DATABASE, "count": len(index),
+      "database": {"file": DATABASE_ON_DISK if on_disk else DATABASE,
+                   "count": len(index),
                    "split": run.source.database_split,
                    "lists": index.list_source,
                    "anchors": None if index.anchors is None else
@@ -151,7 +159,10 @@ def export_run(workdir: str, out: str, *,
   }
   with files.atomic_write(files.join(out, ENCODER), "wb") as f:
     f.write(encoder)
-  index.save(files.join(out, DATABASE))
+  if on_disk:  # the files as they are: their header's hashes still hold
+    shutil.copytree(index.directory, files.join(out, DATABASE_ON_DISK))
+  else:
+    index.save(files.join(out, DATABASE))
   if faiss_bytes is not None:
     with files.atomic_write(files.join(out, FAISS), "wb") as f:
       f.write(faiss_bytes)

@@ -81,20 +81,35 @@ class TrainedRun:
     return np.asarray(self.apply(self.variables, x), np.float32)
 
   def database_index(self, *, progress: bool = True,
-                     cache: bool = True) -> retrieval.Index:
-    """The database split's Index. `cache`: read it from, or (process 0)
-    save it to, the work dir's index/step_<N>.npz, so that a newer
-    checkpoint gets a new one."""
-    path = workdir_lib.index_path(self.workdir, self.step)
+                     cache: bool = True) -> retrieval.BaseIndex:
+    """The database split's index, as `eval.index_storage` says: an `Index`
+    (`cache`: read from, or by process 0 saved to, the work dir's
+    index/step_<N>.npz, so a newer checkpoint gets a new one), or a
+    `DiskIndex` directory index/step_<N>/ built batch by batch (the
+    embeddings are never all in memory; other processes and `cache=False`
+    build an `Index`)."""
+    dtype = experiment.INDEX_STORAGE[
+        self.exp.config.eval.get("index_storage", "memory")]
+    on_disk = dtype is not None and cache and runtime.is_writer()
+    path = workdir_lib.index_path(self.workdir, self.step, on_disk=on_disk)
     database = self.split("database")
+    bar = "indexing the database" if progress else None
     if cache and files.exists(path):
-      index = retrieval.Index.load(path)
+      index = retrieval.open_index(path)
       if len(index) != len(database):
         raise ValueError(f"{path} holds {len(index)} items but the database"
                          f" split has {len(database)}; delete it to rebuild")
       return index
-    embeddings, labels = self.embed_split(
-        database, progress="indexing the database" if progress else None)
+    if on_disk:
+      dim = self.exp.config.model.embedding_dim
+      with retrieval.DiskIndexWriter(path, dim, anchors=self.anchors,
+                                     dtype=dtype) as writer:
+        for embeddings, labels in evaluation.embed_batches(
+            self.apply, self.variables, database, self.exp.augment,
+            self.exp.config.eval.batch_size, progress=bar):
+          writer.add(embeddings, labels)
+      return writer.index
+    embeddings, labels = self.embed_split(database, progress=bar)
     index = retrieval.Index.build(embeddings, labels, anchors=self.anchors)
     if cache and runtime.is_writer():
       index.save(path)

@@ -24,7 +24,7 @@ class BaseSearcher:
   names, the model's input channels; optional query examples and database
   images (the page's "random test image" and thumbnails)."""
 
-  index: retrieval.Index
+  index: retrieval.BaseIndex
   class_names: Sequence[str]
   channels: int
   step: int
@@ -139,7 +139,8 @@ class ExportSearcher(BaseSearcher):
                        f" {self.manifest.get('format')!r})")
     with files.open_file(files.join(directory, export.ENCODER), "rb") as f:
       self.encoder = jax_export.deserialize(bytearray(f.read()))
-    self.index = retrieval.Index.load(files.join(directory, export.DATABASE))
+    self.index = retrieval.open_index(files.join(
+        directory, self.manifest["database"].get("file", export.DATABASE)))
     self.augment = export.augment_of(self.manifest["preprocessing"])
     self.class_names = list(self.manifest["class_names"])
     self.channels = int(self.manifest["preprocessing"]["channels"])

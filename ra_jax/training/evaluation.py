@@ -10,7 +10,7 @@ the same numbers on its own copy of the data (evaluation is not sharded).
 """
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import numpy as np
@@ -25,16 +25,24 @@ def embed(apply: Callable, variables: Any, split, augment: data.AugmentConfig,
   """Embeddings (N, D) float32 and labels (N,) of every example of `split`,
   with `apply(variables, images)` (jitted once by the caller). `progress`:
   show a progress bar with this description."""
-  embeddings, labels = [], []
+  embeddings, labels = zip(*embed_batches(apply, variables, split, augment,
+                                          batch_size, progress=progress))
+  return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def embed_batches(apply: Callable, variables: Any, split,
+                  augment: data.AugmentConfig, batch_size: int, *,
+                  progress: Optional[str] = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """`embed` one batch at a time, in the split's order: (embeddings (b, D),
+  labels (b,)), for databases too large to hold (`retrieval.on_disk`)."""
   batches = data.batches(data.eval_dataset(
       split, augment, batch_size=batch_size, process_index=0,
       process_count=1))
   for batch in tqdm.tqdm(batches, desc=progress, unit="batch",
                          disable=progress is None):
     out = np.asarray(apply(variables, batch["image"]), np.float32)
-    embeddings.append(out[batch["mask"]])
-    labels.append(batch["label"][batch["mask"]])
-  return np.concatenate(embeddings), np.concatenate(labels)
+    yield out[batch["mask"]], batch["label"][batch["mask"]]
 
 
 def variables_of(state) -> dict:

@@ -135,6 +135,9 @@ class Experiment:
 
 
 # (section, field, smallest allowed value, inclusive?) of numeric fields.
+# eval.index_storage: the database index's storage -> on-disk dtype (None:
+# in memory).
+INDEX_STORAGE = {"memory": None, "disk": "float32", "disk_float16": "float16"}
 _BOUNDS = (
     ("train", "global_batch_size", 1, True), ("train", "epochs", 0, True),
     ("train", "steps", 0, True), ("train", "checkpoint_every", 1, True),
@@ -180,6 +183,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not set(values) <= set(allowed):
       raise ValueError(f"eval.{field}={values!r}: each one of"
                        f" {', '.join(allowed)}")
+  if config.eval.get("index_storage", "memory") not in INDEX_STORAGE:
+    raise ValueError(f"eval.index_storage={config.eval.index_storage!r}:"
+                     f" one of {', '.join(INDEX_STORAGE)}")
   if config.model.get("anchor_init", "normal") not in ("normal",
                                                        "orthogonal",
                                                        "imprinted"):

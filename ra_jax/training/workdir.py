@@ -15,7 +15,8 @@ a study's plan. What it holds (every name below is used through this module):
   params.msgpack           the final parameters, no optimizer state
                            (`train.save_params`; `checkpoint.save_params`)
   evaluation/step_<N>.json  `python -m ra_jax.evaluate` at checkpoint N
-  index/step_<N>.npz       the database index of checkpoint N (a cache)
+  index/step_<N>.npz       the database index of checkpoint N (a cache), or
+  index/step_<N>/          its on-disk index (eval.index_storage "disk")
   search/<query>.png       `python -m ra_jax.search`'s grids
   analysis.json, .npz      what the report computed from the embeddings
   grid.json                where a study placed the run (its plan's path,
@@ -61,8 +62,11 @@ def evaluation_path(workdir: str, step: int) -> str:
   return files.join(workdir, "evaluation", f"step_{step}.json")
 
 
-def index_path(workdir: str, step: int) -> str:
-  return files.join(workdir, "index", f"step_{step}.npz")
+def index_path(workdir: str, step: int, *, on_disk: bool = False) -> str:
+  """The cached database index of checkpoint `step`: an `Index` file, or
+  (`on_disk`) a `DiskIndex` directory."""
+  return files.join(workdir, "index",
+                    f"step_{step}" if on_disk else f"step_{step}.npz")
 
 
 def search_grid_path(workdir: str, query_name: str) -> str:

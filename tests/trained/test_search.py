@@ -76,3 +76,44 @@ def test_bad_queries_are_clear_errors(digits_run, tmp_path):
   assert len(found["ids"]) == 5  # exact search ignores the list count
   with pytest.raises(FileNotFoundError, match="holds no run"):
     Searcher(str(tmp_path / "empty"))
+
+
+def test_an_on_disk_index_answers_as_the_in_memory_one(digits_run, tmp_path):
+  """eval.index_storage="disk": the searcher's index is a DiskIndex
+  directory built batch by batch, reused on the next start, and an export
+  carries it; every search returns what the in-memory index returns."""
+  import json
+  from ra_jax import retrieval
+  from ra_jax.trained import export
+  from ra_jax.trained.search import ExportSearcher
+  memory = Searcher(digits_run, progress=False)
+  config_path = os.path.join(digits_run, "config.json")
+  config = json.load(open(config_path))
+  config["eval"]["index_storage"] = "disk"
+  json.dump(config, open(config_path, "w"))
+  disk = Searcher(digits_run, progress=False)
+  assert isinstance(disk.index, retrieval.DiskIndex)
+  assert disk.index.directory == os.path.join(
+      digits_run, "index", f"step_{runs.SHARED_STEPS}")
+  out = tmp_path / "export"
+  manifest = export.export_run(digits_run, str(out), platforms=("cpu",),
+                               faiss=False)
+  assert manifest["database"]["file"] == "database"
+  exported = ExportSearcher(str(out))
+  again = Searcher(digits_run, progress=False)  # the directory is reused
+  assert again.index.directory == disk.index.directory
+  for searcher in (disk, exported):
+    for i in range(3):
+      image = disk.query_example(i)[0]
+      for exact in (False, True):
+        got = searcher.search(image, k=7, num_lists=2, exact=exact)
+        want = memory.search(image, k=7, num_lists=2, exact=exact)
+        np.testing.assert_array_equal(got["ids"], want["ids"])
+        np.testing.assert_array_equal(got["labels"], want["labels"])
+        np.testing.assert_allclose(got["distances"], want["distances"],
+                                   rtol=1e-5, atol=1e-6)
+  config["eval"]["index_storage"] = "ssd"
+  json.dump(config, open(config_path, "w"))
+  with pytest.raises(ValueError, match="eval.index_storage='ssd': one of"
+                     " memory, disk, disk_float16"):
+    Searcher(digits_run, progress=False)
