@@ -26,6 +26,7 @@ from ra_jax.retrieval.search_evaluation import EXACT
 from ra_jax.retrieval.search_evaluation import find_row
 from ra_jax.retrieval.search_evaluation import LEARNED
 from ra_jax.retrieval.search_evaluation import TWO_STAGE
+from ra_jax.retrieval.sharded import ShardedIndex
 from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
 from ra_jax.retrieval.two_stage import build_lists
 from ra_jax.retrieval.two_stage import check_num_lists
@@ -36,6 +37,7 @@ from ra_jax.retrieval.two_stage import two_stage_search
 
 __all__ = ["BaseIndex", "CENTROIDS", "ClassVectors", "DiskIndex",
            "DiskIndexWriter", "EXACT", "Index", "LEARNED", "open_index",
+           "ShardedIndex",
            "write_index",
            "SCORES", "TWO_STAGE", "centroids", "Lists", "RECALL_LEVELS", "RelevantRanks",
            "build_lists", "check_num_lists", "evaluate_ranking",

@@ -301,22 +301,24 @@ class Index(BaseIndex):
                  list_source=source, where=path)
     if "offsets" not in arrays:
       raise ValueError(f"{path}: missing field 'offsets'")
-    return cls._from_rows(arrays["embeddings"], arrays["ids"],
+    return cls.from_rows(arrays["embeddings"], arrays["ids"],
                           arrays.get("labels"), arrays.get("anchors"),
                           source, arrays["offsets"], path)
 
   @classmethod
-  def _from_rows(cls, embeddings, ids, labels, anchors, list_source,
-                 offsets, where: str) -> "Index":
-    """An index over rows already in storage order (a saved index)."""
+  def from_rows(cls, embeddings, ids, labels, anchors, list_source,
+                 offsets, where: str,
+                 device: Optional[jax.Device] = None) -> "Index":
+    """An index over rows already in storage order (a saved index, or a
+    shard of one on `device`)."""
     validate(embeddings, ids, labels, anchors, list_source, where)
     check_layout(offsets, len(embeddings), labels, anchors, list_source,
                  where)
     check_unique(ids, where)
     index = cls.__new__(cls)
     index.anchors, index.list_source = anchors, list_source
-    index._set_rows(two_stage_lib.device_rows(embeddings), offsets, ids,
-                    labels, where)
+    index._set_rows(two_stage_lib.device_rows(embeddings, device=device),
+                    offsets, ids, labels, where)
     return index
 
 

@@ -71,8 +71,10 @@ def list_order(db_lists, num_lists_total: int) -> tuple[np.ndarray,
   return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def device_rows(db, order: Optional[np.ndarray] = None) -> jax.Array:
-  """db[order] (N, D) float32 on the device, made from one host copy.
+def device_rows(db, order: Optional[np.ndarray] = None,
+                device: Optional[jax.Device] = None) -> jax.Array:
+  """db[order] (N, D) float32 on `device` (default: the default device),
+  made from one host copy.
 
   On CPU `jax.device_put` adopts a 64-byte aligned NumPy buffer without
   copying (measured: jnp.asarray copies, and briefly needs a third copy),
@@ -92,7 +94,7 @@ def device_rows(db, order: Optional[np.ndarray] = None) -> jax.Array:
       rows[start:stop] = db[start:stop]
     else:  # straight into place: no temporary of the chunk
       np.take(db, order[start:stop], axis=0, out=rows[start:stop])
-  return jax.device_put(rows)
+  return jax.device_put(rows, device)
 
 
 def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
