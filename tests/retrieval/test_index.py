@@ -138,7 +138,7 @@ def _reference(queries, embeddings, ids, lists, anchors, k, num_lists):
   return np.array(found)
 
 
-@hypothesis.settings(max_examples=15, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=10, deadline=None, derandomize=True)
 @hypothesis.given(
     sizes=st.lists(st.integers(0, 40), min_size=1, max_size=6),
     dim=st.integers(1, 5), num_lists=st.integers(1, 6),

@@ -40,7 +40,7 @@ def _small_blocks():
                              _SEARCH_BLOCK_BYTES=64, _CHUNK_BYTES=2000)
 
 
-@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
 @hypothesis.given(
     sizes=st.lists(st.integers(0, 40), min_size=1, max_size=6),
     dim=st.integers(1, 5), num_lists=st.integers(1, 6),
