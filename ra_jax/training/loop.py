@@ -115,7 +115,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
       last = done == exp.total_steps
       scalars = {}
       if done % config.train.log_every == 0 or last:
-        scalars = _checked_scalars(metrics, done, mngr)
+        scalars = _checked_scalars(metrics, done, mngr, config.optim)
         rate = clock.images_per_second(done)
         if rate is not None:
           scalars["train/images_per_second"] = rate
@@ -156,14 +156,22 @@ def _check_labels(labels, num_classes: int, step: int) -> None:
                      f" {num_classes}) (the dataset's classes)")
 
 
-def _checked_scalars(metrics: dict, step: int, mngr) -> dict[str, float]:
+def _checked_scalars(metrics: dict, step: int, mngr,
+                     optim) -> dict[str, float]:
   """The step's metrics as floats under train/; a NonFiniteLossError naming
-  the step and the last good checkpoint if any is not finite."""
+  the step, the last good checkpoint and the settings to change if any is
+  not finite."""
   values = {k: float(v) for k, v in metrics.items()}  # waits for the step
   if not all(math.isfinite(v) for v in values.values()):
+    clip = optim.get("grad_clip", 0.0)
     raise NonFiniteLossError(
         f"non-finite loss at step {step}: {values}; the last good"
-        f" checkpoint is step {mngr.latest_step()} in {mngr.directory}")
+        f" checkpoint is step {mngr.latest_step()} in {mngr.directory}."
+        f" The recipe diverged: lower optim.learning_rate (now"
+        f" {optim.learning_rate}), " + ("set optim.grad_clip (now 0, off;"
+        " e.g. 1.0)" if not clip else f"lower optim.grad_clip (now {clip})")
+        + f" or use another optim.name (now {optim.get('name', '?')!r};"
+        " a ViT diverges on the ResNets' SGD recipe where adamw trains)")
   return {f"train/{k}": v for k, v in values.items()}
 
 
