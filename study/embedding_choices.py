@@ -22,15 +22,19 @@ import sys
 import jax
 import numpy as np
 
+# Imported here, not when a diagnosis runs: the study grid imports this
+# module when it starts, and a module imported hours later from a working
+# tree edited since would mix two versions of ra_jax in one process.
+from ra_jax import models, retrieval
+from ra_jax.trained import TrainedRun
+from ra_jax.training import evaluation
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def embedding_choices(workdir: str) -> dict:
-  from ra_jax import models, retrieval
-  from ra_jax.trained import TrainedRun
-  from ra_jax.training import evaluation
   run = TrainedRun(workdir)
   model = run.exp.model
 
