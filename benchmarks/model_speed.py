@@ -142,6 +142,19 @@ def measure(model_name: str, *, image_size: int, batch: int, dtype: str,
           "final_loss": float(metrics["loss"])}
 
 
+def _model_kwargs(args) -> dict:
+  """The registry's options the flags set: a ResNet's width; a ViT's depth,
+  and its image size (its position embedding depends on it)."""
+  kwargs = {} if args.width is None else {"width": args.width}
+  if args.model.startswith("vit_"):
+    kwargs["image_size"] = args.image_size
+    if args.depth is not None:
+      kwargs["depth"] = args.depth
+  elif args.depth is not None:
+    raise SystemExit("--depth: ViT models only")
+  return kwargs
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="resnet50")
@@ -159,13 +172,15 @@ def main(argv=None) -> int:
   parser.add_argument("--peak_tflops", type=float,
                       help="peak TFLOP/s per device for the MFU, where"
                       " PEAK_TFLOPS does not know the device")
+  parser.add_argument("--depth", type=int,
+                      help="ViT depth (blocks), overriding its size's")
   parser.add_argument("--json", help="also write the result here")
   args = parser.parse_args(argv)
   result = measure(
       args.model, image_size=args.image_size, batch=args.batch,
       dtype=args.dtype, loss=args.loss, embedding_dim=args.embedding_dim,
       num_classes=args.num_classes, steps=args.steps, repeats=args.repeats,
-      model_kwargs={} if args.width is None else {"width": args.width},
+      model_kwargs=_model_kwargs(args),
       peak=args.peak_tflops)
   result.update(jax=jax.__version__, host=platform.node())
   mfu = ("n/a (unknown peak)" if result["mfu"] is None
