@@ -133,6 +133,16 @@ def workdir_flag(help_text: str = "a trained run's work dir", *,
   return holder
 
 
+def index_storage_flag() -> flags.FlagHolder:
+  """--index_storage: where a command keeps the database index (the run's
+  eval.index_storage unless given)."""
+  return flags.DEFINE_enum(
+      "index_storage", None, ["memory", "disk", "disk_float16"],
+      "the database index: 'memory' (index/step_<N>.npz) or, for databases"
+      " larger than memory, 'disk' / 'disk_float16' (a memory-mapped"
+      " directory index/step_<N>/); default: the run's eval.index_storage")
+
+
 def start(workdir: Optional[str] = None, config=None):
   """What a command does first: absl logging at WARNING (orbax logs every
   save at INFO), the run's config (`config`, else `workdir`'s config.json)

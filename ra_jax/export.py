@@ -16,6 +16,7 @@ from ra_jax.trained import export
 
 _WORKDIR = cli.workdir_flag()
 _OUT = flags.DEFINE_string("out", None, "directory to write the export to")
+_INDEX_STORAGE = cli.index_storage_flag()
 _PLATFORMS = flags.DEFINE_list(
     "platforms", list(export.PLATFORMS),
     "platforms the encoder is lowered for (some of cpu, cuda, tpu)")
@@ -30,7 +31,8 @@ def main(argv):
   cli.start(_WORKDIR.value)
   manifest = export.export_run(_WORKDIR.value, _OUT.value,
                                platforms=_PLATFORMS.value,
-                               faiss=_FAISS.value, progress=True)
+                               faiss=_FAISS.value, progress=True,
+                               index_storage=_INDEX_STORAGE.value)
   run, database = manifest["run"], manifest["database"]
   print(f"exported step {run['step']} of {_WORKDIR.value} ({run['model']},"
         f" {run['loss']}, {manifest['output']['geometry']} geometry) for"

@@ -2,11 +2,13 @@
 
   python -m ra_jax.search --workdir /tmp/digits --query seven.png [--k 10]
       [--num_lists 2 | --exact] [--query_index 17] [--output grid.png]
+      [--index_storage disk]
 
 Loads the work dir's config and newest checkpoint, and the index of the
 database split's embeddings (built on first use with a progress bar and
 cached as `workdir/index/step_<N>.npz`, so a newer checkpoint gets a new
-one). Prints the classes stage 1 keeps (nearest anchors) and the top-k
+one; `--index_storage disk` or `disk_float16`: a memory-mapped directory
+`workdir/index/step_<N>/`, for databases larger than memory). Prints the classes stage 1 keeps (nearest anchors) and the top-k
 neighbours (database id, label, distance), and writes a PNG grid of the
 query and its neighbours (default `workdir/search/<query>.png`). Image files
 are read as the web page reads uploads (`ra_jax.trained.images`).
@@ -27,6 +29,7 @@ _QUERY = flags.DEFINE_multi_string("query", [], "image file(s) to search with")
 _QUERY_INDEX = flags.DEFINE_multi_integer(
     "query_index", [], "example(s) of the dataset's query split to search with")
 _K = flags.DEFINE_integer("k", 10, "neighbours to return")
+_INDEX_STORAGE = cli.index_storage_flag()
 _NUM_LISTS = flags.DEFINE_integer("num_lists", 1, "classes stage 1 keeps")
 _EXACT = flags.DEFINE_bool("exact", False, "rank the whole database instead")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG grid path (one query)")
@@ -56,7 +59,7 @@ def main(argv) -> Optional[int]:
   if _K.value < 1:
     cli.fail(f"--k {_K.value}: give at least 1 neighbour")
   cli.start(_WORKDIR.value)
-  searcher = Searcher(_WORKDIR.value)
+  searcher = Searcher(_WORKDIR.value, index_storage=_INDEX_STORAGE.value)
   if _K.value > len(searcher.index):
     cli.fail(f"--k {_K.value}: the database has {len(searcher.index)}"
              " images")

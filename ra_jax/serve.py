@@ -21,6 +21,7 @@ _WORKDIR = cli.workdir_flag("a trained run's work dir (or --export)",
 _EXPORT = flags.DEFINE_string("export", None, "an export directory"
                               " (python -m ra_jax.export; or --workdir)")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
+_INDEX_STORAGE = cli.index_storage_flag()
 _PORT = flags.DEFINE_integer("port", 8000, "port to listen on")
 _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", images.MAX_PIXELS, "larger uploads are refused (413)"
@@ -36,11 +37,15 @@ def main(argv):
   from ra_jax.trained import page
   from ra_jax.trained.search import ExportSearcher, Searcher
   if _EXPORT.value:
+    if _INDEX_STORAGE.value:
+      cli.fail("--index_storage: an export serves the index it was"
+               " exported with (python -m ra_jax.export --index_storage)")
     cli.start()  # an export is served by one process
     searcher, served = ExportSearcher(_EXPORT.value), _EXPORT.value
   else:
     cli.start(_WORKDIR.value)
-    searcher, served = Searcher(_WORKDIR.value), _WORKDIR.value
+    searcher = Searcher(_WORKDIR.value, index_storage=_INDEX_STORAGE.value)
+    served = _WORKDIR.value
   print(f"serving step {searcher.step} of {served} at"
         f" http://{_HOST.value}:{_PORT.value}/", flush=True)
   uvicorn.run(page.make_app(searcher, max_pixels=_MAX_PIXELS.value),

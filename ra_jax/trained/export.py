@@ -100,10 +100,12 @@ def augment_of(written: dict) -> data.AugmentConfig:
 
 def export_run(workdir: str, out: str, *,
                platforms: Sequence[str] = PLATFORMS,
-               faiss: Optional[bool] = None, progress: bool = False) -> dict:
+               faiss: Optional[bool] = None, progress: bool = False,
+               index_storage: Optional[str] = None) -> dict:
   """Writes the export of `workdir`'s newest readable checkpoint to `out`
   and returns its manifest. `faiss`: also write database.faiss (None: when
-  faiss is installed and the index is not on disk)."""
+  faiss is installed and the index is not on disk). `index_storage`:
+  instead of the run's `eval.index_storage`."""
   if files.exists(files.join(out, MANIFEST)):
     raise ValueError(f"{out} already holds an export ({MANIFEST}); choose"
                      " another --out")
@@ -115,7 +117,7 @@ def export_run(workdir: str, out: str, *,
   exp = run.exp
   encoder = export_encoder(exp.model.apply, run.variables, exp.image_shape,
                            platforms)
-  index = run.database_index(progress=progress)
+  index = run.database_index(progress=progress, storage=index_storage)
   on_disk = isinstance(index, retrieval.DiskIndex)
   if faiss is None:  # not by default for an index larger than memory
     faiss = importlib.util.find_spec("faiss") is not None and not on_disk

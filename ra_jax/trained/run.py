@@ -80,16 +80,20 @@ class TrainedRun:
     x = augment_lib.eval_transform(image, self.exp.augment)[None]
     return np.asarray(self.apply(self.variables, x), np.float32)
 
-  def database_index(self, *, progress: bool = True,
-                     cache: bool = True) -> retrieval.BaseIndex:
+  def database_index(self, *, progress: bool = True, cache: bool = True,
+                     storage: Optional[str] = None) -> retrieval.BaseIndex:
     """The database split's index, as `eval.index_storage` says: an `Index`
     (`cache`: read from, or by process 0 saved to, the work dir's
     index/step_<N>.npz, so a newer checkpoint gets a new one), or a
     `DiskIndex` directory index/step_<N>/ built batch by batch (the
     embeddings are never all in memory; other processes and `cache=False`
-    build an `Index`)."""
-    dtype = experiment.INDEX_STORAGE[
-        self.exp.config.eval.get("index_storage", "memory")]
+    build an `Index`). `storage`: instead of `eval.index_storage`."""
+    if storage is None:
+      storage = self.exp.config.eval.get("index_storage", "memory")
+    if storage not in experiment.INDEX_STORAGE:
+      raise ValueError(f"index storage {storage!r}: one of"
+                       f" {', '.join(experiment.INDEX_STORAGE)}")
+    dtype = experiment.INDEX_STORAGE[storage]
     on_disk = dtype is not None and cache and runtime.is_writer()
     path = workdir_lib.index_path(self.workdir, self.step, on_disk=on_disk)
     database = self.split("database")

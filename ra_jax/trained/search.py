@@ -107,7 +107,8 @@ class BaseSearcher:
 class Searcher(BaseSearcher):
   """A trained work dir and its database index, ready to answer queries."""
 
-  def __init__(self, workdir: str, *, progress: bool = True):
+  def __init__(self, workdir: str, *, progress: bool = True,
+               index_storage: Optional[str] = None):
     self.run = TrainedRun(workdir)
     self.step = self.run.step
     self.source = self.run.source
@@ -115,7 +116,8 @@ class Searcher(BaseSearcher):
     self.channels = self.run.channels
     self.queries = self.run.split("query")
     self.database = self.run.split("database")
-    self.index = self.run.database_index(progress=progress)
+    self.index = self.run.database_index(progress=progress,
+                                         storage=index_storage)
 
   def embed(self, image: np.ndarray) -> np.ndarray:
     return self.run.embed_image(image)

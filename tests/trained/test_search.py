@@ -61,6 +61,15 @@ def test_query_image_two_stage_then_exact(digits_run, tmp_path):
   assert f"(label {test_split[3]['label']})" in out.stdout
   assert os.path.exists(tmp_path / "exact.png")
 
+  # --index_storage disk: the same neighbours from a memory-mapped index.
+  disk = _cli("--workdir", str(workdir), "--query_index", "3", "--k", "5",
+              "--exact", "--index_storage", "disk", "--output",
+              str(tmp_path / "disk.png"))
+  assert disk.returncode == 0, disk.stderr[-3000:]
+  assert (workdir / "index" / f"step_{runs.SHARED_STEPS}" /
+          "header.json").exists()
+  assert [i for i, _, _ in _rows(disk.stdout)] == [i for i, _, _ in rows]
+
 
 def test_bad_queries_are_clear_errors(digits_run, tmp_path):
   searcher = Searcher(digits_run, progress=False)
@@ -87,20 +96,21 @@ def test_an_on_disk_index_answers_as_the_in_memory_one(digits_run, tmp_path):
   from ra_jax.trained import export
   from ra_jax.trained.search import ExportSearcher
   memory = Searcher(digits_run, progress=False)
-  config_path = os.path.join(digits_run, "config.json")
-  config = json.load(open(config_path))
-  config["eval"]["index_storage"] = "disk"
-  json.dump(config, open(config_path, "w"))
-  disk = Searcher(digits_run, progress=False)
+  disk = Searcher(digits_run, progress=False, index_storage="disk")
   assert isinstance(disk.index, retrieval.DiskIndex)
   assert disk.index.directory == os.path.join(
       digits_run, "index", f"step_{runs.SHARED_STEPS}")
   out = tmp_path / "export"
   manifest = export.export_run(digits_run, str(out), platforms=("cpu",),
-                               faiss=False)
+                               faiss=False, index_storage="disk")
   assert manifest["database"]["file"] == "database"
   exported = ExportSearcher(str(out))
-  again = Searcher(digits_run, progress=False)  # the directory is reused
+  # The run's own setting chooses it too; the directory is reused.
+  config_path = os.path.join(digits_run, "config.json")
+  config = json.load(open(config_path))
+  config["eval"]["index_storage"] = "disk"
+  json.dump(config, open(config_path, "w"))
+  again = Searcher(digits_run, progress=False)
   assert again.index.directory == disk.index.directory
   for searcher in (disk, exported):
     for i in range(3):
