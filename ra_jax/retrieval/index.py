@@ -111,14 +111,7 @@ class BaseIndex:
                                               num_lists))
 
   def _queries(self, queries) -> np.ndarray:
-    where = f"{type(self).__name__}.search"
-    queries = floats(where, "queries", queries)
-    if queries.ndim != 2 or queries.shape[1] != self.dim:
-      raise ValueError(f"{where}: queries must be (Q, {self.dim}), got"
-                       f" {queries.shape}")
-    if not np.all(np.isfinite(queries)):
-      raise ValueError(f"{where}: queries hold NaN or inf")
-    return queries
+    return check_queries(queries, self.dim, f"{type(self).__name__}.search")
 
   def search(self, queries, k: int, *, two_stage: bool = False,
              num_lists: int = 1, kept: Optional[np.ndarray] = None):
@@ -127,19 +120,12 @@ class BaseIndex:
     1 already made (`stage_one`)."""
     queries = self._queries(queries)
     where = f"{type(self).__name__}.search"
-    if not 1 <= k <= len(self):
-      raise ValueError(f"{where}: k must be in [1, {len(self)}] (the"
-                       f" index's size), got {k}")
+    check_k(k, len(self), where)
     if two_stage:
       self._require_lists()
       two_stage_lib.check_num_lists(num_lists, len(self.anchors))
-      if kept is not None and (
-          np.shape(kept) != (len(queries), num_lists) or
-          np.any((np.asarray(kept) < 0) | (np.asarray(kept) >= len(self.anchors)))):
-        raise ValueError(f"{where}: kept must be ({len(queries)},"
-                         f" {num_lists}) list ids in [0,"
-                         f" {len(self.anchors)}) (stage 1's choice), got"
-                         f" {np.shape(kept)}")
+      two_stage_lib.check_kept(kept, len(queries), num_lists,
+                               len(self.anchors), where)
       distances, rows = self._two_stage_rows(queries, k, num_lists, kept)
     else:
       distances, rows = self._exact_rows(queries, k)
@@ -233,9 +219,8 @@ class Index(BaseIndex):
     re-sorts (briefly holding the index twice plus the new items). Nothing
     changes when the new items are invalid."""
     embeddings = floats("Index.add", "embeddings", embeddings)
-    dim = self._lists.vectors.shape[1]
-    if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-      raise ValueError(f"Index.add: embeddings must be (n, {dim}), got"
+    if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+      raise ValueError(f"Index.add: embeddings must be (n, {self.dim}), got"
                        f" {embeddings.shape}")
     if ids is None:
       start = int(self.ids.max()) + 1 if len(self.ids) else 0
@@ -329,6 +314,24 @@ def _norms_and_nonfinite_rows(vectors):
   (`all(isfinite(x))` materialised an (N, D) mask: +0.5 GB at 4M x 128)."""
   bad = jnp.sum(jnp.isnan(jnp.sum(vectors * 0.0, axis=1)))
   return scoring.row_norms(vectors), bad
+
+
+def check_queries(queries, dim: int, where: str) -> np.ndarray:
+  """Queries as float32 (Q, dim), finite: a ValueError naming `where`
+  otherwise."""
+  queries = floats(where, "queries", queries)
+  if queries.ndim != 2 or queries.shape[1] != dim:
+    raise ValueError(f"{where}: queries must be (Q, {dim}), got"
+                     f" {queries.shape}")
+  if not np.all(np.isfinite(queries)):
+    raise ValueError(f"{where}: queries hold NaN or inf")
+  return queries
+
+
+def check_k(k: int, size: int, where: str) -> None:
+  if not 1 <= k <= size:
+    raise ValueError(f"{where}: k must be in [1, {size}] (the index's"
+                     f" size), got {k}")
 
 
 def check_layout(offsets: np.ndarray, count: int,

@@ -160,8 +160,7 @@ class DiskIndexWriter:
     self._staging.write(rows.data)
     self._labelled = labels is not None
     self._ids.append(ids)
-    self._lists.append(np.asarray(lists, np.int32 if self.anchors is None or
-                                  len(self.anchors) < 2**31 else np.int64))
+    self._lists.append(np.asarray(lists, np.int32))  # C < 2^31
     if labels is not None:
       self._labels.append(labels)
     self.count += n
@@ -384,23 +383,17 @@ class DiskIndex(index_lib.BaseIndex):
     found_d = np.full(chosen.shape + (k,), np.inf, np.float32)
     found_r = np.full(chosen.shape + (k,), -1, np.int32)
     previous, pending = [], []  # results of the list before, and this one
-    for c in np.unique(chosen):
-      start, stop = int(self._offsets[c]), int(self._offsets[c + 1])
-      if stop == start:
-        continue
-      # The list as a slice of static length (few shapes to compile),
-      # moved back where it would run past the end; other rows masked.
-      length = two_stage_lib.slice_length(stop - start, total)
+    for start, stop, length, who, slots in two_stage_lib.groups_by_list(
+        chosen, self._offsets, total):
+      # The list as the slice `Index` scores, moved back where it would
+      # run past the end; other rows masked.
       first = min(start, total - length)
       block = jax.device_put(self._rows(first, first + length))
       norms = self.norms[first:first + length]
       width = min(k, length)
-      who, slots = np.nonzero(chosen == c)
       for g in range(0, len(who), _GROUP):
         part = slice(g, g + _GROUP)
-        bucket = 1 << max(0, int(len(who[part]) - 1).bit_length())
-        group = np.pad(queries[who[part]],
-                       ((0, bucket - len(who[part])), (0, 0)))
+        group = two_stage_lib.pad_to_bucket(queries[who[part]])
         pending.append((who[part], slots[part], width, first, _list_candidates(
             group, block, norms, start - first, stop - first, length, width)))
       # This list is read while the one before is scored; waiting for that

@@ -59,6 +59,11 @@ class ShardedIndex:
   def __init__(self, index: index_lib.BaseIndex,
                devices: Optional[Sequence[jax.Device]] = None):
     devices = list(jax.devices() if devices is None else devices)
+    counts = {len([d for d in devices if d.process_index == p])
+              for p in {d.process_index for d in devices}}
+    if len(counts) != 1:
+      raise ValueError("ShardedIndex: every process needs as many of the"
+                       " devices as the others (the gather stacks shards)")
     self.size, self.dim = len(index), index.dim
     self.anchors, self.list_source = index.anchors, index.list_source
     self.num_shards = len(devices)
@@ -81,11 +86,6 @@ class ShardedIndex:
           None if index.labels is None else index.labels[start:stop],
           index.anchors, index.list_source, offsets,
           f"shard {shard} (rows {start}:{stop})", device=device)
-    counts = {len([d for d in devices if d.process_index == p])
-              for p in {d.process_index for d in devices}}
-    if len(counts) != 1:
-      raise ValueError("ShardedIndex: every process needs as many of the"
-                       " devices as the others (the gather stacks shards)")
 
   def __len__(self) -> int:
     return self.size
@@ -94,13 +94,9 @@ class ShardedIndex:
              num_lists: int = 1):
     """`Index.search` over the whole index: (distances, ids), each (Q, k),
     on every process."""
-    queries = index_lib.floats("ShardedIndex.search", "queries", queries)
-    if queries.ndim != 2 or queries.shape[1] != self.dim:
-      raise ValueError(f"ShardedIndex.search: queries must be (Q,"
-                       f" {self.dim}), got {queries.shape}")
-    if not 1 <= k <= self.size:
-      raise ValueError(f"ShardedIndex.search: k must be in [1,"
-                       f" {self.size}] (the index's size), got {k}")
+    queries = index_lib.check_queries(queries, self.dim,
+                                      "ShardedIndex.search")
+    index_lib.check_k(k, self.size, "ShardedIndex.search")
     kept = None
     if two_stage:  # once, for every shard
       if self.anchors is None:

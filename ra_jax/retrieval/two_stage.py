@@ -31,6 +31,42 @@ def check_num_lists(num_lists: Union[int, Sequence[int]], num_anchors: int,
                      f" [1, {num_anchors}] (the number of anchors)")
 
 
+def check_kept(kept, num_queries: int, num_lists: int, num_anchors: int,
+               where: str = "") -> None:
+  """Stage 1's choice given by a caller must be (Q, num_lists) list ids in
+  [0, C): a ValueError naming `where` otherwise (an id out of range would
+  index another list, or wrap)."""
+  if kept is None:
+    return
+  kept = np.asarray(kept)
+  if kept.shape != (num_queries, num_lists) or (
+      kept.size and (kept.min() < 0 or kept.max() >= num_anchors)):
+    prefix = f"{where}: " if where else ""
+    raise ValueError(f"{prefix}kept must be ({num_queries}, {num_lists})"
+                     f" list ids in [0, {num_anchors}) (stage 1's choice),"
+                     f" got {kept.dtype} {kept.shape}")
+
+
+def groups_by_list(chosen: np.ndarray, offsets: np.ndarray, total: int):
+  """Stage 2's work, list by list: for each chosen list c that holds items,
+  (start, stop, length, who, slots): its rows [start, stop), the static
+  length it is scored at (`slice_length`), and the queries that chose it
+  with the slot they chose it in (chosen[who, slots] == c)."""
+  for c in np.unique(chosen):
+    start, stop = int(offsets[c]), int(offsets[c + 1])
+    if stop == start:
+      continue  # an empty list: nothing to find
+    who, slots = np.nonzero(chosen == c)
+    yield start, stop, slice_length(stop - start, total), who, slots
+
+
+def pad_to_bucket(queries: np.ndarray) -> np.ndarray:
+  """`queries` with zero rows added up to a power of two (few shapes
+  compile)."""
+  bucket = 1 << max(0, int(len(queries) - 1).bit_length())
+  return np.pad(queries, ((0, bucket - len(queries)), (0, 0)))
+
+
 class Lists(NamedTuple):
   """The database in list-major order, one copy: list c is rows
   offsets[c]:offsets[c + 1] of `vectors`, so stage 2 scores each list as
@@ -174,20 +210,14 @@ def _stage_two_grouped(queries, chosen, lists: Lists, k):
   matrix product per list; a Python loop over lists, never over queries."""
   chosen = np.asarray(chosen)
   host_queries = np.asarray(queries)
-  total = lists.vectors.shape[0]
   found = np.full(chosen.shape + (k,), -1, np.int32)
   pending = []  # dispatch every list first, then wait once
-  for c in np.unique(chosen):
-    start, stop = int(lists.offsets[c]), int(lists.offsets[c + 1])
-    if stop == start:
-      continue  # an empty list: nothing to find
-    length = slice_length(stop - start, total)
-    rows, slots = np.nonzero(chosen == c)
-    bucket = 1 << max(0, int(len(rows) - 1).bit_length())
-    group = np.pad(host_queries[rows], ((0, bucket - len(rows)), (0, 0)))
+  for start, stop, length, rows, slots in groups_by_list(
+      chosen, lists.offsets, lists.vectors.shape[0]):
     width = min(k, length)
     pending.append((rows, slots, width, list_top_k(
-        group, lists.vectors, lists.norms, start, stop, length, width)))
+        pad_to_bucket(host_queries[rows]), lists.vectors, lists.norms,
+        start, stop, length, width)))
   for rows, slots, width, top in pending:
     found[rows, slots, :width] = np.asarray(top)[:len(rows)]
   return jnp.asarray(found.reshape(chosen.shape[0], -1))
@@ -301,11 +331,7 @@ def search_lists(queries, anchors, lists: Lists, *, num_lists: int, k: int,
   if len(lists.offsets) != num_classes + 1:
     raise ValueError(f"lists hold {len(lists.offsets) - 1} lists, but there"
                      f" are {num_classes} anchors")
-  if kept is not None and np.shape(kept) != (np.shape(queries)[0],
-                                             num_lists):
-    raise ValueError(f"kept must be ({np.shape(queries)[0]}, {num_lists})"
-                     f" (one row of list ids per query), got"
-                     f" {np.shape(kept)}")
+  check_kept(kept, np.shape(queries)[0], num_lists, num_classes)
   anchors = jnp.asarray(anchors, jnp.float32)
   queries = jnp.asarray(queries, jnp.float32)
   if method == "gathered":  # once, not per chunk
