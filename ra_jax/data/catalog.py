@@ -4,6 +4,7 @@ scikit-learn's digits and user image folders.
   get_source("cifar100", data_dir=...)      # TFDS catalogue, array_record
   get_source("fashion_mnist")               # offline, from Debian's IDX files
   get_source("tiny_imagenet", manual_dir=)  # our builder, official zip
+  get_source("font_chars[/small]")          # our builder, installed fonts
   get_source("digits")                      # bundled with scikit-learn
   get_source("folder", root="/path/to/images")
   get_source("synthetic_classes")         # 100,000 classes from a seed
@@ -87,7 +88,12 @@ def _own_builder(name: str, data_dir: Optional[str],
   builder_cls = getattr(importlib.import_module(
       f"ra_jax.data.builders.{module}"), class_name)
   manual_dir = manual_dir or entry.manual_dir
-  builder = builder_cls(data_dir=data_dir, file_format="array_record")
+  _, _, config = name.partition("/")
+  if config and config not in builder_cls.builder_configs:
+    raise ValueError(f"dataset {name!r}: {name.split('/')[0]} has the"
+                     f" configs {', '.join(builder_cls.builder_configs)}")
+  builder = builder_cls(data_dir=data_dir, file_format="array_record",
+                        **({"config": config} if config else {}))
   if not builder.is_prepared():
     if manual_dir is None:
       raise FileNotFoundError(
