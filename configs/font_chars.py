@@ -1,13 +1,14 @@
 """font_chars: 100 classes of characters rendered from Debian's fonts, 32x32
 RGB, built offline by ra_jax's TFDS builder
 (ra_jax/data/builders/font_chars.py); train, validation and test come from
-disjoint font designs (297 / 42 / 85 of the 424 found).
+disjoint font designs (303 / 43 / 87 of the 433 found here).
 
   apt-get install --no-install-recommends $(python -m ra_jax.data.builders.font_packages)
   python -m ra_jax.train --config configs/font_chars.py[:loss=triplet,shot=10] \
       --workdir DIR
 
-The first run builds the set (about 10 minutes on 2 cores) into the TFDS
+The first run builds the set (9 minutes on 2 cores that a training run
+shared) into the TFDS
 data dir. Queries are the test split's 10,000 images, the database the
 50,000 training images. Model selection queries with the builder's own
 validation split, whose designs neither train nor test has:

@@ -1,7 +1,7 @@
 """The Debian packages whose fonts made the full font_chars set: every
 package that installed a font the build used, on Debian 12 with these
-installed (2026-12-03: 224 packages, about 2 GB with
-texlive-fonts-extra, which alone gives 222 of the designs).
+installed (2026-12-03: 228 packages, 1.2 GB to download, 4.1 GiB installed;
+texlive-fonts-extra alone gives 160 of the 433 designs).
 
   apt-get install --no-install-recommends $(python -m ra_jax.data.builders.font_packages)
 """
@@ -40,10 +40,10 @@ FULL_PACKAGES = (
     "fonts-leckerli-one", "fonts-lemonada", "fonts-lexi-gulim",
     "fonts-lexi-saebom", "fonts-lg-aboriginal", "fonts-liberation",
     "fonts-liberation2", "fonts-lindenhill", "fonts-linex",
-    "fonts-linuxlibertine", "fonts-lobster", "fonts-lobstertwo",
-    "fonts-lohit-deva", "fonts-lohit-telu", "fonts-lxgw-wenkai",
-    "fonts-manchufont", "fonts-manrope", "fonts-meera-inimai",
-    "fonts-monofur", "fonts-monoid", "fonts-mononoki",
+    "fonts-linuxlibertine", "fonts-lmodern", "fonts-lobster",
+    "fonts-lobstertwo", "fonts-lohit-deva", "fonts-lohit-telu",
+    "fonts-lxgw-wenkai", "fonts-manchufont", "fonts-manrope",
+    "fonts-meera-inimai", "fonts-monofur", "fonts-monoid", "fonts-mononoki",
     "fonts-morisawa-bizud-gothic", "fonts-morisawa-bizud-mincho",
     "fonts-mph-2b-damase", "fonts-mplus", "fonts-nakula", "fonts-nanum",
     "fonts-nanum-extra", "fonts-naver-d2coding", "fonts-noto-core",
@@ -69,16 +69,17 @@ FULL_PACKAGES = (
     "fonts-smc-karumbi", "fonts-smc-keraleeyam", "fonts-smc-manjari",
     "fonts-smc-rachana", "fonts-smc-uroob", "fonts-smiley-sans",
     "fonts-sora", "fonts-spleen", "fonts-stick", "fonts-stix",
-    "fonts-tibetan-machine", "fonts-tiresias", "fonts-tlwg-garuda-ttf",
-    "fonts-tlwg-kinnari-ttf", "fonts-tlwg-laksaman-ttf",
-    "fonts-tlwg-loma-ttf", "fonts-tlwg-mono-ttf", "fonts-tlwg-norasi-ttf",
-    "fonts-tlwg-purisa-ttf", "fonts-tlwg-sawasdee-ttf",
-    "fonts-tlwg-typewriter-ttf", "fonts-tlwg-typist-ttf",
-    "fonts-tlwg-typo-ttf", "fonts-tlwg-umpush-ttf", "fonts-tlwg-waree-ttf",
-    "fonts-train", "fonts-tuffy", "fonts-ukij-uyghur", "fonts-unfonts-core",
-    "fonts-unfonts-extra", "fonts-unifont", "fonts-uralic",
-    "fonts-urw-base35", "fonts-vlgothic", "fonts-vollkorn",
-    "fonts-wqy-microhei", "fonts-wqy-zenhei", "fonts-yanone-kaffeesatz",
+    "fonts-texgyre", "fonts-texgyre-math", "fonts-tibetan-machine",
+    "fonts-tiresias", "fonts-tlwg-garuda-ttf", "fonts-tlwg-kinnari-ttf",
+    "fonts-tlwg-laksaman-ttf", "fonts-tlwg-loma-ttf", "fonts-tlwg-mono-ttf",
+    "fonts-tlwg-norasi-ttf", "fonts-tlwg-purisa-ttf",
+    "fonts-tlwg-sawasdee-ttf", "fonts-tlwg-typewriter-ttf",
+    "fonts-tlwg-typist-ttf", "fonts-tlwg-typo-ttf", "fonts-tlwg-umpush-ttf",
+    "fonts-tlwg-waree-ttf", "fonts-train", "fonts-tuffy",
+    "fonts-ukij-uyghur", "fonts-unfonts-core", "fonts-unfonts-extra",
+    "fonts-unifont", "fonts-uralic", "fonts-urw-base35", "fonts-vlgothic",
+    "fonts-vollkorn", "fonts-wine", "fonts-wqy-microhei",
+    "fonts-wqy-zenhei", "fonts-yanone-kaffeesatz",
     "fonts-yozvox-yozfont-antique", "fonts-yozvox-yozfont-cute",
     "fonts-yozvox-yozfont-edu", "fonts-yozvox-yozfont-new-kana",
     "fonts-yozvox-yozfont-standard-kana", "fonts-yrsa-rasa",
