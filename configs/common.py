@@ -12,6 +12,7 @@ import ml_collections
 
 from configs import validated
 from ra_jax import data, losses
+from ra_jax.models import registry
 
 ARG_KEYS = {
     "model": None,  # any registry name
@@ -145,11 +146,14 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   if losses.get_loss(loss).needs_positives and not images_per_class:
     config.dataset.images_per_class = 4  # in-batch mining needs positives
   # The loss's validated optimizer (name, learning rate, weight decay,
-  # class-parameter multiplier; selected on Fashion-MNIST,
-  # configs/validated.py) over the fields it does not set.
+  # class-parameter multiplier; selected on Fashion-MNIST with a ResNet,
+  # configs/validated.py) over the fields it does not set, and the
+  # backbone family's (FAMILY_OPTIM: a ViT's) over those.
+  family, _ = registry.family_of(config.model.name)
   config.optim = ml_collections.ConfigDict({
       "warmup_steps": warmup_steps, "grad_clip": 0.0, "momentum": 0.9,
       "nesterov": False, **validated.OPTIM[loss],
+      **validated.FAMILY_OPTIM.get(family, {}),
   })
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,

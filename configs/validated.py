@@ -37,6 +37,18 @@ OPTIM = {
     "triplet": {**ADAMW, "learning_rate": 0.00188, "anchor_lr_mult": 1.0},
 }
 
+# `config.optim` fields per backbone family, over OPTIM (the loss keeps its
+# per-class learning-rate multiplier). OPTIM was selected with a ResNet;
+# a ViT diverges under its SGD at 0.0571 without clipping (issue 30). The
+# ViT values are the recipe that trained ViT-Ti/7 (6 blocks) on
+# Fashion-MNIST in the sizing run (docs/benchmarks.md, "A ViT sized for
+# this machine": one epoch, exact mAP 0.636): checked not to diverge with
+# every loss (docs/benchmarks.md), not yet selected on validation.
+FAMILY_OPTIM = {
+    "vit": {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.0,
+            "grad_clip": 1.0},
+}
+
 # `config.loss` per loss: its best tuning trial's own hyperparameters (the
 # same trials as OPTIM).
 LOSS = {

@@ -47,3 +47,16 @@ def test_configs_carry_the_validated_values_not_the_signatures():
           defaults["contrastive"]["negative_margin"]) == (0.0, 1.0)
   assert (defaults["cam"]["margin"], defaults["cam"]["min_norm"]) == (
       None, None)  # scale-aware: sqrt(D / 2) and sqrt(D)
+
+
+def test_a_vit_gets_its_family_recipe_over_the_loss_optimizer():
+  """The ResNets' SGD recipe diverges a ViT (issue 30); the family's
+  fields replace it, and the loss keeps its class-parameter multiplier."""
+  for loss in ("cam", "proxy_anchor", "triplet"):
+    resnet = fashion_mnist.get_config(f"loss={loss}").optim
+    vit = fashion_mnist.get_config(f"model=vit_ti7,loss={loss}").optim
+    for field, value in validated.FAMILY_OPTIM["vit"].items():
+      assert vit[field] == value, (loss, field)
+    assert vit.anchor_lr_mult == resnet.anchor_lr_mult
+  assert fashion_mnist.get_config("loss=cam").optim.name == "sgd"
+  assert fashion_mnist.get_config("loss=cam").optim.grad_clip == 0.0
