@@ -181,6 +181,13 @@ def test_too_few_fonts_is_an_error_that_says_what_to_install(tmp_path):
                     manual_dir=str(tmp_path))
   # nothing half-built is left where the next build would look
   assert not os.listdir(tmp_path / "tfds" / "font_chars" / "small")
+  # three families, one design: still too few to split
+  _edited_font(tmp_path, "Clone One")
+  _edited_font(tmp_path, "Clone Two")
+  survey = font_chars.survey_fonts([str(tmp_path)])
+  assert len(survey.family_thumbs) == 3
+  with pytest.raises(ValueError, match=r"1 font designs \(3 usable"):
+    font_chars.plan_fonts(survey, seed=0)
   with pytest.raises(ValueError, match="has the configs full, small"):
     data.get_source("font_chars/tiny", data_dir=str(tmp_path / "tfds"))
 

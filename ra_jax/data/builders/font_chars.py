@@ -132,18 +132,19 @@ def plan_fonts(survey: Survey, seed: int,
   """Groups the surveyed families into designs and deals the designs to
   test, validation and train (SPLIT_FRACTIONS, in a `seed`ed order)."""
   families = sorted(survey.family_thumbs)
-  if len(families) < 3:
+  family_design = (glyphs.design_groups(
+      np.stack([survey.family_thumbs[f].astype(np.float32)
+                for f in families]), threshold, families)
+                   if families else np.zeros(0, int))
+  design_of = dict(zip(families, family_design.tolist()))
+  count = int(family_design.max()) + 1 if families else 0
+  if count < 3:
     raise ValueError(
-        f"font_chars: {len(families)} usable font families; train,"
-        " validation and test need at least 3 (of"
+        f"font_chars: {count} font designs ({len(families)} usable"
+        f" families); train, validation and test need at least 3 (of"
         f" {survey.candidates} faces covering the classes,"
         f" {len(survey.rejected)} render badly). Install fonts: apt-get"
         f" install {' '.join(SMALL_PACKAGES)}")
-  family_design = glyphs.design_groups(
-      np.stack([survey.family_thumbs[f].astype(np.float32)
-                for f in families]), threshold, families)
-  design_of = dict(zip(families, family_design.tolist()))
-  count = int(family_design.max()) + 1
   order = np.random.default_rng(seed).permutation(count)
   split_of_design, start = {}, 0
   for split, fraction in SPLIT_FRACTIONS.items():
