@@ -37,9 +37,15 @@ def get_config(arg=None):
   config = common.base_config("fashion_mnist", arg, model="resnet18_cifar",
                               epochs=12, width=8, global_batch_size=250,
                               images_per_class=25, checkpoint_every=500)
+  return with_few_shot(config, arg)
+
+
+def with_few_shot(config, arg=None, **fields):
+  """`config` on the few-shot recipe when its `shot` asks for one (not at
+  size=tiny), with `fields` (dotted) over the recipe's."""
   shot = config.dataset.shot
   if shot and "size=tiny" not in (arg or ""):
-    common.set_fields(config, few_shot(shot))
+    common.set_fields(config, {**few_shot(shot), **fields})
     if config.train.loss_warmup_steps:  # the attractor's, over the LR's
       config.train.loss_warmup_steps = config.optim.warmup_steps
   return config

@@ -28,12 +28,7 @@ def get_config(arg=None):
   config = common.base_config("font_chars", arg, model="resnet18_cifar",
                               epochs=12, width=8, global_batch_size=250,
                               images_per_class=5, checkpoint_every=500)
-  shot = config.dataset.shot
-  if shot and "size=tiny" not in (arg or ""):
-    # Fashion-MNIST's few-shot recipe; the validation designs are a split
-    # of their own, so no hold-out needs avoiding.
-    common.set_fields(config, {**fashion_mnist.few_shot(shot),
-                               "dataset.shot_holdout": 0})
-    if config.train.loss_warmup_steps:
-      config.train.loss_warmup_steps = config.optim.warmup_steps
-  return config
+  # Fashion-MNIST's few-shot recipe; the validation designs are a split of
+  # their own, so no hold-out needs avoiding.
+  return fashion_mnist.with_few_shot(config, arg,
+                                     **{"dataset.shot_holdout": 0})
