@@ -42,8 +42,10 @@ OPTIM = {
 # a ViT diverges under its SGD at 0.0571 without clipping (issue 30). The
 # ViT values are the recipe that trained ViT-Ti/7 (6 blocks) on
 # Fashion-MNIST in the sizing run (docs/benchmarks.md, "A ViT sized for
-# this machine": one epoch, exact mAP 0.636): checked not to diverge with
-# every loss (docs/benchmarks.md), not yet selected on validation.
+# this machine": one epoch, exact mAP 0.636), checked not to diverge in 300
+# steps with each loss that results/vit_recipe_check/ holds
+# (study/vit_recipe_check.py; docs/benchmarks.md); not yet selected on
+# validation.
 FAMILY_OPTIM = {
     "vit": {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.0,
             "grad_clip": 1.0},
