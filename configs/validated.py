@@ -43,8 +43,8 @@ OPTIM = {
 # ViT values are the recipe that trained ViT-Ti/7 (6 blocks) on
 # Fashion-MNIST in the sizing run (docs/benchmarks.md, "A ViT sized for
 # this machine": one epoch, exact mAP 0.636), checked not to diverge in 300
-# steps with each loss that results/vit_recipe_check/ holds
-# (study/vit_recipe_check.py; docs/benchmarks.md); not yet selected on
+# steps with every loss (results/vit_recipe_check/,
+# study/vit_recipe_check.py; docs/benchmarks.md); not yet selected on
 # validation.
 FAMILY_OPTIM = {
     "vit": {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.0,
