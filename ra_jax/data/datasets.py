@@ -75,7 +75,7 @@ DATASETS = {
         augment=AugmentConfig(32, "crop_flip", 2, False, (0.500, 0.499, 0.495),
                               (0.294, 0.329, 0.287)),
         own_builder="always", builder="font_chars:FontChars",
-        manual_dir="/usr/share"),  # font_chars.DEFAULT_ROOT
+        manual_dir="/usr/share"),  # every font file under it
     # Random patterns plus noise: no crops (a shifted pattern is another).
     "synthetic_classes": DatasetInfo(loader="synthetic", augment=AugmentConfig(
         8, "none", 0, False, (0.5,), (0.29,))),

@@ -89,11 +89,10 @@ class TrainedRun:
     embeddings are never all in memory; other processes and `cache=False`
     build an `Index`). `storage`: instead of `eval.index_storage`."""
     if storage is None:
-      storage = self.exp.config.eval.get("index_storage", "memory")
-    if storage not in experiment.INDEX_STORAGE:
-      raise ValueError(f"index storage {storage!r}: one of"
-                       f" {', '.join(experiment.INDEX_STORAGE)}")
-    dtype = experiment.INDEX_STORAGE[storage]
+      dtype = experiment.index_dtype(
+          self.exp.config.eval.get("index_storage", "memory"))
+    else:
+      dtype = experiment.index_dtype(storage, "index_storage")
     on_disk = dtype is not None and cache and runtime.is_writer()
     path = workdir_lib.index_path(self.workdir, self.step, on_disk=on_disk)
     database = self.split("database")

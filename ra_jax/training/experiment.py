@@ -138,6 +138,16 @@ class Experiment:
 # eval.index_storage: the database index's storage -> on-disk dtype (None:
 # in memory).
 INDEX_STORAGE = {"memory": None, "disk": "float32", "disk_float16": "float16"}
+
+
+def index_dtype(storage: str, field: str = "eval.index_storage"
+                ) -> Optional[str]:
+  """The on-disk dtype of an index storage (None: in memory); a ValueError
+  naming `field` for a storage INDEX_STORAGE does not know."""
+  if storage not in INDEX_STORAGE:
+    raise ValueError(f"{field}={storage!r}: one of"
+                     f" {', '.join(INDEX_STORAGE)}")
+  return INDEX_STORAGE[storage]
 _BOUNDS = (
     ("train", "global_batch_size", 1, True), ("train", "epochs", 0, True),
     ("train", "steps", 0, True), ("train", "checkpoint_every", 1, True),
@@ -183,9 +193,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not set(values) <= set(allowed):
       raise ValueError(f"eval.{field}={values!r}: each one of"
                        f" {', '.join(allowed)}")
-  if config.eval.get("index_storage", "memory") not in INDEX_STORAGE:
-    raise ValueError(f"eval.index_storage={config.eval.index_storage!r}:"
-                     f" one of {', '.join(INDEX_STORAGE)}")
+  index_dtype(config.eval.get("index_storage", "memory"))
   if config.model.get("anchor_init", "normal") not in ("normal",
                                                        "orthogonal",
                                                        "imprinted"):

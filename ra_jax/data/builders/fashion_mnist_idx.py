@@ -10,13 +10,12 @@ features as TFDS's `fashion_mnist` (28x28x1 PNG images, 10 named classes).
 
 import gzip
 import hashlib
-import io
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
+from ra_jax.data import builders
 from ra_jax.data.datasets import DATASETS
 
 DEBIAN_DIR = DATASETS["fashion_mnist"].manual_dir
@@ -58,12 +57,6 @@ def read_idx(path: str, expected_sha256: str | None = None) -> np.ndarray:
   return array.reshape(shape)
 
 
-def _png(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image, mode="L").save(buffer, format="PNG")  # (28, 28)
-  return buffer.getvalue()
-
-
 class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
   """Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017) from local IDX files."""
 
@@ -100,4 +93,4 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
     labels = read_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"),
                       FILES[f"{prefix}-labels-idx1-ubyte.gz"])
     for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {"image": _png(image), "label": int(label)}
+      yield index, {"image": builders.png(image), "label": int(label)}

@@ -31,7 +31,6 @@ on (1.2 GB to download, 4.1 GiB installed).
 
 import dataclasses
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -41,20 +40,22 @@ import numpy as np
 import PIL
 import tensorflow_datasets as tfds
 from PIL import features as pil_features
-from PIL import Image
 
+from ra_jax.data import builders
 from ra_jax.data.builders import glyphs
+from ra_jax.data.datasets import DATASETS
 
-# Debian installs fonts under /usr/share/fonts, texlive's under
-# /usr/share/texlive and /usr/share/texmf: the builder reads every font
-# file under its manual_dir (1.5 s to walk /usr/share).
-DEFAULT_ROOT = "/usr/share"
+# /usr/share (the dataset table's manual_dir): Debian installs fonts under
+# /usr/share/fonts, texlive's under /usr/share/texlive and /usr/share/texmf;
+# the builder reads every font file under its manual_dir (1.5 s to walk).
+DEFAULT_ROOT = DATASETS["font_chars"].manual_dir
 # Fonts whose fitted glyphs agree above this mean soft IoU are one design:
 # Liberation Sans and Arimo 0.89, FreeSans and Nimbus Sans 0.87, Lato and
 # its derivative Carlito 0.80, while Liberation Sans and Nimbus Sans
 # (Arial against Helvetica) are 0.70 apart.
 DESIGN_THRESHOLD = 0.8
-SPLIT_FRACTIONS = {"test": 0.2, "validation": 0.1}  # of the designs
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = {"test": 0.2, "validation": 0.1}  # of the designs; train the rest
 # What the tests build font_chars/small from (.ci/run installs them): 42
 # faces of 12 families in 9 designs (Arimo, Cousine and Tinos are clones
 # of Liberation Sans, Mono and Serif).
@@ -121,8 +122,8 @@ def survey_fonts(roots: Sequence[str], chars: str = glyphs.CLASSES
       continue
     usable.append(face)
     if face.family not in best or _rank(face) < _rank(best[face.family][0]):
-      best[face.family] = (face, np.stack(
-          [glyphs.thumbnail(m).ravel() for m in masks]).astype(np.float16))
+      best[face.family] = (face,
+                           glyphs.thumbnails(masks).astype(np.float16))
   return Survey(usable, {f: t for f, (_, t) in best.items()},
                 len(candidates), rejected, unreadable)
 
@@ -164,7 +165,7 @@ def draws(plan: FontPlan, split: str, per_class: int, seed: int,
   """(face index, class, k) for the split's images, sorted by face: image
   k of class c comes from the split's designs in a seeded order, every
   design in turn, and from a random family, then face, of that design."""
-  split_index = ("train", "validation", "test").index(split)
+  split_index = SPLITS.index(split)
   designs = plan.designs(split)
   faces_of = {d: np.flatnonzero(plan.design == d) for d in designs}
   families_of = {d: sorted({plan.faces[i].family for i in faces_of[d]})
@@ -214,12 +215,6 @@ def debian_packages(paths: Sequence[str]) -> dict[str, tuple[str, str]]:
                     if " " in line)
   return {path: (package, versions.get(package, ""))
           for path, package in owner.items()}
-
-
-def _png(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
-  return buffer.getvalue()
 
 
 class FontCharsConfig(tfds.core.BuilderConfig):
@@ -294,8 +289,7 @@ class FontChars(tfds.core.GeneratorBasedBuilder):
         "render": dataclasses.asdict(glyphs.RenderOptions()),
         "pillow": PIL.__version__,
         "freetype": pil_features.version("freetype2"),
-        "designs": {split: len(plan.designs(split))
-                    for split in ("train", "validation", "test")},
+        "designs": {split: len(plan.designs(split)) for split in SPLITS},
         "faces": [{"path": f.path, "index": f.index, "family": f.family,
                    "style": f.style, "design": int(d),
                    "split": plan.split_of_design[int(d)],
@@ -310,7 +304,7 @@ class FontChars(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, plan: FontPlan, split: str,
                          per_class: int) -> Iterator:
-    split_index = ("train", "validation", "test").index(split)
+    split_index = SPLITS.index(split)
     masks, current = None, None
     for face, c, k in draws(plan, split, per_class, self.SEED,
                             len(glyphs.CLASSES)):
@@ -319,5 +313,5 @@ class FontChars(tfds.core.GeneratorBasedBuilder):
         current = face
       rng = np.random.default_rng([self.SEED, split_index, c, k, 1])
       image = glyphs.render(masks[c], rng)
-      yield f"{c:03d}_{k:05d}", {"image": _png(image), "label": c,
+      yield f"{c:03d}_{k:05d}", {"image": builders.png(image), "label": c,
                                  "face": face}

@@ -17,6 +17,7 @@ import re
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+from fontTools import ttLib
 from PIL import Image
 from PIL import ImageFont
 
@@ -63,13 +64,22 @@ def find_faces(roots: Iterable[str], chars: str
   `chars`, and {path: why} for the files none of whose faces could be
   read. Symbol-encoded fonts (pictures at letter code points) are left
   out, as are faces without a family name."""
-  from fontTools import ttLib
   # fontTools warns of every quirk it repairs (thousands across Debian's
-  # fonts); a file it cannot read is reported in `unreadable` instead.
-  logging.getLogger("fontTools").setLevel(logging.ERROR)
+  # fonts) while the files are read; a file it cannot read is reported in
+  # `unreadable` instead. Its level is restored afterwards.
+  logger = logging.getLogger("fontTools")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    return _read_faces(font_files(roots), {ord(c) for c in chars})
+  finally:
+    logger.setLevel(level)
+
+
+def _read_faces(paths: Sequence[str], needed: set[int]
+                ) -> tuple[list[Face], dict[str, str]]:
   faces, unreadable = [], {}
-  needed = {ord(c) for c in chars}
-  for path in font_files(roots):
+  for path in paths:
     try:
       fonts = (ttLib.TTCollection(path, lazy=True).fonts
                if path.lower().endswith(".ttc")
@@ -124,6 +134,11 @@ def thumbnail(mask: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
   return out
 
 
+def thumbnails(masks: Sequence[np.ndarray]) -> np.ndarray:
+  """(C, THUMB_SIDE**2) float32: each mask's `thumbnail`, flattened."""
+  return np.stack([thumbnail(m).ravel() for m in masks])
+
+
 def soft_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """sum(min(a, b)) / sum(max(a, b)) over the last axis, broadcast."""
   return np.minimum(a, b).sum(-1) / np.maximum(
@@ -139,7 +154,7 @@ def check_face(masks: Sequence[Optional[np.ndarray]], chars: str,
   empty = [c for c, m in zip(chars, masks) if m is None]
   if empty:
     return f"no ink for {''.join(empty)!r}"
-  thumbs = np.stack([thumbnail(m).ravel() for m in masks])  # (C, side^2)
+  thumbs = thumbnails(masks)
   iou = soft_iou(thumbs[:, None], thumbs[None])
   iou[np.tril_indices(len(chars))] = 0.0
   i, j = np.unravel_index(np.argmax(iou), iou.shape)
