@@ -9,6 +9,9 @@ from typing import Optional, Sequence
 from ra_jax.training import writers
 
 COMBINED = "combined"  # every single winning variant together
+# The key of a diverged selection run's results.json (the error message),
+# which it holds with "steps" instead of metrics: it ranks last.
+DIVERGED = "diverged"
 
 
 def variant_winners(table: dict[str, dict[int, float]]) -> list[str]:

@@ -1,12 +1,14 @@
-"""The hyperparameter search every loss gets (issue 14): the same number of
-trials, the same optimizers and learning-rate ranges, and each loss's own
-hyperparameters over a written-down range.
+"""The hyperparameter searches the losses get (issues 14 and 30): within a
+setting, the same number of trials for every loss, the same optimizers and
+learning-rate ranges, and each loss's own hyperparameters over a
+written-down range (or carried over from another setting's selection).
 
 Trials are a Latin hypercube design, seeded, so the plan is the same on
-every machine. The shared dimensions (optimizer, learning rate) are drawn
-once and used by every loss: trial k of every loss has the same optimizer
-and learning rate, and only the loss's own hyperparameters differ (a paired
-design). Even trials use SGD, odd ones AdamW.
+every machine. The shared dimensions (optimizer, learning rate, and any
+`Search.shared` such as gradient clipping) are drawn once and used by every
+loss: trial k of every loss has the same optimizer and learning rate, and
+only the loss's own hyperparameters differ (a paired design). Even trials
+use SGD, odd ones AdamW.
 """
 
 import dataclasses
@@ -92,6 +94,9 @@ LOSS_SPACES: dict[str, dict[str, Dimension]] = {
 }
 
 
+_TITLES = {"sgd": "SGD", "adamw": "AdamW"}
+
+
 def _design(dims: int, trials: int, seed: int) -> np.ndarray:
   """(trials, dims) points in [0, 1), one per stratum in every dimension."""
   if dims == 0:
@@ -99,39 +104,71 @@ def _design(dims: int, trials: int, seed: int) -> np.ndarray:
   return qmc.LatinHypercube(d=dims, seed=seed).random(trials)
 
 
-def shared_trials(trials: int = TRIALS) -> list[dict[str, Any]]:
-  """The optimizer settings and learning rate of trials 0..trials-1, the
-  same for every loss: even trials SGD, odd trials AdamW, learning rates
-  stratified within each optimizer's range."""
-  out: list[dict[str, Any]] = [{} for _ in range(trials)]
-  for offset, name in enumerate(OPTIMIZERS):
-    settings, lr = OPTIMIZERS[name]
-    mine = list(range(offset, trials, len(OPTIMIZERS)))
-    points = _design(1, len(mine), seed=1 + offset)
-    for k, u in zip(mine, points[:, 0]):
-      out[k] = {**settings, "optim.learning_rate": lr.at(u)}
-  return out
+@dataclasses.dataclass(frozen=True)
+class Search:
+  """A search every loss of a setting gets: `trials` trials per loss,
+  trial k of every loss sharing its optimizer settings (even trials the
+  first optimizer, odd ones the second, ...), its learning rate and the
+  `shared` dimensions; `losses`: the losses searched, each with the ranges
+  of its own hyperparameters (an empty space: they are carried over from
+  another setting's selection, study/grid.py)."""
+  trials: int
+  losses: dict[str, dict[str, Dimension]]
+  optimizers: dict[str, tuple[dict[str, Any], Dimension]] = (
+      dataclasses.field(default_factory=lambda: dict(OPTIMIZERS)))
+  shared: dict[str, Dimension] = dataclasses.field(default_factory=dict)
+  carried_from: str = ""  # where the losses' own values come from, if so
+
+  def shared_trials(self) -> list[dict[str, Any]]:
+    """The optimizer settings, learning rate and shared dimensions of
+    trials 0..trials-1, the same for every loss; within each optimizer the
+    learning rate (and each shared dimension) is stratified."""
+    out: list[dict[str, Any]] = [{} for _ in range(self.trials)]
+    for offset, name in enumerate(self.optimizers):
+      settings, lr = self.optimizers[name]
+      mine = list(range(offset, self.trials, len(self.optimizers)))
+      points = _design(1 + len(self.shared), len(mine), seed=1 + offset)
+      for k, point in zip(mine, points):
+        out[k] = {**settings, "optim.learning_rate": lr.at(point[0]),
+                  **{field: dim.at(u) for (field, dim), u in zip(
+                      self.shared.items(), point[1:])}}
+    return out
+
+  def loss_trials(self, loss: str) -> list[dict[str, Any]]:
+    """Config overrides of `loss`'s trials: the shared ones plus its own
+    hyperparameters, drawn with a seed derived from the loss's name."""
+    space = self.losses[loss]
+    points = _design(len(space), self.trials, seed=zlib.crc32(loss.encode()))
+    return [{**shared, **{field: dim.at(u)
+                          for (field, dim), u in zip(space.items(), point)}}
+            for shared, point in zip(self.shared_trials(), points)]
+
+  def describe(self) -> dict[str, Any]:
+    """The search, as protocol.json and the report state it."""
+    names = [_TITLES.get(name, name) for name in self.optimizers]
+    order = (f"even trials {names[0]}, odd trials {names[1]}"
+             if len(names) == 2 else "trials go through " + ", ".join(names))
+    out = {
+        "trials_per_loss": self.trials,
+        "design": "Latin hypercube; trial k of every loss shares its"
+                  " optimizer and learning rate" + "".join(
+                      f" and {field}" for field in self.shared)
+                  + f"; {order}",
+        "optimizers": {name: {"settings": settings,
+                              "learning_rate": lr.describe()}
+                       for name, (settings, lr) in self.optimizers.items()},
+        "losses": {loss: {field: dim.describe()
+                          for field, dim in space.items()}
+                   for loss, space in self.losses.items()},
+    }
+    if self.shared:
+      out["shared"] = {field: dim.describe()
+                       for field, dim in self.shared.items()}
+    if self.carried_from:
+      out["carried_from"] = self.carried_from
+    return out
 
 
-def loss_trials(loss: str, trials: int = TRIALS) -> list[dict[str, Any]]:
-  """Config overrides of `loss`'s trials: the shared ones plus its own
-  hyperparameters, drawn with a seed derived from the loss's name."""
-  space = LOSS_SPACES[loss]
-  points = _design(len(space), trials, seed=zlib.crc32(loss.encode()))
-  return [{**shared, **{field: dim.at(u)
-                        for (field, dim), u in zip(space.items(), point)}}
-          for shared, point in zip(shared_trials(trials), points)]
-
-
-def describe() -> dict[str, Any]:
-  """The search, as protocol.json and the report state it."""
-  return {
-      "trials_per_loss": TRIALS,
-      "design": "Latin hypercube; trial k of every loss shares its optimizer"
-                " and learning rate; even trials SGD, odd trials AdamW",
-      "optimizers": {name: {"settings": settings,
-                            "learning_rate": lr.describe()}
-                     for name, (settings, lr) in OPTIMIZERS.items()},
-      "losses": {loss: {field: dim.describe() for field, dim in space.items()}
-                 for loss, space in LOSS_SPACES.items()},
-  }
+# Fashion-MNIST with the ResNet (issue 14): every loss, its own
+# hyperparameters searched.
+FASHION = Search(trials=TRIALS, losses=LOSS_SPACES)

@@ -23,7 +23,7 @@ import time
 from configs import common, fashion_mnist
 from ra_jax import files, losses
 from ra_jax.training import loop
-from study import grid
+from study import settings
 
 
 def check(loss: str, steps: int, workdir: str) -> dict:
@@ -31,7 +31,7 @@ def check(loss: str, steps: int, workdir: str) -> dict:
   common.set_fields(config, {
       "model.depth": 6, "train.epochs": 0, "train.steps": steps,
       "eval.every": steps, "train.checkpoint_every": 100,
-      **grid.VALIDATION})  # the grid's hold-out
+      **settings.VALIDATION})  # the grid's hold-out
   start = time.time()
   try:
     loop.train(config, workdir)

@@ -28,7 +28,11 @@ from ra_jax.training.throughput import Throughput
 
 
 class NonFiniteLossError(RuntimeError):
-  pass
+  """The loss (or another step metric) turned non-finite at `step`."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 @dataclasses.dataclass
@@ -171,7 +175,8 @@ def _checked_scalars(metrics: dict, step: int, mngr,
         f" {optim.learning_rate}), " + ("set optim.grad_clip (now 0, off;"
         " e.g. 1.0)" if not clip else f"lower optim.grad_clip (now {clip})")
         + f" or use another optim.name (now {optim.get('name', '?')!r};"
-        " a ViT diverges on the ResNets' SGD recipe where adamw trains)")
+        " a ViT diverges on the ResNets' SGD recipe where adamw trains)",
+        step)
   return {f"train/{k}": v for k, v in values.items()}
 
 

@@ -48,7 +48,8 @@ def budget_section(runs, protocol: dict) -> list[str]:
                  f" {extra_steps:,} | its best trial: {trials} runs,"
                  f" {trial_steps:,} steps |")
   extra, steps = budget[focus]["variants"]
-  counts = {b["tuning"] for b in budget.values()}
+  # Trials count, not steps: a trial that diverged stopped early.
+  counts = {b["tuning"][0] for b in budget.values()}
   same = ("the same for every loss" if len(counts) == 1 else
           "not yet the same for every loss (the tuning has not finished)")
   lines += ["", f"The headline comparison (the final runs below) uses each"

@@ -8,6 +8,7 @@ from ra_jax import files
 from ra_jax.report import build
 from ra_jax.report import comparison
 from ra_jax.report import runs as runs_lib
+from study import rules
 from study.report import budget, diagnostics, validation, verdicts
 
 COMMAND = "python -m study.report"
@@ -15,7 +16,11 @@ COMMAND = "python -m study.report"
 
 def write_study_report(root: str, output: str, *, analyze: bool = True
                        ) -> str:
-  runs = build.find(root)
+  # A diverged selection run has no metrics: the tuning section counts
+  # it, no other section sees it.
+  found = build.find(root)
+  diverged = [r for r in found if rules.DIVERGED in r.results]
+  runs = [r for r in found if rules.DIVERGED not in r.results]
   protocol = validation.read_protocol(root)
   focus = protocol["focus"]
   summaries = runs_lib.summarise(runs)
@@ -28,9 +33,9 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
            for group in summaries if group.startswith("final/")}
   lines += verdicts.answer_section(runs, summaries, protocol, tests)
   lines += validation.protocol_section(protocol)
-  lines += budget.budget_section(staged, protocol)
+  lines += budget.budget_section(staged + diverged, protocol)
   lines += validation.missing_stages(staged, protocol)
-  lines += validation.tuning_section(staged, protocol)
+  lines += validation.tuning_section(staged, protocol, diverged)
   lines += validation.variants_section(staged, protocol)
   lines += validation.length_section(staged, protocol, figure_dir, rel)
   for group, rows in summaries.items():

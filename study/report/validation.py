@@ -49,48 +49,82 @@ def _settings_text(settings: dict[str, Any]) -> str:
   return ", ".join(p for p in parts if p)
 
 
+def _validation_text(protocol: dict) -> str:
+  """How the setting's model selection queries, from its protocol."""
+  validation = protocol["validation"]
+  if validation.get("dataset.validation_examples"):
+    return (f"{validation['dataset.validation_examples']:,} training images"
+            " held out (stratified, seed"
+            f" {validation.get('dataset.validation_seed', 0)}) as the"
+            " queries, the rest as training data and database")
+  return (f"the dataset's own {validation['dataset.query_split']!r} split"
+          " as the queries against the training split")
+
+
 def protocol_section(protocol: dict) -> list[str]:
   recipe = protocol["recipe"]
   search = protocol["search"]
+  carried = protocol.get("carried")
   lines = [
       "## Protocol", "",
+      *([f"Setting: {protocol['title']}.", ""] if "title" in protocol
+        else []),
       "- Recipe shared by every loss (the tuning trials then set the"
       " optimizer, learning rate and their own length): " + ", ".join(
           f"{k} {v}" for k, v in recipe.items()) + ".",
-      "- Model selection on validation:"
-      f" {protocol['validation'].get('dataset.validation_examples')}"
-      " training images held out (stratified, seed"
-      f" {protocol['validation'].get('dataset.validation_seed')}) as the"
-      " queries, the rest as training data and database; the test split is"
-      " used by the final runs only.",
+      f"- Model selection on validation: {_validation_text(protocol)}; the"
+      " test split is used by the final runs only.",
       f"- Tuning: {search['trials_per_loss']} trials per loss,"
-      f" {protocol['tuning_epochs']} epochs each; {search['design']}.",
-      "", "Search spaces (the same trial budget for every loss):", "",
-      "| loss | its own hyperparameters |", "|---|---|"]
+      f" {protocol['tuning_epochs']} epochs each; {search['design']}"
+      + "".join(f"; {field} {space}" for field, space in search.get(
+          "shared", {}).items()) + "."]
+  if carried:
+    lines += [
+        "", "Each loss's own hyperparameters are carried over from the"
+        f" best trial of setting {search['carried_from']!r}, not searched"
+        " here:", "", "| loss | its own hyperparameters (carried) |",
+        "|---|---|"]
+    lines += [f"| {_title(loss)} | " + (", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in fields.items()) or "none") + " |"
+              for loss, fields in carried.items()]
+  else:
+    lines += ["", "Search spaces (the same trial budget for every loss):",
+              "", "| loss | its own hyperparameters |", "|---|---|"]
+    for loss, space in search["losses"].items():
+      lines.append(f"| {_title(loss)} | " + "; ".join(
+          f"{k} {v}" for k, v in space.items()) + " |")
   optimizers = "; ".join(
       f"{name}: learning rate {spec['learning_rate']}, " + ", ".join(
           f"{k.split('.')[-1]} {v}" for k, v in spec["settings"].items()
           if k != "optim.name")
       for name, spec in search["optimizers"].items())
-  for loss, space in search["losses"].items():
-    lines.append(f"| {_title(loss)} | " + "; ".join(
-        f"{k} {v}" for k, v in space.items()) + " |")
   lines += ["", f"Optimizers, shared by every loss: {optimizers}.", ""]
   return lines
 
 
-def _split_sizes(run: runs_lib.RunRecord) -> str:
+def _split_sizes(run: runs_lib.RunRecord, protocol: dict) -> str:
   """"10,000 held-out training images against the other 50,000": the
   run's query and database split sizes."""
   dataset = run.results["dataset"]
   sizes = dataset["split_sizes"]
-  return (f"{sizes[dataset['query_split']]:,} held-out training images"
-          f" against the other {sizes[dataset['database_split']]:,}")
+  queries, database = (sizes[dataset["query_split"]],
+                       sizes[dataset["database_split"]])
+  if protocol["validation"].get("dataset.validation_examples"):
+    return (f"{queries:,} held-out training images against the other"
+            f" {database:,}")
+  return (f"the {dataset['query_split']} split's {queries:,} images"
+          f" against the {database:,} of the {dataset['database_split']}"
+          " split")
 
 
-def tuning_section(runs: Sequence[runs_lib.RunRecord],
-                   protocol: dict) -> list[str]:
+def tuning_section(runs: Sequence[runs_lib.RunRecord], protocol: dict,
+                   diverged: Sequence[runs_lib.RunRecord] = ()
+                   ) -> list[str]:
+  """Every loss's trials on validation; `diverged`: the trials whose loss
+  turned non-finite (they rank last and are counted, not scored)."""
   tuning = [r for r in runs if r.stage == "tuning"]
+  failed = [r for r in diverged if r.stage == "tuning"]
   if not tuning:
     return []
   focus = protocol["focus"]
@@ -98,29 +132,42 @@ def tuning_section(runs: Sequence[runs_lib.RunRecord],
   by_loss: dict[str, list] = {}
   for run in tuning:
     by_loss.setdefault(run.loss, []).append(run)
+  failed_by_loss = {loss: [r for r in failed if r.loss == loss]
+                    for loss in by_loss}
   lines = ["## Tuning on the validation split", "",
-           f"Validation mAP ({_split_sizes(tuning[0])}, full ranking) of"
-           " every trial; each loss in its declared geometry.", "",
-           "| loss | geometry | trials | best mAP | its P@10 | median mAP |"
-           " worst mAP | best trial's settings |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"Validation mAP ({_split_sizes(tuning[0], protocol)}, full"
+           " ranking) of every trial; each loss in its declared geometry.",
+           "",
+           "| loss | geometry | trials | diverged | best mAP | its P@10 |"
+           " median mAP | worst mAP | best trial's settings |",
+           "|---|---|---|---|---|---|---|---|---|"]
   best = {}
   for loss, members in sorted(by_loss.items(),
                               key=lambda kv: -max(map(_map, kv[1]))):
     top = max(members, key=_map)
     best[loss] = top
     values = [_map(r) for r in members]
+    count = len(members) + len(failed_by_loss[loss])
     lines.append(
         f"| {_title(loss)} | {top.config['loss'].get('geometry', '?')} |"
-        f" {len(members)}{f' of {budget}' if budget else ''} |"
+        f" {count}{f' of {budget}' if budget else ''} |"
+        f" {len(failed_by_loss[loss])} |"
         f" {_map(top):.4f} | {_map(top, 'precision@10'):.4f} |"
         f" {statistics.median(values):.4f} | {min(values):.4f} |"
         f" {top.variant}: {_settings_text(top.grid.get('settings', {}))} |")
   lines.append("")
-  counts = {len(m) for m in by_loss.values()}
+  for run in failed:
+    lines += [f"- Diverged: {run.grid.get('path', run.workdir)} (step"
+              f" {run.results.get('steps', '?')}; settings"
+              f" {_settings_text(run.grid.get('settings', {}))})."]
+  if failed:
+    lines.append("")
+  counts = {len(m) + len(failed_by_loss[loss])
+            for loss, m in by_loss.items()}
   if budget and (counts != {budget} or len(by_loss) < len(
       protocol["search"]["losses"])):
-    lines += [f"The search is not finished: {sum(map(len, by_loss.values()))}"
+    done = sum(map(len, by_loss.values())) + len(failed)
+    lines += [f"The search is not finished: {done}"
               f" of {budget * len(protocol['search']['losses'])} trials"
               " have run; the ranking below is provisional.", ""]
   ranked = sorted(best, key=lambda loss: -_map(best[loss]))

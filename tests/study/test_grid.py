@@ -8,25 +8,27 @@ import pathlib
 import pytest
 
 from ra_jax import losses
-from study import grid, rules, search_spaces
+from study import grid, rules, search_spaces, settings
+
+FASHION = settings.FASHION_MNIST
 
 
 def test_every_registered_loss_gets_the_same_number_of_trials():
   assert set(search_spaces.LOSS_SPACES) == set(losses.LOSSES)
-  runs = grid.tuning_runs()
+  runs = grid.tuning_runs(FASHION)
   assert len(runs) == len(losses.LOSSES) * search_spaces.TRIALS
   assert search_spaces.TRIALS >= 8
   assert len({r.path for r in runs}) == len(runs)
 
 
 def test_every_trial_shares_the_recipe_and_holds_out_validation():
-  configs = {run.path: run.config() for run in grid.tuning_runs()}
+  configs = {run.path: run.config() for run in grid.tuning_runs(FASHION)}
   for path, config in configs.items():
     assert (config.model.name, config.model.width,
             config.model.embedding_dim) == ("resnet18_cifar", 8, 128), path
     assert (config.train.global_batch_size,
             config.dataset.images_per_class) == (250, 25), path
-    assert config.train.epochs == grid.TUNING_EPOCHS
+    assert config.train.epochs == FASHION.tuning_epochs
     assert config.dataset.validation_examples == 10000
     assert not config.dataset.query_split and config.train.seed == 0
     assert config.loss.geometry == losses.get_loss(
@@ -35,17 +37,17 @@ def test_every_trial_shares_the_recipe_and_holds_out_validation():
 
 def test_trial_k_has_the_same_optimizer_and_learning_rate_for_every_loss():
   by_trial = {}
-  for run in grid.tuning_runs():
+  for run in grid.tuning_runs(FASHION):
     k = int(run.path.rsplit("trial", 1)[1])
     shared = {f: v for f, v in run.settings.items()
               if f.startswith("optim.") and f != "optim.anchor_lr_mult"}
     by_trial.setdefault(k, []).append(shared)
-  for k, settings in by_trial.items():
-    assert all(s == settings[0] for s in settings)
-    name = settings[0]["optim.name"]
+  for k, trial_settings in by_trial.items():
+    assert all(s == trial_settings[0] for s in trial_settings)
+    name = trial_settings[0]["optim.name"]
     assert name == ("sgd" if k % 2 == 0 else "adamw")
     lr = search_spaces.OPTIMIZERS[name][1]
-    assert lr.low <= settings[0]["optim.learning_rate"] <= lr.high
+    assert lr.low <= trial_settings[0]["optim.learning_rate"] <= lr.high
   for name, (_, lr) in search_spaces.OPTIMIZERS.items():  # stratified
     rates = sorted(s[0]["optim.learning_rate"] for s in by_trial.values()
                    if s[0]["optim.name"] == name)
@@ -56,7 +58,7 @@ def test_trial_k_has_the_same_optimizer_and_learning_rate_for_every_loss():
 
 def test_loss_hyperparameters_cover_their_ranges():
   for loss, space in search_spaces.LOSS_SPACES.items():
-    trials = search_spaces.loss_trials(loss)
+    trials = search_spaces.FASHION.loss_trials(loss)
     for field, dim in space.items():
       values = [t[field] for t in trials]
       if isinstance(dim, search_spaces.Choice):
@@ -64,14 +66,14 @@ def test_loss_hyperparameters_cover_their_ranges():
         continue
       assert all(dim.low <= v <= dim.high for v in values), (loss, field)
       assert len(set(values)) == len(values)
-    config = grid.Run("x", "tuning", loss, trials[0]).config()
+    config = grid.Run("x", "tuning", loss, trials[0], setting=FASHION).config()
     for field in space:  # each names a real config field
       section, key = field.split(".")
       assert config[section][key] == trials[0][field]
 
 
 def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
-  run = grid.tuning_runs()[0]
+  run = grid.tuning_runs(FASHION)[0]
   workdir = tmp_path / "work"
   (workdir / "checkpoints" / "200").mkdir(parents=True)
   for name in ("results.json", "config.json", "metrics.jsonl"):
@@ -91,7 +93,7 @@ def test_a_finished_run_leaves_its_small_files_and_is_done(tmp_path):
 
 
 def test_the_protocol_states_the_search_spaces():
-  described = json.loads(json.dumps(grid.protocol()))
+  described = json.loads(json.dumps(grid.protocol(FASHION)))
   assert described["search"]["trials_per_loss"] == search_spaces.TRIALS
   assert set(described["search"]["losses"]) == set(losses.LOSSES)
   assert described["search"]["losses"]["cam"]["loss.margin"] == (
@@ -108,11 +110,11 @@ def _fake(results, path, value, curve=()):
   (run_dir / "results.json").write_text(json.dumps({"exact": {"map": value}}))
 
 
-def _tuned(results, scores):
-  """Every loss's 8 trials; trial k of loss L scores scores.get(L, 0.5) +
-  k / 1000 unless given."""
-  for loss in search_spaces.LOSS_SPACES:
-    for k in range(search_spaces.TRIALS):
+def _tuned(results, scores, setting=FASHION):
+  """Every loss's trials; trial k of loss L scores scores.get((L, k),
+  0.5 + k / 1000)."""
+  for loss in setting.losses:
+    for k in range(setting.search.trials):
       value = scores.get((loss, k), 0.5 + k / 1000)
       _fake(results, f"tuning/{loss}/trial{k}", value)
 
@@ -131,12 +133,12 @@ def test_later_stages_wait_for_the_ones_before(tmp_path):
   results = str(tmp_path)
   for stage in ("variants", "length", "final", "ablation"):
     with pytest.raises(ValueError, match="has not finished"):
-      grid.STAGES[stage](results)
+      grid.plan(FASHION, stage, results)
   _tuned(tmp_path, {})
   (tmp_path / "tuning/ce/trial3/results.json").unlink()
   with pytest.raises(ValueError, match=r"the tuning of 'ce' has not finished:"
                      r" trials \[3\]"):
-    grid.best_trial(results, "ce")
+    grid.best_trial(FASHION, results, "ce")
 
 
 @pytest.fixture
@@ -157,13 +159,13 @@ def _converged_lengths(results):
 
 def test_selection_takes_each_losss_best_trial(tuned):
   results = str(tuned)
-  assert grid.best_trial(results, "cam") == (
-      2, search_spaces.loss_trials("cam")[2])
-  assert grid.best_baseline(results) == "triplet"
+  assert grid.best_trial(FASHION, results, "cam") == (
+      2, search_spaces.FASHION.loss_trials("cam")[2])
+  assert grid.best_baseline(FASHION, results) == "triplet"
 
 
 def test_variants_change_the_tuned_setting_one_way_each(tuned):
-  variants = grid.variant_runs(str(tuned))
+  variants = grid.variant_runs(FASHION, str(tuned))
   assert [r.path for r in variants][:1] == ["variants/cam/tuned/seed1"]
   singles = set(grid.VARIANT_TEXT) - {rules.COMBINED}
   assert len(variants) == 1 + 2 * len(singles)
@@ -175,7 +177,7 @@ def test_variants_change_the_tuned_setting_one_way_each(tuned):
     for field, value in run.settings.items():
       section, key = field.split(".")
       assert config[section][key] == value, (run.path, field)
-  margin = search_spaces.loss_trials("cam")[2]["loss.margin"]
+  margin = search_spaces.FASHION.loss_trials("cam")[2]["loss.margin"]
   ortho = next(r for r in variants if "orthogonal_init" in r.path)
   assert ortho.settings["model.anchor_init"] == "orthogonal"
   # rows of norm scale * sqrt(D): pairwise distance exactly 2 * margin
@@ -185,42 +187,42 @@ def test_variants_change_the_tuned_setting_one_way_each(tuned):
 
 def test_a_variant_winning_on_every_seed_is_adopted(tuned):
   results = str(tuned)
-  planned = len(grid.variant_runs(results))
+  planned = len(grid.variant_runs(FASHION, results))
   with pytest.raises(ValueError, match="have not all run"):
-    grid.adopted_variant(results)
+    grid.adopted_variant(FASHION, results)
   _variants_done(tuned)
-  assert grid.adopted_variant(results) == "attract_warmup"
-  assert len(grid.variant_runs(results)) == planned  # no combination
-  assert "train.loss_warmup_steps" not in grid.final_settings(results, "cam")
-  assert grid.final_settings(results, "cam", variant=True)[
+  assert grid.adopted_variant(FASHION, results) == "attract_warmup"
+  assert len(grid.variant_runs(FASHION, results)) == planned  # no combination
+  assert "train.loss_warmup_steps" not in grid.final_settings(FASHION, results, "cam")
+  assert grid.final_settings(FASHION, results, "cam", variant=True)[
       "train.loss_warmup_steps"] == (
-      grid.RECIPE["optim.warmup_steps"])
+      settings.RECIPE["optim.warmup_steps"])
 
 
 def test_lengths_run_until_the_best_baseline_converges(tuned):
   results = str(tuned)
   _variants_done(tuned)
-  lengths = grid.length_runs(results)
+  lengths = grid.length_runs(FASHION, results)
   assert [r.path for r in lengths][:2] == ["length/triplet/epochs12",
                                            "length/cam/epochs12"]
   assert len(lengths) == 4  # the first length has not shown convergence
   assert lengths[0].config().eval.every == 200
   with pytest.raises(ValueError, match="no length"):
-    grid.final_epochs(results)
+    grid.final_epochs(FASHION, results)
   rising = [(s, 0.7 + s / 24000) for s in range(200, 2401, 200)]
   _fake(tuned, "length/triplet/epochs12", rising[-1][1], rising)
   assert rules.last_quarter_gain(rising) == pytest.approx(0.025)
   with pytest.raises(ValueError, match="no length"):
-    grid.final_epochs(results)
+    grid.final_epochs(FASHION, results)
   _converged_lengths(tuned)
-  assert grid.final_epochs(results) == 24
+  assert grid.final_epochs(FASHION, results) == 24
 
 
 def test_final_runs_put_the_headline_comparison_first(tuned):
   results = str(tuned)
   _variants_done(tuned)
   _converged_lengths(tuned)
-  final = grid.final_runs(results)
+  final = grid.final_runs(FASHION, results)
   assert len(final) == len(search_spaces.LOSS_SPACES) * 3 * 2
   assert [r.path for r in final][:4] == [  # the headline comparison first
       "final/full/cam/seed0", "final/10-shot/cam/seed0",
@@ -237,7 +239,7 @@ def test_final_runs_put_the_headline_comparison_first(tuned):
   assert (few.dataset.shot, few.dataset.shot_seed, few.train.steps) == (
       10, 1, 300)
   assert few.dataset.shot_holdout == 10000  # drawn away from validation
-  assert few.optim.anchor_lr_mult == search_spaces.loss_trials(
+  assert few.optim.anchor_lr_mult == search_spaces.FASHION.loss_trials(
       "ce")[1]["optim.anchor_lr_mult"]
 
 
@@ -245,7 +247,7 @@ def test_the_adopted_variant_runs_its_own_finals_and_the_ablation(tuned):
   results = str(tuned)
   _variants_done(tuned)
   _converged_lengths(tuned)
-  variant = grid.variant_final_runs(results)
+  variant = grid.variant_final_runs(FASHION, results)
   assert [r.path for r in variant][:2] == ["variant_final/full/cam/seed0",
                                            "variant_final/10-shot/cam/seed0"]
   assert {r.stage for r in variant} == {"variant_final"}
@@ -253,7 +255,7 @@ def test_the_adopted_variant_runs_its_own_finals_and_the_ablation(tuned):
   assert full.train.loss_warmup_steps == 100  # attract_warmup, adopted
   # in the few-shot recipe the attractor's warm-up spans its LR warm-up
   assert variant[1].config().train.loss_warmup_steps == 30
-  ablation = grid.ablation_runs(results)
+  ablation = grid.ablation_runs(FASHION, results)
   assert {r.path.split("/")[2] for r in ablation} == set(grid.ABLATIONS)
   assert all(r.config().train.epochs == 24 and
              r.config().train.loss_warmup_steps == 100 for r in ablation)
@@ -266,7 +268,7 @@ def test_the_few_shot_finals_are_the_configs_few_shot_recipe(tuned):
   results = str(tuned)
   _variants_done(tuned)
   _converged_lengths(tuned)
-  runs = grid.final_runs(results) + grid.variant_final_runs(results)
+  runs = grid.final_runs(FASHION, results) + grid.variant_final_runs(FASHION, results)
   for run in runs:
     if "/10-shot/" not in run.path:
       continue
@@ -283,25 +285,29 @@ def test_the_few_shot_finals_are_the_configs_few_shot_recipe(tuned):
       "loss=cam,shot=10").train.loss_warmup_steps
 
 
-def test_committed_runs_are_the_runs_the_grid_plans_today():
-  """Every run under results/grid trained exactly the configuration the
-  grid would give it now (evaluation settings aside: they changed after
+@pytest.mark.parametrize("setting", settings.SETTINGS.values(),
+                         ids=settings.SETTINGS)
+def test_committed_runs_are_the_runs_the_grid_plans_today(setting):
+  """Every run under a setting's results trained exactly the configuration
+  the grid would give it now (evaluation settings aside: they changed after
   the first trials and do not change what is trained or the exact mAP),
   so changed config defaults cannot silently split the protocol in two."""
   import glob
   import os
   from ra_jax.training import workdir as workdir_lib
-  results = "results/grid"
+  results = setting.results
   plan = {}
-  for planner in grid.STAGES.values():
+  for stage in setting.stages:
     try:
-      plan.update({run.path: run for run in planner(results)})
+      plan.update({run.path: run for run in grid.plan(setting, stage,
+                                                        results)})
     except ValueError:  # a stage whose inputs have not all run yet
       pass
   committed = sorted(os.path.dirname(p)[len(results) + 1:] for p in
                      glob.glob(f"{results}/*/*/*/config.json") +
                      glob.glob(f"{results}/*/*/*/*/config.json"))
-  assert len(committed) >= 8
+  if setting is FASHION:
+    assert len(committed) >= 8
   for path in committed:
     assert path in plan, f"{path} is not a run of any stage's plan"
     saved = workdir_lib.config_of(f"{results}/{path}").to_dict()
@@ -320,7 +326,7 @@ def test_configs_carry_the_settings_the_grid_selected():
   from configs import fashion_mnist
   for loss in losses.LOSSES:
     config = fashion_mnist.get_config(f"loss={loss}")
-    for field, selected in grid.final_settings("results/grid", loss,
+    for field, selected in grid.final_settings(FASHION, "results/grid", loss,
                                                variant=True).items():
       section, key = field.split(".")
       value = config[section][key]
@@ -332,8 +338,8 @@ def test_configs_carry_the_settings_the_grid_selected():
                   "train.global_batch_size", "dataset.images_per_class",
                   "optim.warmup_steps"):
       section, key = field.split(".")
-      assert config[section][key] == grid.RECIPE[field], (loss, field)
-    assert config.train.epochs == grid.final_epochs("results/grid"), loss
+      assert config[section][key] == settings.RECIPE[field], (loss, field)
+    assert config.train.epochs == grid.final_epochs(FASHION, "results/grid"), loss
 
 
 def test_several_winning_variants_are_tried_together(tmp_path):
@@ -346,21 +352,21 @@ def test_several_winning_variants_are_tried_together(tmp_path):
       _fake(tmp_path, f"variants/cam/{name}/seed{seed}",
             wins.get(name, (0.95, 0.85))[seed])
   with pytest.raises(ValueError, match="have not all run"):
-    grid.adopted_variant(results)  # the combination has not run
-  combined = [r for r in grid.variant_runs(results) if "combined" in r.path]
+    grid.adopted_variant(FASHION, results)  # the combination has not run
+  combined = [r for r in grid.variant_runs(FASHION, results) if "combined" in r.path]
   assert [r.seed for r in combined] == [0, 1]
   assert combined[0].settings["loss.push_weight"] == 1.0
   assert combined[0].settings["train.loss_warmup_steps"] == (
-      grid.RECIPE["optim.warmup_steps"])
+      settings.RECIPE["optim.warmup_steps"])
   # better than the best single winner (push, by mean) on one seed only
   _fake(tmp_path, "variants/cam/combined/seed0", 0.93)
   _fake(tmp_path, "variants/cam/combined/seed1", 0.905)
-  assert grid.adopted_variant(results) == "push"
+  assert grid.adopted_variant(FASHION, results) == "push"
   _fake(tmp_path, "variants/cam/combined/seed1", 0.915)
-  assert grid.adopted_variant(results) == rules.COMBINED
-  settings = grid.final_settings(results, "cam", variant=True)
-  assert settings["loss.push_weight"] == 1.0
-  assert settings["train.loss_warmup_steps"] == 100
+  assert grid.adopted_variant(FASHION, results) == rules.COMBINED
+  selected = grid.final_settings(FASHION, results, "cam", variant=True)
+  assert selected["loss.push_weight"] == 1.0
+  assert selected["train.loss_warmup_steps"] == 100
 
 
 def test_a_stage_is_planned_again_after_every_run(tmp_path):
@@ -369,7 +375,7 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
   results = tmp_path / "results"
   _tuned(results, {("triplet", 5): 0.8})
   _variants_done(results)
-  assert len(grid.length_runs(str(results))) == 4
+  assert len(grid.length_runs(FASHION, str(results))) == 4
 
   def train(config, workdir):
     steps = config.train.epochs * 200
@@ -378,11 +384,11 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
     return {"exact": {"map": 0.8, "precision@10": 0.9}}
 
   work = str(tmp_path / "work")
-  trained = grid.run_stage("length", str(results), work, train=train,
+  trained = grid.run_stage(FASHION, "length", str(results), work, train=train,
                            diagnose=None)
   assert trained == ["length/triplet/epochs12", "length/cam/epochs12"]
-  assert grid.final_epochs(str(results)) == 12
-  assert grid.run_stage("length", str(results), work, train=train) == []
+  assert grid.final_epochs(FASHION, str(results)) == 12
+  assert grid.run_stage(FASHION, "length", str(results), work, train=train) == []
   # Final runs: cross-entropy's full-set runs are diagnosed as they finish.
   diagnosed = []
 
@@ -390,7 +396,7 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
     diagnosed.append(workdir)
     return {"workdir": workdir}
 
-  trained = grid.run_stage("final", str(results), work, only="seed1",
+  trained = grid.run_stage(FASHION, "final", str(results), work, only="seed1",
                            train=train, diagnose=diagnose)
   assert len(trained) == len(search_spaces.LOSS_SPACES) * 2
   assert diagnosed == [f"{work}/final/full/ce/seed1"]
@@ -398,8 +404,128 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
   assert json.loads(kept.read_text()) == {"workdir": diagnosed[0]}
 
 
-def test_the_committed_protocol_is_the_one_the_grid_states_today():
-  """results/grid/protocol.json (what the report reads) is rewritten by
-  every stage's start; a change to the protocol must be committed with it."""
-  committed = json.loads(pathlib.Path("results/grid/protocol.json").read_text())
-  assert committed == json.loads(json.dumps(grid.protocol()))
+@pytest.mark.parametrize("setting", settings.SETTINGS.values(),
+                         ids=settings.SETTINGS)
+def test_the_committed_protocol_is_the_one_the_grid_states_today(setting):
+  """<results>/protocol.json (what the report reads) is rewritten by every
+  stage's start; a change to the protocol must be committed with it."""
+  path = pathlib.Path(setting.results) / "protocol.json"
+  if setting is not FASHION and not path.exists():
+    pytest.skip(f"no stage of {setting.name} has started")
+  committed = json.loads(path.read_text())
+  assert committed == json.loads(json.dumps(grid.protocol(setting)))
+
+
+CARRIED = [settings.FONT_CHARS, settings.FASHION_MNIST_VIT]
+
+
+@pytest.mark.parametrize("setting", CARRIED, ids=lambda s: s.name)
+def test_other_settings_search_the_optimizer_with_fashions_loss_settings(
+    setting):
+  """Issue 30: 4 trials per loss over optimizer and learning rate (and, for
+  the ViT, clipping), the same for every loss, each loss's own
+  hyperparameters carried over from Fashion-MNIST's best trial."""
+  runs = grid.tuning_runs(setting)
+  assert len(runs) == 4 * len(settings.CORE_LOSSES)
+  assert set(setting.losses) == set(settings.CORE_LOSSES)
+  by_trial = {}
+  for run in runs:
+    _, fashion = grid.best_trial(FASHION, "results/grid", run.loss)
+    own = {f: v for f, v in fashion.items()
+           if f in search_spaces.LOSS_SPACES[run.loss]}
+    assert own and {f: run.settings[f] for f in own} == own, run.path
+    shared = {f: v for f, v in run.settings.items()
+              if f.startswith("optim.") and f != "optim.anchor_lr_mult"}
+    by_trial.setdefault(run.path.rsplit("trial", 1)[1], []).append(shared)
+    config = run.config()
+    assert config.train.epochs == setting.tuning_epochs
+    assert config.train.seed == 0
+  for trials in by_trial.values():
+    assert all(t == trials[0] for t in trials)
+  names = [by_trial[str(k)][0]["optim.name"] for k in range(4)]
+  assert names == ["sgd", "adamw", "sgd", "adamw"]
+  if setting is settings.FASHION_MNIST_VIT:  # clipped and not, per optimizer
+    for name in ("sgd", "adamw"):
+      assert {t[0]["optim.grad_clip"] for t in by_trial.values()
+              if t[0]["optim.name"] == name} == {0.0, 1.0}
+    config = runs[0].config()
+    assert (config.model.name, config.model.depth) == ("vit_ti7", 6)
+    assert config.dataset.validation_examples == 10000
+  else:  # the builder's own validation split, against the training split
+    config = runs[0].config()
+    assert (config.dataset.name, config.dataset.query_split,
+            config.dataset.validation_examples) == ("font_chars",
+                                                    "validation", 0)
+    assert config.train.global_batch_size == 250
+    assert config.dataset.images_per_class == 5
+  protocol = grid.protocol(setting)
+  assert protocol["carried"]["cam"]["loss.margin"] == pytest.approx(6.46,
+                                                                    rel=1e-2)
+  assert "variants" not in protocol and "targets" not in protocol
+  with pytest.raises(ValueError, match="has no stage 'variants'"):
+    grid.plan(setting, "variants", "results/grid")
+
+
+def test_font_chars_finals_are_its_configs_recipe(tmp_path):
+  """The font_chars finals: test protocol, full set and
+  configs/font_chars.py:shot=10 (its few-shot recipe, nothing held out)."""
+  from configs import font_chars
+  setting = settings.FONT_CHARS
+  _tuned(tmp_path, {("triplet", 1): 0.8}, setting)
+  curve = [(s, 0.8) for s in range(200, 2401, 200)]
+  _fake(tmp_path, "length/triplet/epochs12", 0.8, curve)
+  runs = grid.final_runs(setting, str(tmp_path))
+  assert len(runs) == len(settings.CORE_LOSSES) * 3 * 2
+  full = runs[0].config()
+  assert (full.dataset.query_split, full.train.epochs, full.eval.every) == (
+      "", 12, 200)
+  for run in runs:
+    if "/10-shot/" not in run.path:
+      continue
+    config = run.config()
+    user = font_chars.get_config(f"loss={run.loss},shot=10")
+    for field in ("dataset.shot", "dataset.images_per_class",
+                  "dataset.shot_holdout", "train.steps", "train.epochs",
+                  "train.global_batch_size", "optim.warmup_steps"):
+      section, key = field.split(".")
+      assert config[section][key] == user[section][key], (run.path, field)
+  vit = settings.FASHION_MNIST_VIT
+  _tuned(tmp_path / "vit", {("triplet", 1): 0.8}, vit)
+  _fake(tmp_path / "vit", "length/triplet/epochs12", 0.8, curve)
+  assert all("/full/" in r.path for r in grid.final_runs(
+      vit, str(tmp_path / "vit")))  # the ViT: full set only
+
+
+def test_a_diverged_trial_ranks_last_and_the_stage_goes_on(tmp_path):
+  from ra_jax.training.loop import NonFiniteLossError
+  setting = settings.FONT_CHARS
+  results, work = tmp_path / "results", tmp_path / "work"
+
+  def train(config, workdir):
+    path = pathlib.Path(workdir).relative_to(work)
+    if str(path) in ("tuning/cam/trial0", "final/full/cam/seed0"):
+      raise NonFiniteLossError("non-finite loss at step 150", 150)
+    value = 0.5 + int(str(path)[-1]) / 100
+    _fake(pathlib.Path(workdir).parent, pathlib.Path(workdir).name, value)
+    return {"exact": {"map": value, "precision@10": value}}
+
+  trained = grid.run_stage(setting, "tuning", str(results), str(work),
+                           train=train)
+  assert len(trained) == 20
+  kept = json.loads((results / "tuning/cam/trial0/results.json").read_text())
+  assert kept == {grid.DIVERGED: "non-finite loss at step 150",
+                  "steps": 150}
+  assert grid.best_trial(setting, str(results), "cam")[0] == 3
+  assert grid.validation_map(kept) == -math.inf
+  curve = [(s, 0.8) for s in range(200, 2401, 200)]
+  leader = grid.best_baseline(setting, str(results))
+  _fake(results, f"length/{leader}/epochs12", 0.8, curve)
+  with pytest.raises(NonFiniteLossError):  # a final run must not diverge
+    grid.run_stage(setting, "final", str(results), str(work), train=train,
+                   only="full/cam/seed0")
+  for k in range(4):
+    _fake(results, f"tuning/ce/trial{k}", 0.5)
+    (results / f"tuning/ce/trial{k}/results.json").write_text(
+        json.dumps({grid.DIVERGED: "x", "steps": 1}))
+  with pytest.raises(ValueError, match="every tuning trial of 'ce'"):
+    grid.best_trial(setting, str(results), "ce")

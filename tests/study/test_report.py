@@ -6,8 +6,10 @@ import json
 import pytest
 
 from configs import common
-from study import grid
+from study import grid, settings
 from study.report import build
+
+FASHION = settings.FASHION_MNIST
 
 # What a run's results.json says of its data, by protocol.
 _VALIDATION = {"split_sizes": {"train": 50000, "validation": 10000,
@@ -18,10 +20,10 @@ _TEST = {"split_sizes": {"train": 60000, "test": 10000},
 
 
 def _run(root, path, stage, loss, value, seed=0, per_query=None,
-         extra=None, metrics=(), settings=None, steps=400):
+         extra=None, metrics=(), settings=None, steps=400, setting=FASHION):
   run_dir = root / path
   run_dir.mkdir(parents=True)
-  config = grid.recipe(loss)
+  config = grid.recipe(setting, loss)
   common.set_fields(config, settings or {})
   (run_dir / "config.json").write_text(config.to_json_best_effort())
   results = {"dataset": _TEST if stage in ("final", "ablation") else
@@ -34,7 +36,7 @@ def _run(root, path, stage, loss, value, seed=0, per_query=None,
   (run_dir / "results.json").write_text(json.dumps(results))
   record = grid.Run(path, stage, loss, {"optim.name": "sgd",
                                         "optim.learning_rate": 0.05},
-                    seed).record()
+                    seed, setting=setting).record()
   (run_dir / "grid.json").write_text(json.dumps(record))
   (run_dir / "metrics.jsonl").write_text("".join(
       json.dumps(m) + "\n" for m in metrics))
@@ -68,7 +70,7 @@ def staged(tmp_path_factory):
   finals' results.json are in the format before search rows
   ("two_stage_1" keys): the report reads them upgraded."""
   tmp_path = tmp_path_factory.mktemp("study")
-  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol(FASHION)))
   for k, (cam, ce) in enumerate(((0.70, 0.72), (0.81, 0.60))):
     _run(tmp_path, f"tuning/cam/trial{k}", "tuning", "cam", cam)
     _run(tmp_path, f"tuning/ce/trial{k}", "tuning", "ce", ce)
@@ -83,7 +85,7 @@ def staged(tmp_path_factory):
        metrics=curve)
   two_stage = {"two_stage_1": {"map": 0.9, "precision@10": 0.85,
                                "distance_fraction": 0.1, "seconds": 0.5}}
-  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
+  margin, min_norm = (grid.recipe(FASHION, "cam").loss[k] for k in ("margin",
                                                           "min_norm"))
   never_norm = [{"step": s, "train/repel": 0.1, "train/norm": 0.0,
                  "train/min_anchor_distance": 2 * margin,
@@ -160,8 +162,8 @@ def test_tuning_names_the_budget_and_the_split_from_the_files(staged):
   assert "## Tuning on the validation split" in report
   assert ("Validation mAP (10,000 held-out training images against the"
           " other 50,000, full ranking)") in report
-  assert "| class anchor margin | l2 | 2 of 8 | 0.8100 |" in report
-  assert "| cross-entropy | l2 | 2 of 8 | 0.7200 |" in report
+  assert "| class anchor margin | l2 | 2 of 8 | 0 | 0.8100 |" in report
+  assert "| cross-entropy | l2 | 2 of 8 | 0 | 0.7200 |" in report
   assert "The search is not finished: 4 of 56 trials" in report
   assert ("At its best trial the class anchor margin loss ranks 1 of 2 on"
           " validation (0.8100, +0.0900 against cross-entropy") in report
@@ -235,7 +237,7 @@ def test_targets_are_judged_as_printed(staged):
 
 def test_the_ablation_reads_each_terms_activity(staged):
   _, report = staged
-  margin, min_norm = (grid.recipe("cam").loss[k] for k in ("margin",
+  margin, min_norm = (grid.recipe(FASHION, "cam").loss[k] for k in ("margin",
                                                           "min_norm"))
   assert (f"| no_repel | 0.8300 | 0.8300 | nan | nan | 0.8400 | 25% | 0% |"
           f" {3.0 / (2 * margin):.2f} | {4.4 / min_norm:.2f} |") in report
@@ -258,7 +260,7 @@ def test_a_directory_without_a_protocol_is_no_study(tmp_path):
 
 
 def test_variants_not_run_yet_are_listed_and_nothing_is_adopted(tmp_path):
-  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol(FASHION)))
   _run(tmp_path, "tuning/cam/trial0", "tuning", "cam", 0.80)
   _run(tmp_path, "variants/cam/tuned/seed1", "variants", "cam", 0.79, 1)
   for seed in (0, 1):
@@ -275,8 +277,8 @@ def test_variants_not_run_yet_are_listed_and_nothing_is_adopted(tmp_path):
 
 
 def test_search_spaces_trials_match_the_report_budget():
-  assert grid.protocol()["search"]["trials_per_loss"] == (
-      grid.search_spaces.TRIALS)
+  assert grid.protocol(FASHION)["search"]["trials_per_loss"] == (
+      FASHION.search.trials)
 
 
 def test_the_budget_is_counted_per_loss_from_the_files(staged):
@@ -320,7 +322,7 @@ def test_two_stage_search_for_every_loss_with_the_centroid_control(staged):
 
 def test_a_final_group_with_one_loss_says_there_is_no_comparison_yet(
     tmp_path):
-  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol()))
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol(FASHION)))
   _run(tmp_path, "tuning/cam/trial0", "tuning", "cam", 0.80)
   _run(tmp_path, "tuning/ce/trial0", "tuning", "ce", 0.70)
   _run(tmp_path, "final/full/cam/seed0", "final", "cam", 0.89)
@@ -330,3 +332,34 @@ def test_a_final_group_with_one_loss_says_there_is_no_comparison_yet(
   assert ("- **final/full** (1 of 2 losses, 1 of 3 seeds each, not"
           " finished): no comparison yet: it needs a second loss's runs."
           ) in answer
+
+
+def test_a_carried_setting_reports_its_split_and_its_diverged_trials(
+    tmp_path):
+  """font_chars: selection on the builder's own validation split, each
+  loss's hyperparameters carried over from Fashion-MNIST, and a trial that
+  diverged counted in the budget and named, not scored."""
+  setting = settings.FONT_CHARS
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol(setting)))
+  for loss in setting.losses:
+    for k in range(setting.search.trials):
+      _run(tmp_path, f"tuning/{loss}/trial{k}", "tuning", loss,
+           0.3 + k / 100 + (loss == "cam") / 10, setting=setting,
+           steps=800)
+  diverged = tmp_path / "tuning/triplet/trial3/results.json"
+  diverged.write_text(json.dumps({grid.DIVERGED: "non-finite loss at step"
+                                  " 150", "steps": 150}))
+  output = tmp_path / "RESULTS.md"
+  build.write_study_report(str(tmp_path), str(output), analyze=False)
+  report = output.read_text()
+  assert "Setting: font_chars (100 classes), ResNet-18 (width 8)." in report
+  assert "the dataset's own 'validation' split as the queries" in report
+  assert "carried over from the best trial of setting 'fashion_mnist'" in (
+      report)
+  assert "| triplet | sphere | 4 of 4 | 1 | 0.3200 |" in report
+  assert "- Diverged: tuning/triplet/trial3 (step 150;" in report
+  assert "The search is not finished" not in report
+  assert "| class anchor margin | l2 | 4 of 4 | 0 | 0.4300 |" in report
+  # the budget counts the diverged trial's runs and steps
+  assert "| triplet | 4 | 2,550 |" in report
+  assert "a selection budget the same for every loss" in report
