@@ -1,8 +1,11 @@
-"""python -m study.report [--results results/grid] [--output docs/RESULTS.md]
+"""python -m study.report [--results results/grid --output docs/RESULTS.md]
     [--no-analyze]
 
-The study's report from its committed result files; figures go next to the
-report, in <output stem>_figures/.
+The study's reports from its committed result files: without --results,
+one per setting that has results (docs/RESULTS.md for Fashion-MNIST with
+the ResNet, with the verdict across settings; docs/RESULTS_<setting>.md for
+the others); with --results, that directory's alone (to --output). Figures
+go next to each report, in <output stem>_figures/.
 """
 
 import argparse
@@ -12,8 +15,9 @@ import sys
 def main() -> int:
   parser = argparse.ArgumentParser(prog="python -m study.report",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--results", default="results/grid")
-  parser.add_argument("--output", default="docs/RESULTS.md")
+  parser.add_argument("--results", help="one setting's results directory")
+  parser.add_argument("--output", default="docs/RESULTS.md",
+                      help="with --results: where its report goes")
   parser.add_argument("--no-analyze", action="store_true",
                       help="leave out the figures that need checkpoints")
   args = parser.parse_args()
@@ -21,10 +25,15 @@ def main() -> int:
   logging.set_verbosity(logging.WARNING)
   from ra_jax import cli
   from study.report import build
+  analyze = not args.no_analyze
+  if args.results:
+    return cli.report_errors(
+        lambda: build.write_study_report(args.results, args.output,
+                                         analyze=analyze),
+        f"report written to {args.output}")
   return cli.report_errors(
-      lambda: build.write_study_report(args.results, args.output,
-                                       analyze=not args.no_analyze),
-      f"report written to {args.output}")
+      lambda: print("\n".join(build.write_all(analyze=analyze))),
+      "reports written (the first holds the verdict across settings)")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,98 @@
-"""The study's report (docs/RESULTS.md): the answer up front, the protocol
-and its validation stages, each final group with its significance, targets
-and two-stage search, the ablation and the diagnosis, then the figures —
-generic sections from `ra_jax.report`, study sections from this package,
-everything read from the run files and the study's protocol.json."""
+"""The study's reports: one per setting (study/settings.py) whose results
+hold a protocol.json — the answer up front, the protocol and its
+validation stages, each final group with its significance, targets and
+two-stage search, the ablation and the diagnosis, then the figures — and
+the verdict across settings at the top of the first setting's report
+(docs/RESULTS.md). Generic sections from `ra_jax.report`, study sections
+from this package, everything read from the run files and each setting's
+protocol.json."""
+
+import dataclasses
+import os
+from typing import Optional
 
 from ra_jax import files
 from ra_jax.report import build
 from ra_jax.report import comparison
 from ra_jax.report import runs as runs_lib
 from study import rules
-from study.report import budget, diagnostics, validation, verdicts
+from study import settings as settings_lib
+from study.report import across, budget, diagnostics, validation, verdicts
 
 COMMAND = "python -m study.report"
+# Where each setting's report goes: the first setting's is docs/RESULTS.md.
+REPORTS = {name: "docs/RESULTS.md" if k == 0 else f"docs/RESULTS_{name}.md"
+           for k, name in enumerate(settings_lib.SETTINGS)}
+
+
+@dataclasses.dataclass
+class StudyReport:
+  lines: list[str]
+  verdicts: list[across.GroupVerdict]
+  status: str  # what has run, for a setting without final groups
 
 
 def write_study_report(root: str, output: str, *, analyze: bool = True
                        ) -> str:
+  """One setting's report, from the runs under `root`."""
+  report = study_report(root, output, analyze=analyze)
+  files.write_text(output, "\n".join(report.lines) + "\n")
+  return output
+
+
+def write_all(*, analyze: bool = True,
+              reports: Optional[dict[str, tuple[str, str]]] = None
+              ) -> list[str]:
+  """Every setting's report whose results hold a protocol.json (`reports`:
+  setting name -> (results directory, output), default each setting's
+  results and REPORTS), the first one's with the verdict across settings
+  after its header; returns the outputs written."""
+  if reports is None:
+    reports = {name: (setting.results, REPORTS[name])
+               for name, setting in settings_lib.SETTINGS.items()}
+  first_output = next(iter(reports.values()))[1]
+  written, rows, first = [], [], None
+  for name, (root, output) in reports.items():
+    if not files.exists(files.join(root, "protocol.json")):
+      continue
+    report = study_report(root, output, analyze=analyze, command=COMMAND)
+    link = "" if output == first_output else os.path.relpath(
+        output, os.path.dirname(first_output) or ".")
+    rows.append((settings_lib.SETTINGS[name].title, link, report.status,
+                 report.verdicts))
+    if first is None:
+      first = (output, report)
+    else:
+      files.write_text(output, "\n".join(report.lines) + "\n")
+      written.append(output)
+  if first is None:
+    raise FileNotFoundError("no setting's results hold a protocol.json"
+                            " (python -m study.grid writes it)")
+  output, report = first
+  # after the header: before the answer, or the first section after it
+  answer = next((k for k, line in enumerate(report.lines)
+                 if k > 0 and line.startswith("## ")), len(report.lines))
+  lines = (report.lines[:answer] + across.across_section(
+      rows, settings_lib.FOCUS) + report.lines[answer:])
+  files.write_text(output, "\n".join(lines) + "\n")
+  return [output] + written
+
+
+def _status(staged) -> str:
+  """What a setting has run so far, for the table across settings."""
+  done = {}
+  for run in staged:
+    done[run.stage] = done.get(run.stage, 0) + 1
+  if not done:
+    return "not started"
+  return "selection under way: " + ", ".join(
+      f"{stage} {count} runs" for stage, count in done.items())
+
+
+def study_report(root: str, output: str, *, analyze: bool = True,
+                 command: str = "") -> StudyReport:
+  """The report's lines, its final groups' verdicts and its status;
+  `command`: how to regenerate it (default: this report alone)."""
   # A diverged selection run has no metrics: the tuning section counts
   # it, no other section sees it.
   found = build.find(root)
@@ -26,7 +103,12 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
   summaries = runs_lib.summarise(runs)
   figure_dir, rel = build.figure_paths(output)
   staged = [r for r in runs if r.stage]
-  lines = build.header(root, runs, f"{COMMAND} --results {root}")
+  if not runs:
+    status = _status(diverged)
+    return StudyReport([f"# Results: {protocol.get('title', root)}", "",
+                        f"No run under {root} has finished yet ({status}).",
+                        ""], [], status)
+  lines = build.header(root, runs, command or f"{COMMAND} --results {root}")
   # Bootstraps over queries, once per final group: the answer up front and
   # the group's own section show the same tests.
   tests = {group: comparison.paired_tests(runs, group, focus)
@@ -55,8 +137,8 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
   lines += build.figures_section(
       primary, featured, figure_dir, rel, analyze=analyze, focus=focus,
       seeds_text=not primary.startswith("tuning"))
-  files.write_text(output, "\n".join(lines) + "\n")
-  return output
+  return StudyReport(lines, across.setting_verdicts(runs, protocol, tests),
+                     _status(staged + diverged))
 
 
 def _featured(runs) -> tuple[str, list[runs_lib.RunRecord]]:
