@@ -107,7 +107,8 @@ TARGETS = {"group": "final/full",
            "focus_two_stage_1": {"map": 0.93, "distance_fraction": 0.1}}
 
 FASHION_MNIST = Setting(
-    name="fashion_mnist", title="Fashion-MNIST, ResNet-18 (width 8)",
+    name="fashion_mnist",
+    title="Fashion-MNIST, ResNet-18 (width 8, 0.19M parameters)",
     dataset="fashion_mnist", results="results/grid", recipe=RECIPE,
     validation=VALIDATION, examples={"validation": 50000, "final": 60000},
     search=search_spaces.FASHION, tuning_epochs=2, length_epochs=(12, 24),
@@ -128,7 +129,8 @@ _CARRIED = {loss: {} for loss in CORE_LOSSES}
 CARRIED_TRIALS = 4
 
 FASHION_MNIST_VIT = Setting(
-    name="fashion_mnist_vit", title="Fashion-MNIST, ViT-Ti/7 (6 blocks)",
+    name="fashion_mnist_vit",
+    title="Fashion-MNIST, ViT-Ti/7 (6 blocks, 2.7M parameters)",
     dataset="fashion_mnist", config_arg="model=vit_ti7",
     results="results/grid_vit",
     recipe={**RECIPE, "model.name": "vit_ti7", "model.width": 0,
@@ -142,7 +144,8 @@ FASHION_MNIST_VIT = Setting(
     stages=("tuning", "length", "final"))
 
 FONT_CHARS = Setting(
-    name="font_chars", title="font_chars (100 classes), ResNet-18 (width 8)",
+    name="font_chars",
+    title="font_chars (100 classes), ResNet-18 (width 8, 0.20M parameters)",
     dataset="font_chars", results="results/grid_font_chars",
     # 250-image batches of 5 images of each of 50 classes
     recipe={**RECIPE, "dataset.images_per_class": 5},

@@ -352,7 +352,8 @@ def test_a_carried_setting_reports_its_split_and_its_diverged_trials(
   output = tmp_path / "RESULTS.md"
   build.write_study_report(str(tmp_path), str(output), analyze=False)
   report = output.read_text()
-  assert "Setting: font_chars (100 classes), ResNet-18 (width 8)." in report
+  assert ("Setting: font_chars (100 classes), ResNet-18 (width 8, 0.20M"
+          " parameters).") in report
   assert "the dataset's own 'validation' split as the queries" in report
   assert "carried over from the best trial of setting 'fashion_mnist'" in (
       report)
@@ -391,10 +392,12 @@ def test_the_verdict_across_settings_leads_the_first_report(staged,
   assert header.startswith("# Results") and "## " not in header
   table = rest.split("\n\n")[2]
   # cam 0.86 against cross-entropy 0.80 on 3 seeds, t-test p = 0.0091
-  assert ("| Fashion-MNIST, ResNet-18 (width 8) | final/full |"
+  assert ("| Fashion-MNIST, ResNet-18 (width 8, 0.19M parameters) |"
+          " final/full |"
           " 3 of 3 | 0.8600 | cross-entropy | 0.8000 | 0.009 |") in table
   assert "| **wins** | 0.9000 |" in table
-  assert ("| [font_chars (100 classes), ResNet-18 (width 8)](R_font.md) |"
+  assert ("| [font_chars (100 classes), ResNet-18 (width 8, 0.20M"
+          " parameters)](R_font.md) |"
           " - | - | - | - | - | - | - | selection under way: tuning 2 runs"
           " |") in table
   assert "ViT" not in table
