@@ -261,6 +261,21 @@ def test_the_adopted_variant_runs_its_own_finals_and_the_ablation(tuned):
              r.config().train.loss_warmup_steps == 100 for r in ablation)
 
 
+def _assert_few_shot_is_the_configs(runs, dataset_config):
+  """The 10-shot runs among `runs` train what `dataset_config`'s `shot=10`
+  trains, but for the settings each run's selection chose."""
+  for run in runs:
+    if "/10-shot/" not in run.path:
+      continue
+    config = run.config()
+    user = dataset_config.get_config(f"loss={run.loss},shot=10")
+    for field in ("dataset.shot", "dataset.images_per_class",
+                  "dataset.shot_holdout", "train.steps", "train.epochs",
+                  "train.global_batch_size", "optim.warmup_steps"):
+      section, key = field.split(".")
+      assert config[section][key] == user[section][key], (run.path, field)
+
+
 def test_the_few_shot_finals_are_the_configs_few_shot_recipe(tuned):
   """configs/fashion_mnist.py:shot=10 trains what the final 10-shot runs
   train, but for the settings each run's selection chose."""
@@ -269,16 +284,7 @@ def test_the_few_shot_finals_are_the_configs_few_shot_recipe(tuned):
   _variants_done(tuned)
   _converged_lengths(tuned)
   runs = grid.final_runs(FASHION, results) + grid.variant_final_runs(FASHION, results)
-  for run in runs:
-    if "/10-shot/" not in run.path:
-      continue
-    config = run.config()
-    user = fashion_mnist.get_config(f"loss={run.loss},shot=10")
-    for field in ("dataset.shot", "dataset.images_per_class",
-                  "dataset.shot_holdout", "train.steps", "train.epochs",
-                  "train.global_batch_size", "optim.warmup_steps"):
-      section, key = field.split(".")
-      assert config[section][key] == user[section][key], (run.path, field)
+  _assert_few_shot_is_the_configs(runs, fashion_mnist)
   cam_variant = next(r for r in runs if r.path.startswith(
       "variant_final/10-shot/cam")).config()
   assert cam_variant.train.loss_warmup_steps == fashion_mnist.get_config(
@@ -479,16 +485,7 @@ def test_font_chars_finals_are_its_configs_recipe(tmp_path):
   full = runs[0].config()
   assert (full.dataset.query_split, full.train.epochs, full.eval.every) == (
       "", 12, 200)
-  for run in runs:
-    if "/10-shot/" not in run.path:
-      continue
-    config = run.config()
-    user = font_chars.get_config(f"loss={run.loss},shot=10")
-    for field in ("dataset.shot", "dataset.images_per_class",
-                  "dataset.shot_holdout", "train.steps", "train.epochs",
-                  "train.global_batch_size", "optim.warmup_steps"):
-      section, key = field.split(".")
-      assert config[section][key] == user[section][key], (run.path, field)
+  _assert_few_shot_is_the_configs(runs, font_chars)
   vit = settings.FASHION_MNIST_VIT
   _tuned(tmp_path / "vit", {("triplet", 1): 0.8}, vit)
   _fake(tmp_path / "vit", "length/triplet/epochs12", 0.8, curve)
