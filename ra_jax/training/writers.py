@@ -12,6 +12,7 @@ counts (`read_metrics` keeps it).
 """
 
 import json
+import sys
 import time
 from typing import Mapping, Optional
 
@@ -21,6 +22,23 @@ from absl import logging
 from ra_jax import files
 from ra_jax.training import runtime
 from ra_jax.training import workdir as workdir_lib
+
+
+def _tensorboardx():
+  """tensorboardX, imported without PyTorch: where torch is installed its
+  writer imports it (2.2 s of a training run's start on 2 cores) only to
+  accept torch tensors, and we write floats. A torch the process has
+  already imported is left alone."""
+  if "torch" in sys.modules:
+    import tensorboardX
+    return tensorboardX
+  sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+  try:
+    import tensorboardX
+  finally:
+    if sys.modules.get("torch", 0) is None:
+      del sys.modules["torch"]
+  return tensorboardX
 
 
 class MetricWriter:
@@ -40,7 +58,7 @@ class MetricWriter:
     self._flushed = -float("inf")  # the first line goes out at once
     self._tensorboard = None
     if self.enabled and tensorboard:
-      import tensorboardX  # only process 0 needs it
+      tensorboardX = _tensorboardx()  # only process 0 needs it
       events = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
       try:
         self._tensorboard = tensorboardX.SummaryWriter(events, flush_secs=30)
