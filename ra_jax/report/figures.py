@@ -88,7 +88,8 @@ def projections(path: str, panels: dict[str, dict]) -> None:
       axis.scatter(panel["anchors"][:, 0], panel["anchors"][:, 1], c="black",
                    marker="*", s=160, label="anchors")
       axis.legend(loc="upper right", fontsize=8)
-    axis.set(title=f"{label}: test embeddings, 2-D PCA")
+    # the label on a line of its own: long names overflow the panel
+    axis.set_title(f"{label}\ntest embeddings, 2-D PCA", fontsize=10)
   _save(fig, path)
 
 

@@ -34,8 +34,12 @@ class TrainedRun:
     self.workdir = workdir
     self.exp = experiment.build(config, workdir)
     abstract = self.exp.abstract_state()
-    with self.exp.checkpoints() as mngr:
-      restored = checkpoint.restore_latest(mngr, abstract.saved())
+    restored = None
+    # Reading a run writes nothing: orbax's manager would create the
+    # directory (in a results/ folder that keeps params.msgpack only).
+    if files.exists(workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)):
+      with self.exp.checkpoints() as mngr:
+        restored = checkpoint.restore_latest(mngr, abstract.saved())
     params_file = workdir_lib.path(workdir, workdir_lib.PARAMS)
     if restored is not None:
       self.step, saved, _ = restored

@@ -104,7 +104,7 @@ def setting_verdicts(runs, protocol: dict, tests: dict
 
 
 def _p(value: Optional[float]) -> str:
-  return "-" if value is None else f"{value:.3f}"
+  return "-" if value is None else f"{value:.4f}"
 
 
 def _value(value: float) -> str:

@@ -394,7 +394,7 @@ def test_the_verdict_across_settings_leads_the_first_report(staged,
   # cam 0.86 against cross-entropy 0.80 on 3 seeds, t-test p = 0.0091
   assert ("| Fashion-MNIST, ResNet-18 (width 8, 0.19M parameters) |"
           " final/full |"
-          " 3 of 3 | 0.8600 | cross-entropy | 0.8000 | 0.009 |") in table
+          " 3 of 3 | 0.8600 | cross-entropy | 0.8000 | 0.0091 |") in table
   assert "| **wins** | 0.9000 |" in table
   assert ("| [font_chars (100 classes), ResNet-18 (width 8, 0.20M"
           " parameters)](R_font.md) |"

@@ -166,6 +166,7 @@ def test_a_classifier_loss_trains_evaluates_and_keeps_its_parameters(
   shutil.rmtree(tmp_path / "run" / "checkpoints")
   kept = TrainedRun("run")
   assert kept.step == step
+  assert not (tmp_path / "run" / "checkpoints").exists()  # reading writes
   image = np.zeros((8, 8, 1), np.uint8)
   np.testing.assert_array_equal(kept.embed_image(image),
                                 run.embed_image(image))
