@@ -26,7 +26,7 @@ per query class first, then over classes (macro average). A truncated
 ranking (top k) gives only the metrics at cut-offs it covers.
 """
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -118,23 +118,43 @@ def retrieval_per_query(query_emb, query_labels, db_emb, db_labels, *,
                         kept_lists=None) -> dict[str, np.ndarray]:
   """`per_query` metrics (Q,) of the full L2 ranking of the database for
   every query; the arguments are those of `evaluate_retrieval`."""
+  return rankings_per_query(
+      query_emb, query_labels, db_emb, db_labels,
+      [ranking.Ordering(kept_lists, exclude_self)], ks=ks,
+      chunk_size=chunk_size)[0]
+
+
+def rankings_per_query(query_emb, query_labels, db_emb, db_labels,
+                       orderings: Sequence[ranking.Ordering], *,
+                       ks: Sequence[int] = (1, 10, 100),
+                       chunk_size: int = 256,
+                       progress: Optional[Callable[[int], None]] = None
+                       ) -> list[dict[str, np.ndarray]]:
+  """`per_query` metrics (Q,) of each of `orderings`' full rankings, from
+  one pass over the queries (each block's distances computed once).
+  `progress(queries)`: called with each block's number of queries once
+  every ordering has ranked it."""
   ranking.check_pair("query", query_emb, query_labels)
   ranking.check_pair("database", db_emb, db_labels)
   if np.shape(query_emb)[1] != np.shape(db_emb)[1]:
     raise ValueError(f"query embeddings have {np.shape(query_emb)[1]}"
                      f" dimensions, database embeddings"
                      f" {np.shape(db_emb)[1]}")
-  if exclude_self and len(query_labels) != len(db_labels):
+  if any(o.exclude_self for o in orderings) and (
+      len(query_labels) != len(db_labels)):
     raise ValueError("exclude_self needs the queries to be the database:"
                      f" got {len(query_labels)} queries, {len(db_labels)}"
                      " database items")
-  blocks = [per_query(block, ks) for _, block in ranking.full_ranking(
-      query_emb, query_labels, db_emb, db_labels, exclude_self=exclude_self,
-      chunk_size=chunk_size, kept_lists=kept_lists)]
-  if not blocks:
-    return {}
-  return {name: np.concatenate([b[name] for b in blocks])
-          for name in blocks[0]}
+  columns: list[list[dict]] = [[] for _ in orderings]
+  for block, ranks in ranking.full_rankings(
+      query_emb, query_labels, db_emb, db_labels, orderings,
+      chunk_size=chunk_size):
+    for column, one in zip(columns, ranks):
+      column.append(per_query(one, ks))
+    if progress is not None:
+      progress(block.stop - block.start)
+  return [{name: np.concatenate([b[name] for b in blocks])
+           for name in blocks[0]} if blocks else {} for blocks in columns]
 
 
 def evaluate_retrieval(query_emb, query_labels, db_emb, db_labels, *,

@@ -15,7 +15,7 @@ never flatter a model.
 import concurrent.futures
 import dataclasses
 import os
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -44,29 +44,46 @@ class RelevantRanks:
   complete: bool
 
 
-def ranks_from_distances(distances: np.ndarray, relevant: np.ndarray
+def ranks_from_distances(distances: np.ndarray, relevant: np.ndarray,
+                         first: Optional[np.ndarray] = None
                          ) -> RelevantRanks:
   """The full ranking of each row of `distances` (Q, N), with relevance
-  `relevant` (Q, N) bool; entries at +inf are ranked last.
+  `relevant` (Q, N) bool; entries at +inf are ranked last. `first` (Q, N)
+  bool: the finite entries ranked ahead of all others, each part by
+  distance (a two-stage search's kept lists; None: one part).
 
   Only the ranks of relevant items matter: sorting the relevant and the
-  irrelevant distances of a row separately and merging them with a binary
-  search is cheaper than an argsort of all N items.
+  irrelevant distances of each part separately and merging them with a
+  binary search is cheaper than an argsort of all N items.
   """
   distances = np.asarray(distances)
   relevant = np.asarray(relevant, bool)
+  if first is not None:
+    first = np.asarray(first, bool) & np.isfinite(distances)
   counts = relevant.sum(axis=1)
   ranks = np.full((len(distances), max(1, int(counts.max(initial=0)))),
                   np.inf)
 
+  def merged(d, mask, offset):
+    """(the relevant distances of one part sorted, their ranks after
+    `offset` items of earlier parts, how many irrelevant it holds)."""
+    mine = np.sort(d[mask])
+    others = np.sort(d[~mask])
+    return mine, offset + np.arange(1, len(mine) + 1) + np.searchsorted(
+        others, mine, side="right"), len(others)
+
   def rank_rows(rows):
     for row in rows:
       d, mask = distances[row], relevant[row]
-      mine = np.sort(d[mask])
-      others = np.sort(d[~mask])
-      order = np.arange(1, len(mine) + 1)
-      ranks[row, :len(mine)] = order + np.searchsorted(others, mine,
-                                                       side="right")
+      if first is None:
+        mine, row_ranks, _ = merged(d, mask, 0)
+        ranks[row, :len(mine)] = row_ranks
+        continue
+      ahead = first[row]
+      mine, front, others = merged(d[ahead], mask[ahead], 0)
+      ranks[row, :len(mine)] = front
+      rest, back, _ = merged(d[~ahead], mask[~ahead], len(mine) + others)
+      ranks[row, len(mine):len(mine) + len(rest)] = back
 
   # NumPy's sort releases the GIL: the rows are ranked on every core
   # (each thread writes its own rows).
@@ -113,52 +130,71 @@ def ranks_from_rankings(indices: np.ndarray, query_labels: np.ndarray,
   return RelevantRanks(ranks, num_relevant, indices.shape[1], complete)
 
 
-def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
-                 exclude_self: bool = False, chunk_size: int = 256,
-                 kept_lists: Optional[tuple[np.ndarray, np.ndarray]] = None
-                 ) -> Iterator[tuple[slice, RelevantRanks]]:
-  """(queries, their ranks) block by block: every query against the whole
-  database by squared L2 distance (computed on device, one matrix product
-  per block; ranked on the host). `exclude_self`: the queries are the
-  database, in the same order, and each query's own entry is removed from
-  its ranking. Memory O(chunk_size * N).
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+  """How a full ranking orders the database for each query: by distance
+  alone, or (`kept_lists` = (db_lists (N,), query_lists (Q, L)) ints) a
+  two-stage search's ranking: the items of the query's kept lists
+  `query_lists[q]` by distance, then every other item by distance.
+  `exclude_self`: the queries are the database, in the same order, and
+  each query's own entry is removed from its ranking."""
+  kept_lists: Optional[tuple[np.ndarray, np.ndarray]] = None
+  exclude_self: bool = False
 
-  `kept_lists` = (db_lists (N,), query_lists (Q, L)): the ranking of a
-  two-stage search that keeps lists `query_lists[q]` for query q: the items
-  of those lists by distance, then every other item by distance."""
+
+def full_rankings(query_emb, query_labels, db_emb, db_labels,
+                  orderings: Sequence[Ordering], *, chunk_size: int = 256
+                  ) -> Iterator[tuple[slice, list[RelevantRanks]]]:
+  """(queries, their ranks under each of `orderings`) block by block: every
+  query against the whole database by squared L2 distance (computed on
+  device once per block, one matrix product, for every ordering; ranked
+  on the host). Memory O(chunk_size * N)."""
   query_labels = np.asarray(query_labels)
   db_labels = np.asarray(db_labels)
   db = jnp.asarray(db_emb, jnp.float32)
   for start in range(0, len(query_labels), chunk_size):
     stop = min(start + chunk_size, len(query_labels))
-    distances = np.array(pairwise_squared_distances(  # a writable copy
+    distances = np.asarray(pairwise_squared_distances(
         jnp.asarray(query_emb[start:stop], jnp.float32), db))
-    if kept_lists is not None:
-      distances = _kept_first(distances, kept_lists[0],
-                              kept_lists[1][start:stop])
     relevant = db_labels[None, :] == query_labels[start:stop, None]
-    if exclude_self:
+    blocks = []
+    for ordering in orderings:
+      first = None if ordering.kept_lists is None else _kept(
+          *ordering.kept_lists, start, stop)
+      if not ordering.exclude_self:
+        blocks.append(ranks_from_distances(distances, relevant, first))
+        continue
       rows = np.arange(stop - start)
-      relevant[rows, start + rows] = False
-      distances[rows, start + rows] = np.inf  # ranked last, irrelevant
-    block = ranks_from_distances(distances, relevant)
-    if exclude_self:  # one fewer item in each ranking
-      block = dataclasses.replace(block, length=block.length - 1)
-    yield slice(start, stop), block
+      own_d, own_r = distances.copy(), relevant.copy()
+      own_r[rows, start + rows] = False
+      own_d[rows, start + rows] = np.inf  # ranked last, irrelevant
+      block = ranks_from_distances(own_d, own_r, first)
+      blocks.append(dataclasses.replace(block, length=block.length - 1))
+    yield slice(start, stop), blocks
 
 
-def _kept_first(distances: np.ndarray, db_lists: np.ndarray,
-                query_lists: np.ndarray) -> np.ndarray:
-  """Distances (q, N) moved up, for items outside each row's kept lists,
-  by more than the row's largest distance: those rank after every kept
-  item and keep their order among themselves."""
-  distances = distances.astype(np.float64)
-  outside = np.ones(distances.shape, bool)
-  for kept in np.asarray(query_lists).T:  # (q, N) at a time, not (q, N, L)
-    outside &= db_lists[None, :] != kept[:, None]
-  finite = np.where(np.isfinite(distances), distances, 0.0)
-  shift = finite.max(axis=1, keepdims=True) + 1.0
-  return distances + np.where(outside, shift, 0.0)
+def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
+                 exclude_self: bool = False, chunk_size: int = 256,
+                 kept_lists: Optional[tuple[np.ndarray, np.ndarray]] = None
+                 ) -> Iterator[tuple[slice, RelevantRanks]]:
+  """(queries, their ranks) block by block, under one `Ordering`
+  (`full_rankings`)."""
+  for block, (ranks,) in full_rankings(
+      query_emb, query_labels, db_emb, db_labels,
+      [Ordering(kept_lists, exclude_self)], chunk_size=chunk_size):
+    yield block, ranks
+
+
+def _kept(db_lists: np.ndarray, query_lists: np.ndarray, start: int,
+          stop: int) -> np.ndarray:
+  """(stop - start, N) bool: the items in each query's kept lists."""
+  query_lists = np.asarray(query_lists)[start:stop]
+  db_lists = np.asarray(db_lists)
+  num_lists = int(max(db_lists.max(initial=-1),
+                      query_lists.max(initial=-1))) + 1
+  table = np.zeros((len(query_lists), num_lists), bool)
+  table[np.arange(len(query_lists))[:, None], query_lists] = True
+  return table[:, db_lists]
 
 
 def check_pair(name: str, embeddings, labels: Optional[np.ndarray]) -> None:

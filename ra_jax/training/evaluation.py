@@ -109,22 +109,15 @@ def evaluate(model, state, source: data.DatasetSource, augment,
           sphere=geometry == "sphere")
   sources = tuple(eval_config.get("list_sources", ("labels",)))
   num_lists = tuple(eval_config.two_stage_lists)
-  bar = tqdm.tqdm(total=1 + len(vector_sets) * len(sources) * len(num_lists),
-                  desc=f"searches ranked ({len(query)} queries x"
-                       f" {len(db)})", unit="search", disable=not progress)
-
-  def done(row):
-    bar.set_postfix_str("exact" if row["lists"] is None else
-                        f"{row['class_vectors']}, {row['list_source']},"
-                        f" {row['lists']} list(s)", refresh=False)
-    bar.update(1)
-
-  rows, per_query = retrieval.evaluate_searches(
-      query, query_labels, db, db_labels, vector_sets or None, ks=ks,
-      num_lists=num_lists, list_sources=sources,
-      exclude_self=source.query_split == source.database_split,
-      progress=done)
-  bar.close()
+  searches = 1 + len(vector_sets) * len(sources) * len(num_lists)
+  with tqdm.tqdm(total=len(query), unit="query", disable=not progress,
+                 desc=f"searches ranked ({len(query)} queries x {len(db)})",
+                 postfix=f"{searches} searches") as bar:
+    rows, per_query = retrieval.evaluate_searches(
+        query, query_labels, db, db_labels, vector_sets or None, ks=ks,
+        num_lists=num_lists, list_sources=sources,
+        exclude_self=source.query_split == source.database_split,
+        progress=bar.update)
   results = {"exact": rows[0]["metrics"]}
   if eval_config.get("per_query", False):  # for paired significance tests
     results["per_query_ap"] = [None if math.isnan(v) else round(float(v), 5)
