@@ -10,7 +10,12 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p runs
-grid() { nice -n 10 .venv/bin/python -m study.grid "$@" || exit 1; }
+# A stage that fails is reported and the queue goes on: another setting's
+# stages do not depend on it (this setting's later ones say what is missing).
+grid() {
+  nice -n 10 .venv/bin/python -m study.grid "$@" ||
+    echo "study/queue.sh: study.grid $* failed (exit $?)" >&2
+}
 grid --setting fashion_mnist --stage final
 grid --setting fashion_mnist --stage variant_final
 for stage in tuning length final; do
