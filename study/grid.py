@@ -1,8 +1,10 @@
 """The experiments behind docs/RESULTS.md (issues 14, 29 and 30),
 resumable across interruptions and machines:
 
-  python -m study.grid [--setting fashion_mnist] --stage STAGE [--only cam/] [--dry-run]
-  python -m study.report --results results/grid --output docs/RESULTS.md
+  python -m study.grid [--setting fashion_mnist] --stage STAGE [--only cam/]
+      [--dry-run]
+  python -m study.report    # every setting's report, docs/RESULTS*.md
+  bash study/queue.sh       # every run still owed, in order
 
 SETTING is one of study/settings.py's (dataset, backbone) settings, each
 with its own results directory. STAGE, in order (each reads what the ones
