@@ -134,7 +134,6 @@ class Experiment:
                               keep=train.keep_checkpoints)
 
 
-# (section, field, smallest allowed value, inclusive?) of numeric fields.
 # eval.index_storage: the database index's storage -> on-disk dtype (None:
 # in memory).
 INDEX_STORAGE = {"memory": None, "disk": "float32", "disk_float16": "float16"}
@@ -148,6 +147,9 @@ def index_dtype(storage: str, field: str = "eval.index_storage"
     raise ValueError(f"{field}={storage!r}: one of"
                      f" {', '.join(INDEX_STORAGE)}")
   return INDEX_STORAGE[storage]
+
+
+# (section, field, smallest allowed value, inclusive?) of numeric fields.
 _BOUNDS = (
     ("train", "global_batch_size", 1, True), ("train", "epochs", 0, True),
     ("train", "steps", 0, True), ("train", "checkpoint_every", 1, True),

@@ -70,7 +70,7 @@ def group_verdict(runs: Sequence[runs_lib.RunRecord], group: str,
   per_seed, query_test = tests[best]
   seed_test = significance.paired_t_test(per_seed)
   seeds = len(per_seed)
-  mine = [r for r in by_loss[focus]]
+  mine = by_loss[focus]
 
   def mean_map(members) -> float:
     return statistics.fmean(map(_map, members))

@@ -7,6 +7,7 @@ the verdict across settings at the top of the first setting's report
 from this package, everything read from the run files and each setting's
 protocol.json."""
 
+import collections
 import dataclasses
 import os
 from typing import Optional
@@ -80,9 +81,7 @@ def write_all(*, analyze: bool = True,
 
 def _status(staged) -> str:
   """What a setting has run so far, for the table across settings."""
-  done = {}
-  for run in staged:
-    done[run.stage] = done.get(run.stage, 0) + 1
+  done = collections.Counter(run.stage for run in staged)
   if not done:
     return "not started"
   return "selection under way: " + ", ".join(
