@@ -1,0 +1,150 @@
+"""Retrain committed runs from scratch and compare them with what is
+committed (issue 29: the final runs should reproduce to the printed digits
+on the same kind of machine).
+
+  python -m study.reproduce [--setting fashion_mnist] PATH [PATH ...]
+
+PATH: a run under the setting's results, e.g. final/10-shot/cam/seed0. Each
+is retrained in a scratch copy of the results with that run left out, so
+the grid plans it again from the same committed selection, with the same
+settings (`python -m study.grid --only PATH`). Then, against the
+committed run:
+- params.msgpack: byte for byte;
+- results.json and metrics.jsonl: every value, apart from what measures
+  the machine rather than the run (images/s, wall seconds, the `run`
+  record: versions, machine, whether it resumed);
+- config.json: every field the committed run recorded (fields added to
+  the configs since are listed, not counted as differences).
+Exit status 0 when every run reproduces, 1 otherwise, naming each
+difference. Nothing under results/ is written.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any, Iterator, Sequence
+
+from study import settings as settings_lib
+
+# What measures the machine or the session, not the run.
+VOLATILE = frozenset({"train_images_per_second", "train/images_per_second",
+                      "seconds", "run"})
+
+
+def differences(committed: Any, rerun: Any, where: str = ""
+                ) -> Iterator[str]:
+  """Where two JSON values differ, VOLATILE keys aside; floats compare
+  exactly (the same machine kind gives the same bits)."""
+  if isinstance(committed, dict) and isinstance(rerun, dict):
+    for key in sorted(set(committed) | set(rerun)):
+      if key in VOLATILE:
+        continue
+      if key not in rerun or key not in committed:
+        side = "rerun" if key not in rerun else "committed run"
+        yield f"{where}/{key}: missing in the {side}"
+      else:
+        yield from differences(committed[key], rerun[key], f"{where}/{key}")
+  elif isinstance(committed, list) and isinstance(rerun, list):
+    if len(committed) != len(rerun):
+      yield f"{where}: {len(committed)} entries, rerun {len(rerun)}"
+    for i, (a, b) in enumerate(zip(committed, rerun)):
+      yield from differences(a, b, f"{where}[{i}]")
+  elif committed != rerun and not (committed != committed and
+                                   rerun != rerun):  # NaN == NaN here
+    yield f"{where}: {committed!r}, rerun {rerun!r}"
+
+
+def _jsonl(path: str) -> list:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
+  """(differences, config fields the rerun has and the committed run does
+  not) between two finished runs' folders."""
+  found = []
+  for name in ("params.msgpack", "results.json", "metrics.jsonl",
+               "config.json"):
+    a, b = os.path.join(committed, name), os.path.join(rerun, name)
+    if not os.path.exists(a):
+      continue  # not kept for this run
+    if not os.path.exists(b):
+      found.append(f"{name}: not written by the rerun")
+  if found:
+    return found, []
+  params = os.path.join(committed, "params.msgpack")
+  if os.path.exists(params):
+    with open(params, "rb") as f, open(
+        os.path.join(rerun, "params.msgpack"), "rb") as g:
+      if f.read() != g.read():
+        found.append("params.msgpack: the parameters differ")
+  found += [f"results.json{d}" for d in differences(
+      _json(os.path.join(committed, "results.json")),
+      _json(os.path.join(rerun, "results.json")))]
+  found += [f"metrics.jsonl{d}" for d in differences(
+      _jsonl(os.path.join(committed, "metrics.jsonl")),
+      _jsonl(os.path.join(rerun, "metrics.jsonl")))]
+  config_a = _json(os.path.join(committed, "config.json"))
+  config_b = _json(os.path.join(rerun, "config.json"))
+  added = []
+  for d in differences(config_a, config_b):
+    if d.endswith("missing in the committed run"):
+      added.append(d.split(":")[0])
+    else:
+      found.append(f"config.json{d}")
+  return found, added
+
+
+def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
+  """Retrains `path` in `scratch` and prints the comparison; 0 when it
+  reproduces."""
+  committed = os.path.join(setting.results, path)
+  if not os.path.isfile(os.path.join(committed, "results.json")):
+    raise SystemExit(f"study.reproduce: {committed} holds no finished run")
+  stage = path.split("/")[0]
+  results = os.path.join(scratch, "results")
+  shutil.copytree(setting.results, results,
+                  ignore=shutil.ignore_patterns("checkpoints"))
+  shutil.rmtree(os.path.join(results, path))
+  command = [sys.executable, "-m", "study.grid", "--setting", setting.name,
+             "--stage", stage, "--results", results, "--workdirs",
+             os.path.join(scratch, "runs"), "--only", path]
+  print("+", " ".join(command), flush=True)
+  subprocess.run(command, check=True)
+  rerun = os.path.join(results, path)
+  found, added = compare_runs(committed, rerun)
+  if added:
+    print(f"{path}: config fields added since it ran (their defaults):"
+          f" {', '.join(added)}")
+  for line in found:
+    print(f"{path}: {line}")
+  print(f"{path}: {'reproduces' if not found else 'DIFFERS'}", flush=True)
+  return 1 if found else 0
+
+
+def main(argv: Sequence[str] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--setting", default="fashion_mnist",
+                      choices=sorted(settings_lib.SETTINGS))
+  parser.add_argument("paths", nargs="+",
+                      help="runs under the results, e.g. final/full/cam/seed0")
+  args = parser.parse_args(argv)
+  setting = settings_lib.SETTINGS[args.setting]
+  status = 0
+  for path in args.paths:
+    with tempfile.TemporaryDirectory(prefix="reproduce_") as scratch:
+      status |= reproduce(setting, path.strip("/"), scratch)
+  return status
+
+
+if __name__ == "__main__":
+  sys.exit(main())
