@@ -16,7 +16,9 @@ committed run:
 - config.json: every field the committed run recorded (fields added to
   the configs since are listed, not counted as differences).
 Exit status 0 when every run reproduces, 1 otherwise, naming each
-difference. Nothing under results/ is written.
+difference. The outcome is recorded in the setting's results, in
+reproduced.json (path -> date, outcome, differences, versions), which the
+report shows; nothing else under results/ is written.
 """
 
 import argparse
@@ -26,9 +28,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Iterator, Sequence
 
+from ra_jax import files
 from study import settings as settings_lib
+
+RECORD = "reproduced.json"
 
 # What measures the machine or the session, not the run.
 VOLATILE = frozenset({"train_images_per_second", "train/images_per_second",
@@ -104,6 +110,21 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
   return found, added
 
 
+def record(results: str, path: str, found: list[str], added: list[str],
+           rerun: str) -> None:
+  """Adds (or replaces) `path`'s outcome in `results`/reproduced.json."""
+  target = os.path.join(results, RECORD)
+  recorded = _json(target) if os.path.exists(target) else {}
+  run = _json(os.path.join(rerun, "results.json")).get("run", {})
+  recorded[path] = {"date": time.strftime("%Y-%m-%d"),
+                    "reproduces": not found, "differences": found[:20],
+                    "differences_count": len(found),
+                    "config_fields_added": added,
+                    "versions": run.get("versions"),
+                    "machine": run.get("machine")}
+  files.write_json(target, dict(sorted(recorded.items())))
+
+
 def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
   """Retrains `path` in `scratch` and prints the comparison; 0 when it
   reproduces."""
@@ -128,6 +149,7 @@ def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
   for line in found:
     print(f"{path}: {line}")
   print(f"{path}: {'reproduces' if not found else 'DIFFERS'}", flush=True)
+  record(setting.results, path, found, added, rerun)
   return 1 if found else 0
 
 

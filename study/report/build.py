@@ -130,6 +130,7 @@ def study_report(root: str, output: str, *, analyze: bool = True,
     lines += comparison.two_stage_section(runs, group, focus)
     lines += comparison.two_stage_comparison(runs, group)
   lines += budget.variant_finals_section(staged, protocol)
+  lines += diagnostics.reproduction_section(root)
   lines += diagnostics.ablation_section(staged, protocol)
   lines += diagnostics.diagnosis_section(root, staged)
   primary, featured = _featured(runs)

@@ -176,3 +176,32 @@ def diagnosis_section(root: str, runs) -> list[str]:
                 f" {_map(run):.4f} against {_map(tuned):.4f} for its best"
                 f" trial as tuned ({_map(run) - _map(tuned):+.4f}).", ""]
   return lines
+
+
+def reproduction_section(root: str) -> list[str]:
+  """The committed runs retrained from scratch (`python -m
+  study.reproduce`, recorded in the results' reproduced.json)."""
+  path = files.join(root, "reproduced.json")
+  if not files.exists(path):
+    return []
+  recorded = files.read_json(path)
+  same = sum(r["reproduces"] for r in recorded.values())
+  lines = ["## Reproduced from scratch", "",
+           f"Committed runs retrained from scratch by `python -m"
+           f" study.reproduce PATH` (a scratch copy of the results without"
+           f" the run, so the grid plans it again from the same committed"
+           f" selection): {same} of {len(recorded)} reproduce to the bit —"
+           f" the parameters byte for byte, every result and every logged"
+           f" value, apart from images/s and wall times.", "",
+           "| run | retrained | outcome | differences | config fields added"
+           " since (at their defaults) |", "|---|---|---|---|---|"]
+  for run, r in recorded.items():
+    shown = "; ".join(r["differences"][:3]) or "-"
+    if r["differences_count"] > 3:
+      shown += f" (and {r['differences_count'] - 3} more)"
+    added = ", ".join(f.strip("/").replace("/", ".")
+                      for f in r["config_fields_added"]) or "-"
+    lines.append(f"| {run} | {r['date']} |"
+                 f" {'reproduces' if r['reproduces'] else '**differs**'} |"
+                 f" {shown} | {added} |")
+  return lines + [""]

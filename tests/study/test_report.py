@@ -417,3 +417,30 @@ def test_the_verdict_word_follows_the_seed_test():
   assert verdict(0.9, 0.8, 0.2) == "ties"
   assert verdict(0.9, 0.8, None) == "ties"
   assert verdict(0.9, 0.8, 0.01, seeds=2) == "provisional"
+
+
+def test_runs_retrained_from_scratch_are_listed_with_their_outcome(
+    staged, tmp_path):
+  import shutil
+  from study import reproduce
+  root = shutil.copytree(staged[0], tmp_path / "study")
+  committed = root / "final/full/cam/seed0"
+  rerun = shutil.copytree(committed, tmp_path / "rerun")
+  reproduce.record(str(root), "final/full/cam/seed0",
+                   *reproduce.compare_runs(str(committed), str(rerun)),
+                   str(rerun))
+  results = json.loads((rerun / "results.json").read_text())
+  results["exact"]["map"] += 0.001
+  (rerun / "results.json").write_text(json.dumps(results))
+  reproduce.record(str(root), "final/full/ce/seed0",
+                   *reproduce.compare_runs(str(committed), str(rerun)),
+                   str(rerun))
+  output = tmp_path / "R.md"
+  build.write_study_report(str(root), str(output), analyze=False)
+  section = output.read_text().split("## Reproduced from scratch")[1]
+  assert "1 of 2 reproduce to the bit" in section
+  assert "| final/full/cam/seed0 |" in section and "| reproduces | - | - |" in (
+      section)
+  assert "| final/full/ce/seed0 |" in section
+  assert "| **differs** | results.json/exact/map: " in section
+  assert "## Reproduced from scratch" not in staged[1]  # none recorded
