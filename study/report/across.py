@@ -3,7 +3,8 @@ setting whose results hold final runs, the focus loss against the best
 baseline of each final group, and two-stage search with one label list
 against its controls, in one table at the top of docs/RESULTS.md.
 
-The verdict word, exactly: over the seeds both losses have, "wins" when
+The verdict word, exactly: over the seeds both losses have (every mean in
+the row is over those seeds), "wins" when
 the focus loss's mean mAP is higher than the best baseline's (the other
 loss with the highest mean mAP) and the paired t-test over seeds gives
 p < 0.05, "loses" when it is lower with p < 0.05, "ties" otherwise; with
@@ -70,6 +71,13 @@ def group_verdict(runs: Sequence[runs_lib.RunRecord], group: str,
   per_seed, query_test = tests[best]
   seed_test = significance.paired_t_test(per_seed)
   seeds = len(per_seed)
+  # Every mean over the seeds the focus loss and the best baseline share,
+  # as the test is: while seeds are missing, a loss with more of them
+  # would otherwise be averaged over other seeds than its rival.
+  shared = ({r.seed for r in by_loss[focus]} &
+            {r.seed for r in by_loss[best]})
+  by_loss = {loss: [r for r in members if r.seed in shared]
+             for loss, members in by_loss.items()}
   mine = by_loss[focus]
 
   def mean_map(members) -> float:
@@ -79,7 +87,7 @@ def group_verdict(runs: Sequence[runs_lib.RunRecord], group: str,
     return comparison.mean_search_value(members, "labels", 1, "map", vectors)
 
   others = [one_list(members, vectors)
-            for loss, members in by_loss.items() if loss != focus
+            for loss, members in by_loss.items() if loss != focus and members
             for vectors in (retrieval.LEARNED, retrieval.CENTROIDS)]
   others = [v for v in others if not math.isnan(v)]
   return GroupVerdict(

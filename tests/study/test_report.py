@@ -444,3 +444,23 @@ def test_runs_retrained_from_scratch_are_listed_with_their_outcome(
   assert "| final/full/ce/seed0 |" in section
   assert "| **differs** | results.json/exact/map: " in section
   assert "## Reproduced from scratch" not in staged[1]  # none recorded
+
+
+def test_a_provisional_verdict_averages_only_the_shared_seeds(tmp_path):
+  """While seeds are missing, the focus loss's mean is over the seeds its
+  rival has too, not over all of its own."""
+  from ra_jax.report import build as report_build
+  from study.report import across
+  for loss, seed, value in (("cam", 0, 0.80), ("cam", 1, 0.90),
+                            ("ce", 0, 0.85)):
+    _run(tmp_path, f"final/full/{loss}/seed{seed}", "final", loss, value,
+         seed, per_query=[value] * 4,
+         extra=_searches(value, learned=(value + 0.05, 0.9, 0.9),
+                         centroids=(value + 0.01, 0.9, 0.9)))
+  verdict = across.group_verdict(report_build.find(str(tmp_path)),
+                                 "final/full", "cam", planned=3)
+  assert (verdict.seeds, verdict.word) == (1, "provisional")
+  assert verdict.focus_map == pytest.approx(0.80)  # seed 0 only, not 0.85
+  assert verdict.baseline_map == pytest.approx(0.85)
+  assert verdict.two_stage == pytest.approx(0.85)
+  assert verdict.two_stage_centroids == pytest.approx(0.81)
