@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from ra_jax import files
 from study import settings as settings_lib
@@ -153,7 +153,7 @@ def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
   return 1 if found else 0
 
 
-def main(argv: Sequence[str] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--setting", default="fashion_mnist",
                       choices=sorted(settings_lib.SETTINGS))
