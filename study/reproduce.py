@@ -12,11 +12,13 @@ committed run:
 - params.msgpack: byte for byte;
 - results.json and metrics.jsonl: every value, apart from what measures
   the machine rather than the run (images/s, wall seconds, the `run`
-  record: versions, machine, whether it resumed);
+  record: versions, machine, whether it resumed); the log step by step
+  (a resumed run logs again, with the same values, the steps it took
+  after its last checkpoint);
 - config.json: every field the committed run recorded (fields added to
   the configs since are listed, not counted as differences).
 Exit status 0 when every run reproduces, 1 otherwise, naming each
-difference. The outcome is recorded in the setting's results, in
+difference and keeping the rerun to look into. The outcome is recorded in the setting's results, in
 reproduced.json (path -> date, outcome, differences, versions), which the
 report shows; nothing else under results/ is written.
 """
@@ -74,6 +76,20 @@ def _json(path: str) -> Any:
     return json.load(f)
 
 
+def _by_step(path: str) -> dict[str, Any]:
+  """A training log as step -> its entry. A run resumed from a checkpoint
+  logs again the steps it had logged after that checkpoint; equal entries
+  of one step count once, different ones are all kept (a difference)."""
+  steps: dict[str, list] = {}
+  for entry in _jsonl(path):
+    entry = {k: v for k, v in entry.items() if k not in VOLATILE}
+    entries = steps.setdefault(str(entry.get("step")), [])
+    if entry not in entries:
+      entries.append(entry)
+  return {step: entries[0] if len(entries) == 1 else entries
+          for step, entries in steps.items()}
+
+
 def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
   """(differences, config fields the rerun has and the committed run does
   not) between two finished runs' folders."""
@@ -97,8 +113,8 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
       _json(os.path.join(committed, "results.json")),
       _json(os.path.join(rerun, "results.json")))]
   found += [f"metrics.jsonl{d}" for d in differences(
-      _jsonl(os.path.join(committed, "metrics.jsonl")),
-      _jsonl(os.path.join(rerun, "metrics.jsonl")))]
+      _by_step(os.path.join(committed, "metrics.jsonl")),
+      _by_step(os.path.join(rerun, "metrics.jsonl")))]
   config_a = _json(os.path.join(committed, "config.json"))
   config_b = _json(os.path.join(rerun, "config.json"))
   added = []
@@ -163,8 +179,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   setting = settings_lib.SETTINGS[args.setting]
   status = 0
   for path in args.paths:
-    with tempfile.TemporaryDirectory(prefix="reproduce_") as scratch:
-      status |= reproduce(setting, path.strip("/"), scratch)
+    scratch = tempfile.mkdtemp(prefix="reproduce_")
+    differs = reproduce(setting, path.strip("/"), scratch)
+    if differs:  # kept, to look into
+      print(f"{path}: the rerun is kept in {scratch}/results/{path}")
+    else:
+      shutil.rmtree(scratch)
+    status |= differs
   return status
 
 

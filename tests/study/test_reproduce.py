@@ -50,7 +50,7 @@ def test_a_copy_reproduces_and_each_change_is_named(shared_digits_run,
     f.write(json.dumps({"step": 10 ** 6}) + "\n")
   found, _ = reproduce.compare_runs(committed, str(rerun))
   assert [line.split(":")[0] for line in found] == [
-      "results.json/exact/map", "metrics.jsonl"]
+      "results.json/exact/map", "metrics.jsonl/1000000"]
   os.remove(rerun / "results.json")
   assert reproduce.compare_runs(committed, str(rerun))[0] == [
       "results.json: not written by the rerun"]
@@ -67,3 +67,28 @@ def test_parameters_compare_byte_for_byte(tmp_path):
   assert reproduce.compare_runs(str(tmp_path / "committed"),
                                 str(tmp_path / "rerun"))[0] == [
       "params.msgpack: the parameters differ"]
+
+
+def test_a_resumed_runs_log_is_compared_step_by_step(tmp_path):
+  """A run resumed from its checkpoint at step 2 logs steps 3 and 4 again;
+  with the same values it is the log of a run never interrupted."""
+  def log(name, steps):
+    os.makedirs(tmp_path / name)
+    for file in ("results.json", "config.json"):
+      (tmp_path / name / file).write_text("{}")
+    (tmp_path / name / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": step, "train/loss": loss,
+                    "train/images_per_second": 100.0 + k}) + "\n"
+        for k, (step, loss) in enumerate(steps)))
+    return str(tmp_path / name)
+  straight = log("straight", [(2, 0.5), (3, 0.4), (4, 0.3), (5, 0.2)])
+  resumed = log("resumed", [(2, 0.5), (3, 0.4), (4, 0.3), (3, 0.4),
+                            (4, 0.3), (5, 0.2)])
+  assert reproduce.compare_runs(straight, resumed) == ([], [])
+  assert reproduce.compare_runs(resumed, straight) == ([], [])
+  changed = log("changed", [(2, 0.5), (3, 0.4), (4, 0.3), (3, 0.4),
+                            (4, 0.31), (5, 0.2)])
+  found, _ = reproduce.compare_runs(straight, changed)
+  assert found == ["metrics.jsonl/4: {'step': 4, 'train/loss': 0.3},"
+                   " rerun [{'step': 4, 'train/loss': 0.3}, {'step': 4,"
+                   " 'train/loss': 0.31}]"]
