@@ -57,7 +57,6 @@ def compare(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray,
   # index's anchors only say how many lists there are.
   index = retrieval.Index.build(
       db, db_labels, anchors=vector_sets[retrieval.CENTROIDS].vectors)
-  sizes = np.bincount(db_labels, minlength=num_classes)
 
   def two_stage(vectors, num_lists):
     def search():
@@ -94,12 +93,11 @@ def compare(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray,
               f"precision@{k}": metrics[f"precision@{k}"]}
     if num_lists is None:
       record["distance_share"] = 1.0
-    else:  # the kept lists' items, plus the C class vectors, per query
-      kept = found[2]
-      scanned = sizes[kept].sum(axis=1) + num_classes
-      record["distance_share"] = float(scanned.mean() / len(db))
-      record["stage_one_accuracy"] = float(np.mean(kept[:, 0] ==
-                                                   query_labels))
+    else:  # the final evaluation's cost and stage-1 accuracy
+      cost = retrieval.stage_one_cost(num_classes, db_labels, found[2],
+                                      query_labels)
+      record["distance_share"] = cost["distance_fraction"]
+      record["stage_one_accuracy"] = cost["stage_one_accuracy"]
     records.append(record)
   return records
 
@@ -109,13 +107,13 @@ def benchmark_run(workdir: str, *, k: int, lists: Sequence[int],
   """`compare` on the run's own splits; `queries` > 0: its first that many
   queries only."""
   run = TrainedRun(workdir)
+  if run.source.query_split == run.source.database_split:
+    raise ValueError(f"{workdir}: queries and database are one split; this"
+                     " benchmark needs them apart")
   query, query_labels = run.embed_split(run.split("query"))
   if queries:
     query, query_labels = query[:queries], query_labels[:queries]
   db, db_labels = run.embed_split(run.split("database"))
-  if run.source.query_split == run.source.database_split:
-    raise ValueError(f"{workdir}: queries and database are one split; this"
-                     " benchmark needs them apart")
   records = compare(query, query_labels, db, db_labels,
                     class_vector_sets(run, db, db_labels), k=k, lists=lists,
                     repeats=repeats)

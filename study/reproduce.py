@@ -71,11 +71,6 @@ def _jsonl(path: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
 def _by_step(path: str) -> dict[str, Any]:
   """A training log as step -> its entry. A run resumed from a checkpoint
   logs again the steps it had logged after that checkpoint; equal entries
@@ -110,13 +105,13 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
       if f.read() != g.read():
         found.append("params.msgpack: the parameters differ")
   found += [f"results.json{d}" for d in differences(
-      _json(os.path.join(committed, "results.json")),
-      _json(os.path.join(rerun, "results.json")))]
+      files.read_json(os.path.join(committed, "results.json")),
+      files.read_json(os.path.join(rerun, "results.json")))]
   found += [f"metrics.jsonl{d}" for d in differences(
       _by_step(os.path.join(committed, "metrics.jsonl")),
       _by_step(os.path.join(rerun, "metrics.jsonl")))]
-  config_a = _json(os.path.join(committed, "config.json"))
-  config_b = _json(os.path.join(rerun, "config.json"))
+  config_a = files.read_json(os.path.join(committed, "config.json"))
+  config_b = files.read_json(os.path.join(rerun, "config.json"))
   added = []
   for d in differences(config_a, config_b):
     if d.endswith("missing in the committed run"):
@@ -130,8 +125,8 @@ def record(results: str, path: str, found: list[str], added: list[str],
            rerun: str) -> None:
   """Adds (or replaces) `path`'s outcome in `results`/reproduced.json."""
   target = os.path.join(results, RECORD)
-  recorded = _json(target) if os.path.exists(target) else {}
-  run = _json(os.path.join(rerun, "results.json")).get("run", {})
+  recorded = files.read_json(target) if os.path.exists(target) else {}
+  run = files.read_json(os.path.join(rerun, "results.json")).get("run", {})
   recorded[path] = {"date": time.strftime("%Y-%m-%d"),
                     "reproduces": not found, "differences": found[:20],
                     "differences_count": len(found),

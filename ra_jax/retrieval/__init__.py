@@ -25,6 +25,7 @@ from ra_jax.retrieval.search_evaluation import evaluate_searches
 from ra_jax.retrieval.search_evaluation import EXACT
 from ra_jax.retrieval.search_evaluation import find_row
 from ra_jax.retrieval.search_evaluation import LEARNED
+from ra_jax.retrieval.search_evaluation import stage_one_cost
 from ra_jax.retrieval.search_evaluation import TWO_STAGE
 from ra_jax.retrieval.sharded import ShardedIndex
 from ra_jax.retrieval.search_evaluation import two_stage_full_ranking
@@ -40,7 +41,7 @@ __all__ = ["BaseIndex", "CENTROIDS", "ClassVectors", "DiskIndex",
            "ShardedIndex",
            "write_index",
            "SCORES", "TWO_STAGE", "centroids", "Lists", "RECALL_LEVELS", "RelevantRanks",
-           "build_lists", "check_num_lists", "evaluate_ranking",
+           "build_lists", "check_num_lists", "stage_one_cost", "evaluate_ranking",
            "evaluate_retrieval", "evaluate_searches", "exact_search",
            "find_row", "search_lists", "nearest_anchor_accuracy",
            "precision_recall", "retrieval_per_query", "stage_one",

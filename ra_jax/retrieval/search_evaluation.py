@@ -84,11 +84,12 @@ def two_stage_full_ranking(query: np.ndarray, query_labels: np.ndarray,
     kept = vectors.top(query, num_lists)
   out = metrics.evaluate_retrieval(query, query_labels, db, db_labels, ks=ks,
                                    kept_lists=(db_lists, kept))
-  return {**out, **_stage_one(len(vectors), db_lists, kept, query_labels)}
+  return {**out, **stage_one_cost(len(vectors), db_lists, kept,
+                                   query_labels)}
 
 
-def _stage_one(num_vectors: int, db_lists: np.ndarray, kept: np.ndarray,
-               query_labels: np.ndarray) -> dict[str, float]:
+def stage_one_cost(num_vectors: int, db_lists: np.ndarray,
+                   kept: np.ndarray, query_labels: np.ndarray) -> dict[str, float]:
   """A two-stage search's cost and stage-1 accuracy: the mean distances a
   query computes (C class vectors + the kept lists' items), that over N,
   and the share of queries whose own class's list is kept."""
@@ -177,7 +178,7 @@ def evaluate_searches(query: np.ndarray, query_labels: np.ndarray,
         rows.append({"search": TWO_STAGE, "class_vectors": name,
                      "list_source": source, "lists": lists,
                      "seconds": stage_one_seconds + stage_two_seconds,
-                     **_stage_one(len(vectors), db_lists, kept,
+                     **stage_one_cost(len(vectors), db_lists, kept,
                                   query_labels)})
         orderings.append(ranking.Ordering((db_lists, kept)))
   # Every full ranking from one pass: each block's distances once.
