@@ -27,6 +27,23 @@ def _by_loss(runs: Sequence[runs_lib.RunRecord], group: str
   return by_loss
 
 
+def on_common_seeds(runs: Sequence[runs_lib.RunRecord],
+                    prefix: str = "final/") -> list[runs_lib.RunRecord]:
+  """`runs` with each group whose name starts with `prefix` cut to the seeds
+  every loss of that group has. While some losses miss seeds, a mean over
+  all of each loss's seeds would compare different seeds: a ranking or a
+  verdict is made on the seeds all of them share."""
+  seeds: dict[str, dict[str, set]] = {}
+  for run in runs:
+    if run.group.startswith(prefix):
+      seeds.setdefault(run.group, {}).setdefault(run.loss, set()).add(
+          run.seed)
+  common = {group: set.intersection(*by_loss.values())
+            for group, by_loss in seeds.items()}
+  return [r for r in runs
+          if r.group not in common or r.seed in common[r.group]]
+
+
 def best_baseline(by_loss: dict[str, list[runs_lib.RunRecord]],
                   focus: str) -> str:
   """The loss other than `focus` with the best mean exact mAP over its

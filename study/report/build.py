@@ -112,7 +112,12 @@ def study_report(root: str, output: str, *, analyze: bool = True,
   # the group's own section show the same tests.
   tests = {group: comparison.paired_tests(runs, group, focus)
            for group in summaries if group.startswith("final/")}
-  lines += verdicts.answer_section(runs, summaries, protocol, tests)
+  # The verdicts (the answer, the table across settings) on the seeds every
+  # loss of a final group has; the group sections show every seed.
+  common = comparison.on_common_seeds(runs)
+  common_tests = tests if len(common) == len(runs) else {
+      group: comparison.paired_tests(common, group, focus) for group in tests}
+  lines += verdicts.answer_section(runs, summaries, protocol, common_tests)
   lines += validation.protocol_section(protocol)
   lines += budget.budget_section(staged + diverged, protocol)
   lines += validation.missing_stages(staged, protocol)
@@ -137,7 +142,8 @@ def study_report(root: str, output: str, *, analyze: bool = True,
   lines += build.figures_section(
       primary, featured, figure_dir, rel, analyze=analyze, focus=focus,
       seeds_text=not primary.startswith("tuning"))
-  return StudyReport(lines, across.setting_verdicts(runs, protocol, tests),
+  return StudyReport(lines,
+                     across.setting_verdicts(common, protocol, common_tests),
                      _status(staged + diverged))
 
 

@@ -95,10 +95,14 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
                    protocol: dict, tests: dict[str, dict]) -> list[str]:
   """The report's answer up front, from the final groups: who wins each,
   with the significance, two-stage search with one list, the targets.
-  `tests`: group -> `comparison.paired_tests(runs, group, focus)`, shared
-  with the group sections (the bootstraps are the report's slowest
-  part)."""
+  `tests`: group -> `comparison.paired_tests(common, group, focus)`, with
+  `common = comparison.on_common_seeds(runs)` (the bootstraps are the
+  report's slowest part). Rankings, means and tests are on the seeds every
+  loss of a group has (all of them once every planned seed has run), the
+  seed counts on all of `runs`."""
   focus = protocol["focus"]
+  common = comparison.on_common_seeds(runs)
+  common_summaries = runs_lib.summarise(common)
   groups = sorted((g for g in summaries if g.startswith("final/")),
                   key=lambda g: ("full" not in g, g))
   if not groups:
@@ -114,18 +118,28 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
     seeds = sorted({len(row.seeds) for row in summaries[group]})
     losses = {row.loss for row in summaries[group]}
     done = (not planned or seeds == [planned]) and tuned <= losses
-    parts = [runs_lib.verdict(summaries[group], focus),
-             comparison.significance_sentence(runs, group, focus,
+    rows = common_summaries.get(group, [])
+    shared = sorted(rows[0].seeds) if rows else []
+    parts = [runs_lib.verdict(rows, focus),
+             comparison.significance_sentence(common, group, focus,
                                               tests.get(group))]
+    if not shared:
+      compared = "; no seed that every loss has yet"
+    elif set(shared) == {s for row in summaries[group] for s in row.seeds}:
+      compared = ""
+    else:
+      compared = (f"; compared on seed{'s' if len(shared) > 1 else ''} "
+                  + ", ".join(map(str, shared)) + ", which every loss has")
     lines.append(f"- **{group}** ({len(losses)}"
                  + (f" of {len(tuned)}" if tuned else "") + " losses, "
                  + (f"{seeds[0]}" if len(seeds) == 1
                     else f"{seeds[0]} to {seeds[-1]}")
                  + (f" of {planned}" if planned else "") + " seeds each"
-                 + ("" if done else ", not finished") + "): "
+                 + ("" if done else ", not finished") + compared + "): "
                  + (" ".join(p for p in parts if p) or
                     "no comparison yet: it needs a second loss's runs."))
-  with_lists = [r for r in runs if r.group == "final/full" and r.loss == focus
+  with_lists = [r for r in common
+                if r.group == "final/full" and r.loss == focus
                 and comparison.search_row(r, "labels", 1) is not None]
   if with_lists:
     mean = lambda source, key, vectors=retrieval.LEARNED: (
@@ -143,7 +157,7 @@ def answer_section(runs, summaries: dict[str, list[runs_lib.Summary]],
         + ("" if math.isnan(centroids) else
            "; stage 1 by the database's class centroids instead of the"
            f" anchors {centroids:.4f}") + "." + _best_two_stage(
-               runs, focus))
+               common, focus))
   rows = target_rows(runs, protocol, protocol.get("targets", {}).get(
       "group", ""))
   if rows:

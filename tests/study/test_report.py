@@ -464,3 +464,35 @@ def test_a_provisional_verdict_averages_only_the_shared_seeds(tmp_path):
   assert verdict.baseline_map == pytest.approx(0.85)
   assert verdict.two_stage == pytest.approx(0.85)
   assert verdict.two_stage_centroids == pytest.approx(0.81)
+
+
+def test_the_answer_ranks_the_losses_on_the_seeds_every_loss_has(tmp_path):
+  """Over all of each loss's seeds the class anchor margin loss would lead
+  (0.875 over seeds 0 and 1, against cross-entropy's seed 0 alone); the
+  answer and the table across settings rank on seed 0, which every loss
+  has, and say so, while the group's table shows every seed."""
+  (tmp_path / "protocol.json").write_text(json.dumps(grid.protocol(FASHION)))
+  for loss, seed, value in (("cam", 0, 0.80), ("cam", 1, 0.95),
+                            ("ce", 0, 0.85), ("triplet", 0, 0.84),
+                            ("triplet", 1, 0.70)):
+    _run(tmp_path, f"final/full/{loss}/seed{seed}", "final", loss, value,
+         seed, per_query=[value] * 4,
+         extra=_searches(value, learned=(value + 0.05, 0.9, 0.9),
+                         centroids=(value + 0.01, 0.9, 0.9)))
+  report = build.study_report(str(tmp_path), str(tmp_path / "R.md"),
+                              analyze=False)
+  text = "\n".join(report.lines)
+  answer = text.split("## The answer")[1].split("## Protocol")[0]
+  assert ("- **final/full** (3 losses, 1 to 2 of 3 seeds each, not"
+          " finished; compared on seed 0, which every loss has): The class"
+          " anchor margin loss does not win here: cross-entropy has the best"
+          " mean mAP (0.8500), the class anchor margin loss is ranked 3 of 3"
+          " with 0.8000 (-0.0500).") in answer
+  assert "mean mAP difference -0.0500, per seed -0.0500;" in answer
+  assert ("one label list gives full-ranking mAP 0.8500 against exact"
+          " search's 0.8000") in answer
+  [verdict] = report.verdicts
+  assert (verdict.baseline, verdict.seeds) == ("ce", 1)
+  assert verdict.focus_map == pytest.approx(0.80)
+  # the group's own table: every seed
+  assert "0.8750" in text.split("## final/full")[1]
