@@ -160,10 +160,13 @@ def _protocol_text(runs, group: str) -> str:
          " split"
 
 
-def group_table(group: str, rows, focus: str, runs=None) -> list[str]:
+def group_table(group: str, rows, focus: str, runs=None,
+                judged=None) -> list[str]:
   """A group's table (mean ± std over seeds per label) and the focus
   loss's verdict sentence. `runs`: the group's runs, to name its query and
-  database splits (default: the test and training splits)."""
+  database splits (default: the test and training splits). `judged`: the
+  rows the verdict is made on (default `rows`; e.g. the summaries of the
+  seeds every loss has, `comparison.on_common_seeds`)."""
   columns = runs_lib.METRICS + (("nearest_anchor_accuracy",
                                  "nearest-anchor acc."),)
   best = {key: max((r.mean[key] for r in rows if key in r.mean), default=None)
@@ -185,7 +188,13 @@ def group_table(group: str, rows, focus: str, runs=None) -> list[str]:
            "queries = test split, database = training split")
   lines.append("Mean ± sample std over seeds; bold = best mean in the"
                f" column. Exact search, {where}, full ranking for mAP.")
-  sentence = runs_lib.verdict(rows, focus)
+  sentence = runs_lib.verdict(rows if judged is None else judged, focus)
+  shared = sorted(judged[0].seeds) if judged else []
+  if sentence and shared and {s for r in rows for s in r.seeds} != set(
+      shared):
+    sentence += (f" Ranked on seed{'s' if len(shared) > 1 else ''} "
+                 + ", ".join(map(str, shared)) + ", which every loss has;"
+                 " the table shows every seed.")
   if sentence:
     lines += ["", sentence]
   return lines + [""]

@@ -115,6 +115,7 @@ def study_report(root: str, output: str, *, analyze: bool = True,
   # The verdicts (the answer, the table across settings) on the seeds every
   # loss of a final group has; the group sections show every seed.
   common = comparison.on_common_seeds(runs)
+  common_summaries = runs_lib.summarise(common)
   common_tests = tests if len(common) == len(runs) else {
       group: comparison.paired_tests(common, group, focus) for group in tests}
   lines += verdicts.answer_section(runs, summaries, protocol, common_tests)
@@ -128,7 +129,8 @@ def study_report(root: str, output: str, *, analyze: bool = True,
     if any(r.group == group and r.stage not in (None, "final")
            for r in runs):
       continue  # tuning, variants, length, ablation: sections of their own
-    lines += build.group_table(group, rows, focus)
+    lines += build.group_table(group, rows, focus,
+                               judged=common_summaries.get(group, []))
     lines += comparison.final_significance(runs, group, focus,
                                            tests.get(group))
     lines += verdicts.targets_section(runs, protocol, group)

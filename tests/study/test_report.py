@@ -494,5 +494,8 @@ def test_the_answer_ranks_the_losses_on_the_seeds_every_loss_has(tmp_path):
   [verdict] = report.verdicts
   assert (verdict.baseline, verdict.seeds) == ("ce", 1)
   assert verdict.focus_map == pytest.approx(0.80)
-  # the group's own table: every seed
-  assert "0.8750" in text.split("## final/full")[1]
+  # the group's own table: every seed; its verdict sentence: seed 0
+  section = text.split("## final/full")[1]
+  assert "| 2 | **0.8750 ± 0.1061** |" in section
+  assert ("is ranked 3 of 3 with 0.8000 (-0.0500). Ranked on seed 0, which"
+          " every loss has; the table shows every seed.") in section
