@@ -57,7 +57,9 @@ A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
 grid.json, and the final runs' params.msgpack) are copied to
 `--results/<path>`, which is what gets committed and what marks the run as
-done on any machine.
+done on any machine. A setting's first stage records the dataset it
+trains on (`<results>/dataset.json`, study/dataset_record.py); a later
+stage on another machine refuses a dataset with another fingerprint.
 """
 
 import argparse
@@ -73,6 +75,7 @@ from typing import Any, Callable, Optional
 from configs.common import set_fields
 from ra_jax import files
 from ra_jax.training import workdir as workdir_lib
+from study import dataset_record
 from study import rules
 from study.settings import FOCUS, LOSS_RECIPE, SETTINGS, Setting
 
@@ -553,14 +556,17 @@ def _diverged(workdir: str, error: Exception) -> dict[str, Any]:
 
 def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
               *, only: str = "", train: Optional[Callable] = None,
-              diagnose: Optional[Callable] = None) -> list[str]:
+              diagnose: Optional[Callable] = None,
+              dataset: Optional[Callable] = None) -> list[str]:
   """Trains the stage's unfinished runs (paths containing `only`) one at a
   time and keeps each one's files; returns the paths trained. The stage is
   planned again after every run, because a run's result can change the
   plan (a converged length makes the longer lengths unnecessary).
   `train(config, workdir) -> results` defaults to the trainer;
   `diagnose(workdir) -> dict` (for diagnosed runs) to
-  `study.embedding_choices`."""
+  `study.embedding_choices`; `dataset(config) -> dict` (what the runs
+  train on, checked against the setting's `dataset_record` before the
+  first run) to `dataset_record.describe`."""
   from ra_jax.training.loop import NonFiniteLossError
   if train is None:
     from ra_jax.training import loop
@@ -568,17 +574,21 @@ def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
   if diagnose is None:
     from study import embedding_choices
     diagnose = embedding_choices.embedding_choices
+  dataset = dataset or dataset_record.describe
   plan(setting, stage, results_dir)  # the setting has the stage
   files.makedirs(results_dir)
   files.write_json(files.join(results_dir, "protocol.json"),
                    protocol(setting))
-  start, trained = time.time(), []
+  start, trained, checked = time.time(), [], False
   while True:
     runs = [r for r in plan(setting, stage, results_dir) if only in r.path]
     pending = [i for i, r in enumerate(runs) if not done(results_dir, r)]
     if not pending:
       return trained
     run = runs[pending[0]]
+    if not checked:  # the setting's runs share one dataset
+      dataset_record.check(results_dir, dataset(run.config()))
+      checked = True
     print(f"[{pending[0] + 1}/{len(runs)}] {setting.name}: {run.path}",
           flush=True)
     workdir = os.path.join(workdirs, run.path)
@@ -588,6 +598,7 @@ def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
       if stage not in SELECTION_STAGES:
         raise
       results = _diverged(workdir, e)
+    dataset_record.check_run(results_dir, results)
     diagnosis = diagnosis_path(run)
     if diagnosis:  # before keep(): then the run counts as done
       files.write_json(files.join(results_dir, diagnosis), diagnose(workdir))
@@ -627,8 +638,11 @@ def main() -> int:
     return 0
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  run_stage(setting, args.stage, results_dir,
-            args.workdirs or setting.workdirs, only=args.only)
+  try:
+    run_stage(setting, args.stage, results_dir,
+              args.workdirs or setting.workdirs, only=args.only)
+  except dataset_record.DatasetChangedError as e:
+    parser.exit(2, f"study.grid: {e}\n")
   return 0
 
 

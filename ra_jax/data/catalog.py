@@ -10,6 +10,8 @@ scikit-learn's digits and user image folders.
   get_source("synthetic_classes")         # 100,000 classes from a seed
 """
 
+import hashlib
+import json
 from typing import Optional
 
 import numpy as np
@@ -158,9 +160,28 @@ def tfds_source(name: str, *, data_dir: Optional[str] = None,
   names = label.names if label.names else [str(i) for i in
                                            range(label.num_classes)]
   query = query_split or entry.query_split
+  # as read back from a prepared build (tuples become lists), built or not
+  metadata = json.loads(json.dumps(dict(info.metadata or {}), default=str))
   return DatasetSource(name=name, class_names=list(names), image_shape=shape,
                        splits=splits, query_split=query,
-                       database_split=database_split)
+                       database_split=database_split,
+                       fingerprint=tfds_fingerprint(
+                           info.full_name, {s: len(splits[s]) for s in splits},
+                           metadata),
+                       metadata=metadata)
+
+
+def tfds_fingerprint(full_name: str, split_sizes: dict[str, int],
+                     metadata: dict) -> str:
+  """16 hex digits of the SHA-256 of a TFDS build's name and version
+  (`full_name`, e.g. "font_chars/full/1.0.0"), split sizes and metadata.
+  The builders are deterministic, so for ours this pins the images: the
+  Fashion-MNIST builder checks its files' hashes, and font_chars records
+  every font's hash, package version and the renderer's versions in the
+  metadata."""
+  content = json.dumps({"name": full_name, "splits": split_sizes,
+                        "metadata": metadata}, sort_keys=True, default=str)
+  return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def get_source(name: str, **kwargs) -> DatasetSource:

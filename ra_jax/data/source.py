@@ -32,6 +32,12 @@ class DatasetSource:
     train_split: the split to train on.
     query_split: retrieval queries (default: the test/validation split).
     database_split: the retrieval database (default: the train split).
+    fingerprint: what the images are, as a hash: two sources with the same
+      fingerprint hold the same images and labels ("" when unknown). For
+      TFDS sets, the build's name, version, split sizes and metadata (our
+      builders record there what pins the content, e.g. every font's hash).
+    metadata: what the build recorded about its content (e.g. font_chars's
+      fonts with package, version and hash); empty when nothing is known.
   """
   name: str
   class_names: Sequence[str]
@@ -40,6 +46,8 @@ class DatasetSource:
   train_split: str = "train"
   query_split: str = "test"
   database_split: str = "train"
+  fingerprint: str = ""
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     for role in ("train_split", "query_split", "database_split"):
@@ -72,6 +80,7 @@ class DatasetSource:
         "split_sizes": self.split_sizes, "train_split": self.train_split,
         "query_split": self.query_split,
         "database_split": self.database_split,
+        "fingerprint": self.fingerprint,
     }
 
 

@@ -172,6 +172,10 @@ def test_small_build_is_the_same_on_every_build(small, fonts_dir, tmp_path):
     second = [again.splits[split][i] for i in range(len(again.splits[split]))]
     key = lambda r: (r["label"], r["face"], r["image"].tobytes())  # noqa: E731
     assert sorted(map(key, first)) == sorted(map(key, second))
+  # the fingerprint, read back from the prepared build, pins the fonts
+  assert small.fingerprint and again.fingerprint == small.fingerprint
+  assert again.metadata == small.metadata and small.metadata["faces"]
+  assert small.describe()["fingerprint"] == small.fingerprint
 
 
 def test_too_few_fonts_is_an_error_that_says_what_to_install(tmp_path):

@@ -13,6 +13,11 @@ from study import grid, rules, search_spaces, settings
 FASHION = settings.FASHION_MNIST
 
 
+def _dataset(config) -> dict:
+  """What run_stage checks the dataset by, without building it."""
+  return {"name": config.dataset.name, "fingerprint": "0123"}
+
+
 def test_every_registered_loss_gets_the_same_number_of_trials():
   assert set(search_spaces.LOSS_SPACES) == set(losses.LOSSES)
   runs = grid.tuning_runs(FASHION)
@@ -391,10 +396,13 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
 
   work = str(tmp_path / "work")
   trained = grid.run_stage(FASHION, "length", str(results), work, train=train,
-                           diagnose=None)
+                           diagnose=None, dataset=_dataset)
   assert trained == ["length/triplet/epochs12", "length/cam/epochs12"]
   assert grid.final_epochs(FASHION, str(results)) == 12
-  assert grid.run_stage(FASHION, "length", str(results), work, train=train) == []
+  assert json.loads((results / "dataset.json").read_text()) == _dataset(
+      grid.length_runs(FASHION, str(results))[0].config())
+  assert grid.run_stage(FASHION, "length", str(results), work, train=train,
+                        dataset=_dataset) == []
   # Final runs: cross-entropy's full-set runs are diagnosed as they finish.
   diagnosed = []
 
@@ -403,7 +411,7 @@ def test_a_stage_is_planned_again_after_every_run(tmp_path):
     return {"workdir": workdir}
 
   trained = grid.run_stage(FASHION, "final", str(results), work, only="seed1",
-                           train=train, diagnose=diagnose)
+                           train=train, diagnose=diagnose, dataset=_dataset)
   assert len(trained) == len(search_spaces.LOSS_SPACES) * 2
   assert diagnosed == [f"{work}/final/full/ce/seed1"]
   kept = results / "diagnosis" / "embedding_choices_ce_final_seed1.json"
@@ -507,7 +515,7 @@ def test_a_diverged_trial_ranks_last_and_the_stage_goes_on(tmp_path):
     return {"exact": {"map": value, "precision@10": value}}
 
   trained = grid.run_stage(setting, "tuning", str(results), str(work),
-                           train=train)
+                           train=train, dataset=_dataset)
   assert len(trained) == 20
   kept = json.loads((results / "tuning/cam/trial0/results.json").read_text())
   assert kept == {grid.DIVERGED: "non-finite loss at step 150",
@@ -519,7 +527,7 @@ def test_a_diverged_trial_ranks_last_and_the_stage_goes_on(tmp_path):
   _fake(results, f"length/{leader}/epochs12", 0.8, curve)
   with pytest.raises(NonFiniteLossError):  # a final run must not diverge
     grid.run_stage(setting, "final", str(results), str(work), train=train,
-                   only="full/cam/seed0")
+                   only="full/cam/seed0", dataset=_dataset)
   for k in range(4):
     _fake(results, f"tuning/ce/trial{k}", 0.5)
     (results / f"tuning/ce/trial{k}/results.json").write_text(
