@@ -16,8 +16,23 @@ grid() {
   nice -n 10 .venv/bin/python -m study.grid "$@" ||
     echo "study/queue.sh: study.grid $* failed (exit $?)" >&2
 }
+# font_chars is built from Debian's font packages (1.2 GB to download, once
+# per machine; apt-get needs root). Its stages check that the build is the
+# one their finished runs used (study/dataset_record.py).
+install_fonts() {
+  local packages
+  packages=$(.venv/bin/python -m ra_jax.data.builders.font_packages) || return 0
+  # shellcheck disable=SC2086  # one word per package
+  { apt-get install -y -q --no-install-recommends $packages ||
+      { apt-get update -q &&
+          apt-get install -y -q --no-install-recommends $packages; }
+  } > runs/font_packages_apt.log 2>&1 ||
+    echo "study/queue.sh: installing font_chars's fonts failed" \
+      "(runs/font_packages_apt.log)" >&2
+}
 grid --setting fashion_mnist --stage final
 grid --setting fashion_mnist --stage variant_final
+install_fonts
 for stage in tuning length final; do
   grid --setting font_chars --stage "$stage"
   grid --setting fashion_mnist_vit --stage "$stage"
