@@ -78,3 +78,10 @@ def test_the_grid_trains_nothing_on_another_dataset(tmp_path):
                    dataset=lambda config: _described(**_fonts("b")))
   assert trained == [] and not work.exists()
   assert (results / dataset_record.RECORD).read_text() == before
+
+
+def test_describe_reads_the_run_config_dataset():
+  from configs import digits
+  described = dataset_record.describe(digits.get_config())
+  assert described["name"] == "digits" and described["fingerprint"] == ""
+  assert described["metadata"] == {} and described["split_sizes"]["train"]
