@@ -24,12 +24,11 @@ class DatasetChangedError(ValueError):
 def describe(config) -> dict[str, Any]:
   """What a run with `config` trains on: its source's description
   (`DatasetSource.describe()`, the fingerprint included) and the build's
-  metadata. Builds the dataset if it is not built yet."""
-  from ra_jax import data
-  ds = config.dataset
-  source = data.get_source(ds.name, **data.source_options(
-      ds.name, data_dir=ds.data_dir, manual_dir=ds.manual_dir,
-      builder=ds.get("builder", "auto"), num_classes=ds.get("num_classes", 0)))
+  metadata. Builds the dataset if it is not built yet; the source is the
+  trainer's own (`experiment.loaded_source`), loaded once per process, so
+  the run that follows uses the very source that was checked."""
+  from ra_jax.training import experiment
+  source = experiment.loaded_source(config)
   return {**source.describe(), "metadata": dict(source.metadata)}
 
 

@@ -294,10 +294,7 @@ def _source(config) -> data.DatasetSource:
   once per process, with its query/database protocol or its validation
   hold-out (`dataset.validation_examples`)."""
   ds = config.dataset
-  source = _loaded_source(ds.name, ds.data_dir, ds.manual_dir,
-                          ds.get("builder", "auto"),
-                          ds.get("in_memory", "auto"),
-                          ds.get("num_classes", 0))
+  source = loaded_source(config)
   count = ds.get("validation_examples", 0)
   if count:
     if ds.query_split or ds.database_split:
@@ -307,6 +304,16 @@ def _source(config) -> data.DatasetSource:
     return data.with_validation(source, count, ds.get("validation_seed", 0))
   return source.with_protocol(query_split=ds.query_split or None,
                               database_split=ds.database_split or None)
+
+
+def loaded_source(config) -> data.DatasetSource:
+  """The run's dataset as built (its fingerprint and metadata included),
+  decoded into memory per `dataset.in_memory`, once per process; before
+  its query/database protocol or validation hold-out."""
+  ds = config.dataset
+  return _loaded_source(ds.name, ds.data_dir, ds.manual_dir,
+                        ds.get("builder", "auto"), ds.get("in_memory", "auto"),
+                        ds.get("num_classes", 0))
 
 
 @functools.lru_cache(maxsize=2)

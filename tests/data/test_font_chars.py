@@ -176,6 +176,9 @@ def test_small_build_is_the_same_on_every_build(small, fonts_dir, tmp_path):
   assert small.fingerprint and again.fingerprint == small.fingerprint
   assert again.metadata == small.metadata and small.metadata["faces"]
   assert small.describe()["fingerprint"] == small.fingerprint
+  decoded = data.in_memory(small, "always")  # as the trainer holds it
+  assert (decoded.fingerprint, decoded.metadata) == (small.fingerprint,
+                                                     small.metadata)
 
 
 def test_too_few_fonts_is_an_error_that_says_what_to_install(tmp_path):
