@@ -15,7 +15,7 @@ never flatter a model.
 import concurrent.futures
 import dataclasses
 import os
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -48,54 +48,154 @@ def ranks_from_distances(distances: np.ndarray, relevant: np.ndarray,
                          first: Optional[np.ndarray] = None
                          ) -> RelevantRanks:
   """The full ranking of each row of `distances` (Q, N), with relevance
-  `relevant` (Q, N) bool; entries at +inf are ranked last. `first` (Q, N)
-  bool: the finite entries ranked ahead of all others, each part by
-  distance (a two-stage search's kept lists; None: one part).
+  `relevant` (Q, N) bool; entries at +inf are ranked last (NaN after
+  them). `first` (Q, N) bool: the finite entries ranked ahead of all
+  others, each part by distance (a two-stage search's kept lists; None:
+  one part)."""
+  distances = np.asarray(distances)
+  part = None if first is None else (
+      lambda order, rows: np.take_along_axis(
+          np.asarray(first, bool)[rows], order, axis=1))
+  return rank_rows(distances, relevant, [part])[0]
 
-  Only the ranks of relevant items matter: sorting the relevant and the
-  irrelevant distances of each part separately and merging them with a
-  binary search is cheaper than an argsort of all N items.
+
+# In sorted order, which items of rows `rows` (a slice) a part ranks first:
+# called with the rows' sort order (q, N).
+Part = Callable[[np.ndarray, slice], np.ndarray]
+
+
+def rank_rows(distances: np.ndarray, relevant: np.ndarray,
+              parts: Sequence[Optional[Part]]) -> list[RelevantRanks]:
+  """`ranks_from_distances` under several orderings of the same rows, each
+  row sorted once: None ranks by distance alone; a `Part` ranks its finite
+  items first, then the others, each by distance.
+
+  With the row's items sorted once by (distance, relevance) — irrelevant
+  first among equal distances, the tie rule — an item's rank inside its
+  part is how many items of its part come up to it in that order: one
+  cumulative sum per ordering instead of a sort.
   """
   distances = np.asarray(distances)
   relevant = np.asarray(relevant, bool)
-  if first is not None:
-    first = np.asarray(first, bool) & np.isfinite(distances)
+  if distances.ndim != 2 or relevant.shape != distances.shape:
+    raise ValueError(f"distances and relevant must be the same (Q, N) shape,"
+                     f" got {distances.shape} and {relevant.shape}")
   counts = relevant.sum(axis=1)
-  ranks = np.full((len(distances), max(1, int(counts.max(initial=0)))),
-                  np.inf)
+  width = max(1, int(counts.max(initial=0)))
+  out = [np.full((len(distances), width), np.inf) for _ in parts]
 
-  def merged(d, mask, offset):
-    """(the relevant distances of one part sorted, their ranks after
-    `offset` items of earlier parts, how many irrelevant it holds)."""
-    mine = np.sort(d[mask])
-    others = np.sort(d[~mask])
-    return mine, offset + np.arange(1, len(mine) + 1) + np.searchsorted(
-        others, mine, side="right"), len(others)
-
-  def rank_rows(rows):
-    for row in rows:
-      d, mask = distances[row], relevant[row]
-      if first is None:
-        mine, row_ranks, _ = merged(d, mask, 0)
-        ranks[row, :len(mine)] = row_ranks
+  def rank(rows: slice) -> None:
+    if all(part is None for part in parts):
+      for row in range(rows.start, rows.stop):
+        ranks = _plain_ranks(distances[row], relevant[row])
+        for plain in out:
+          plain[row, :len(ranks)] = ranks
+      return
+    order, relevant_sorted, finite = _sort_rows(distances[rows],
+                                                relevant[rows])
+    n = distances.shape[1]
+    query, position = np.nonzero(relevant_sorted)  # row-major: ascending
+    row_counts = counts[rows]
+    row_starts = np.cumsum(row_counts) - row_counts
+    within = np.arange(len(query)) - np.repeat(row_starts, row_counts)
+    flat = query * n + position
+    for part, ranks in zip(parts, out):
+      ranks = ranks[rows]
+      if part is None:
+        ranks[query, within] = position + 1
         continue
-      ahead = first[row]
-      mine, front, others = merged(d[ahead], mask[ahead], 0)
-      ranks[row, :len(mine)] = front
-      rest, back, _ = merged(d[~ahead], mask[~ahead], len(mine) + others)
-      ranks[row, len(mine):len(mine) + len(rest)] = back
+      ahead = np.asarray(part(order, rows), bool)
+      if finite is not None:
+        ahead &= finite
+      ahead_so_far = np.cumsum(ahead, axis=1, dtype=_count_type(n))
+      before = ahead_so_far.ravel()[flat]
+      in_front = ahead.ravel()[flat]
+      # The relevant items of the first part, then those of the rest, each
+      # in sorted order: a stable partition of each row's items.
+      front_so_far = np.concatenate([[0], np.cumsum(in_front)])
+      front_before_row = front_so_far[row_starts][query]
+      front_rank = front_so_far[1:] - front_before_row
+      front_count = (front_so_far[row_starts + row_counts] -
+                     front_so_far[row_starts])[query]
+      ranks[query, np.where(in_front, front_rank - 1,
+                            front_count + within - front_rank)] = np.where(
+          in_front, before, ahead_so_far[query, -1] + position + 1 - before)
 
-  # NumPy's sort releases the GIL: the rows are ranked on every core
-  # (each thread writes its own rows).
+  # NumPy's sort, gathers and sums release the GIL: the rows are ranked on
+  # every core (each thread writes its own rows).
   workers = min(os.cpu_count() or 1, max(1, len(distances) // 32))
-  if workers > 1:
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-      list(pool.map(rank_rows, np.array_split(np.arange(len(distances)),
-                                              workers)))
+  blocks = [slice(b[0], b[-1] + 1) for b in np.array_split(
+      np.arange(len(distances)), workers) if len(b)]
+  if len(blocks) > 1:
+    with concurrent.futures.ThreadPoolExecutor(len(blocks)) as pool:
+      list(pool.map(rank, blocks))
   else:
-    rank_rows(range(len(distances)))
-  return RelevantRanks(ranks, counts.astype(np.int64), distances.shape[1],
-                       complete=True)
+    for block in blocks:
+      rank(block)
+  return [RelevantRanks(ranks, counts.astype(np.int64), distances.shape[1],
+                        complete=True) for ranks in out]
+
+
+def _plain_ranks(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+  """The ranks of one row's relevant items ranked by distance alone.
+
+  Only their ranks matter: sorting the relevant and the irrelevant
+  distances apart and merging them with a binary search takes half the
+  time of `_sort_rows`' one sort of keys that carry the item (what the
+  other orderings need)."""
+  mine = np.sort(distances[relevant])
+  others = np.sort(distances[~relevant])
+  return np.arange(1, len(mine) + 1) + np.searchsorted(others, mine,
+                                                        side="right")
+
+
+def _count_type(n: int) -> type:
+  return np.int32 if n < 2**31 else np.int64
+
+
+def _sort_rows(distances: np.ndarray, relevant: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+  """Each row sorted by distance, an irrelevant item before a relevant one
+  at the same distance (-0 equals 0, NaN after +inf): (the sort order
+  (Q, N), relevance in that order, which entries in that order are finite
+  (None when all are)).
+
+  float32 rows sort as one uint64 key per item — the distance's bits made
+  order-preserving, the relevance, the index — which is about twice as
+  fast as an argsort; other dtypes by np.lexsort."""
+  n = distances.shape[1]
+  all_finite = bool(np.isfinite(distances).all())
+  if distances.dtype != np.float32 or n >= 2**31:
+    order = np.lexsort((relevant, distances), axis=1)
+    finite = None if all_finite else np.take_along_axis(
+        np.isfinite(distances), order, axis=1)
+    return order, np.take_along_axis(relevant, order, axis=1), finite
+  d = distances + np.float32(0.0)  # -0.0 -> +0.0
+  nan = np.isnan(d)
+  if nan.any():
+    d[nan] = np.float32(np.nan)  # one NaN, whatever its sign bit
+  key = _ordered_bits(d).astype(np.uint64) << np.uint64(32)
+  key |= relevant.astype(np.uint64) << np.uint64(31)
+  key |= np.arange(n, dtype=np.uint64)
+  key.sort(axis=1)
+  # the index bits as int64: the same bits, no copy
+  order = (key & np.uint64(2**31 - 1)).view(np.int64)
+  relevant_sorted = (key & np.uint64(2**31)) != 0
+  finite = None
+  if not all_finite:
+    bits = (key >> np.uint64(32)).astype(np.uint32)
+    infinities = _ordered_bits(np.array([-np.inf, np.inf], np.float32))
+    finite = (bits > infinities[0]) & (bits < infinities[1])
+  return order, relevant_sorted, finite
+
+
+def _ordered_bits(values: np.ndarray) -> np.ndarray:
+  """float32 -> uint32 whose integer order is the floats' order: IEEE
+  floats order as integers once negatives have every bit flipped and
+  positives their sign bit."""
+  bits = values.view(np.uint32)
+  return bits ^ np.where(bits >> 31, np.uint32(0xFFFFFFFF),
+                         np.uint32(0x80000000))
 
 
 def ranks_from_rankings(indices: np.ndarray, query_labels: np.ndarray,
@@ -147,29 +247,39 @@ def full_rankings(query_emb, query_labels, db_emb, db_labels,
                   ) -> Iterator[tuple[slice, list[RelevantRanks]]]:
   """(queries, their ranks under each of `orderings`) block by block: every
   query against the whole database by squared L2 distance (computed on
-  device once per block, one matrix product, for every ordering; ranked
-  on the host). Memory O(chunk_size * N)."""
+  device once per block, one matrix product, for every ordering; each row
+  sorted once on the host for every ordering that treats the query's own
+  entry alike). Memory O(chunk_size * N)."""
   query_labels = np.asarray(query_labels)
   db_labels = np.asarray(db_labels)
   db = jnp.asarray(db_emb, jnp.float32)
+  # Each list assignment gathered into sorted order once per block, however
+  # many orderings keep lists of it.
+  db_lists = {id(o.kept_lists[0]): _narrow(o.kept_lists[0])
+              for o in orderings if o.kept_lists is not None}
   for start in range(0, len(query_labels), chunk_size):
     stop = min(start + chunk_size, len(query_labels))
     distances = np.asarray(pairwise_squared_distances(
         jnp.asarray(query_emb[start:stop], jnp.float32), db))
     relevant = db_labels[None, :] == query_labels[start:stop, None]
-    blocks = []
-    for ordering in orderings:
-      first = None if ordering.kept_lists is None else _kept(
-          *ordering.kept_lists, start, stop)
-      if not ordering.exclude_self:
-        blocks.append(ranks_from_distances(distances, relevant, first))
-        continue
-      rows = np.arange(stop - start)
-      own_d, own_r = distances.copy(), relevant.copy()
-      own_r[rows, start + rows] = False
-      own_d[rows, start + rows] = np.inf  # ranked last, irrelevant
-      block = ranks_from_distances(own_d, own_r, first)
-      blocks.append(dataclasses.replace(block, length=block.length - 1))
+    blocks: list[Optional[RelevantRanks]] = [None] * len(orderings)
+    for exclude_self in sorted({o.exclude_self for o in orderings}):
+      chosen = [i for i, o in enumerate(orderings)
+                if o.exclude_self == exclude_self]
+      d, r = distances, relevant
+      if exclude_self:
+        rows = np.arange(stop - start)
+        d, r = distances.copy(), relevant.copy()
+        r[rows, start + rows] = False
+        d[rows, start + rows] = np.inf  # ranked last, irrelevant
+      gathered: dict = {}
+      parts = [None if orderings[i].kept_lists is None else _kept_part(
+          db_lists[id(orderings[i].kept_lists[0])],
+          np.asarray(orderings[i].kept_lists[1])[start:stop], gathered)
+               for i in chosen]
+      for i, block in zip(chosen, rank_rows(d, r, parts)):
+        blocks[i] = block if not exclude_self else dataclasses.replace(
+            block, length=block.length - 1)
     yield slice(start, stop), blocks
 
 
@@ -185,16 +295,33 @@ def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
     yield block, ranks
 
 
-def _kept(db_lists: np.ndarray, query_lists: np.ndarray, start: int,
-          stop: int) -> np.ndarray:
-  """(stop - start, N) bool: the items in each query's kept lists."""
-  query_lists = np.asarray(query_lists)[start:stop]
+def _narrow(db_lists) -> np.ndarray:
+  """List ids in the smallest integer type that holds them (a gather of
+  (Q, N) of them per block)."""
   db_lists = np.asarray(db_lists)
-  num_lists = int(max(db_lists.max(initial=-1),
-                      query_lists.max(initial=-1))) + 1
-  table = np.zeros((len(query_lists), num_lists), bool)
-  table[np.arange(len(query_lists))[:, None], query_lists] = True
-  return table[:, db_lists]
+  return db_lists.astype(np.min_scalar_type(-max(1, int(
+      db_lists.max(initial=0)) + 1)), copy=False)
+
+
+def _kept_part(db_lists: np.ndarray, query_lists: np.ndarray,
+               gathered: dict) -> Part:
+  """The `Part` of a two-stage ranking: the items in the query's kept lists
+  `query_lists` (q, L). `gathered`: the rows' db_lists in sorted order, by
+  id, shared by the orderings of one block."""
+  query_lists = np.asarray(query_lists)
+
+  def ahead(order: np.ndarray, rows: slice) -> np.ndarray:
+    key = (id(db_lists), rows.start)
+    if key not in gathered:
+      gathered[key] = db_lists[order]
+    lists = gathered[key]
+    kept = query_lists[rows].astype(lists.dtype)
+    mine = lists == kept[:, :1]
+    for column in range(1, kept.shape[1]):
+      mine |= lists == kept[:, column:column + 1]
+    return mine
+
+  return ahead
 
 
 def check_pair(name: str, embeddings, labels: Optional[np.ndarray]) -> None:

@@ -77,34 +77,6 @@ def test_bad_arguments_are_named():
                                      num_lists=1, list_source="kmeans")
 
 
-@hypothesis.given(st.integers(0, 2**16), st.integers(1, 6), st.integers(1, 30))
-@hypothesis.settings(deadline=None, max_examples=40)
-def test_ranks_with_a_part_first_follow_the_tie_rule(seed, rows, items):
-  """`ranks_from_distances` with `first`: the part's finite entries by
-  distance, then the rest by distance, +inf last whatever its part; an
-  irrelevant entry ranks before a relevant one at the same distance. Small
-  integer distances make ties common; checked against one sort of
-  explicit keys."""
-  from ra_jax.retrieval import ranking
-  rng = np.random.default_rng(seed)
-  d = rng.integers(0, 4, (rows, items)).astype(np.float32)
-  d[rng.random((rows, items)) < 0.15] = np.inf
-  relevant = rng.random((rows, items)) < 0.4
-  first = rng.random((rows, items)) < 0.5
-  got = ranking.ranks_from_distances(d, relevant, first)
-  for row in range(rows):
-    part = np.where(first[row] & np.isfinite(d[row]), 0,
-                    np.where(np.isfinite(d[row]), 1, 2))
-    # sort by part, then distance, then relevance (irrelevant first)
-    order = np.lexsort((relevant[row], d[row], part))
-    want = np.flatnonzero(relevant[row][order]) + 1
-    np.testing.assert_array_equal(got.ranks[row, :len(want)], want)
-    assert np.all(np.isinf(got.ranks[row, len(want):]))
-  plain = ranking.ranks_from_distances(d, relevant)
-  every = ranking.ranks_from_distances(d, relevant, np.ones_like(first))
-  np.testing.assert_array_equal(plain.ranks, every.ranks)
-
-
 def test_one_pass_ranks_every_search_as_its_own_pass_does():
   """`evaluate_searches` ranks all its searches from one pass over the
   queries: each row's metrics equal the search ranked alone."""
