@@ -16,11 +16,19 @@ committed run:
   (a resumed run logs again, with the same values, the steps it took
   after its last checkpoint);
 - config.json: every field the committed run recorded (fields added to
-  the configs since are listed, not counted as differences).
+  the configs since are listed, not counted as differences; so are
+  results.json fields added since).
 Exit status 0 when every run reproduces, 1 otherwise, naming each
-difference and keeping the rerun to look into. The outcome is recorded in the setting's results, in
-reproduced.json (path -> date, outcome, differences, versions), which the
-report shows; nothing else under results/ is written.
+difference and keeping the rerun to look into. Every attempt is recorded
+in the setting's results, in reproduced.json (path -> attempts: date,
+outcome, differences, versions, the CPU of the rerun and of the committed
+run), which the report shows; nothing else under results/ is written.
+
+Runs are bit-identical on one CPU model. On another model or instruction
+set (this project's machines of one kind have come as more than one AMD
+EPYC generation) XLA generates other code, float rounding differs, and
+training drifts within tens of steps: a rerun there compares as another
+sample of the same seed, not to the bit.
 """
 
 import argparse
@@ -85,9 +93,14 @@ def _by_step(path: str) -> dict[str, Any]:
           for step, entries in steps.items()}
 
 
+_ADDED = "missing in the committed run"
+
+
 def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
-  """(differences, config fields the rerun has and the committed run does
-  not) between two finished runs' folders."""
+  """(differences, fields the rerun has and the committed run does not:
+  config fields as "/eval/index_storage", results fields as
+  "results.json/dataset/fingerprint") between two finished runs'
+  folders."""
   found = []
   for name in ("params.msgpack", "results.json", "metrics.jsonl",
                "config.json"):
@@ -104,17 +117,20 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
         os.path.join(rerun, "params.msgpack"), "rb") as g:
       if f.read() != g.read():
         found.append("params.msgpack: the parameters differ")
-  found += [f"results.json{d}" for d in differences(
+  added = []
+  for d in differences(
       files.read_json(os.path.join(committed, "results.json")),
-      files.read_json(os.path.join(rerun, "results.json")))]
+      files.read_json(os.path.join(rerun, "results.json"))):
+    # a field this version writes and the committed run's did not
+    (added if d.endswith(_ADDED) else found).append(
+        f"results.json{d.split(':')[0] if d.endswith(_ADDED) else d}")
   found += [f"metrics.jsonl{d}" for d in differences(
       _by_step(os.path.join(committed, "metrics.jsonl")),
       _by_step(os.path.join(rerun, "metrics.jsonl")))]
   config_a = files.read_json(os.path.join(committed, "config.json"))
   config_b = files.read_json(os.path.join(rerun, "config.json"))
-  added = []
   for d in differences(config_a, config_b):
-    if d.endswith("missing in the committed run"):
+    if d.endswith(_ADDED):
       added.append(d.split(":")[0])
     else:
       found.append(f"config.json{d}")
@@ -122,18 +138,47 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
 
 
 def record(results: str, path: str, found: list[str], added: list[str],
-           rerun: str) -> None:
-  """Adds (or replaces) `path`'s outcome in `results`/reproduced.json."""
+           committed: str, rerun: str) -> dict:
+  """Appends this attempt at `path` to `results`/reproduced.json (every
+  attempt is kept, newest last) and returns it. It names the CPU of the
+  rerun and of the committed run: runs are bit-identical on one CPU model,
+  not across models (XLA's code follows the host's instruction set)."""
   target = os.path.join(results, RECORD)
   recorded = files.read_json(target) if os.path.exists(target) else {}
-  run = files.read_json(os.path.join(rerun, "results.json")).get("run", {})
-  recorded[path] = {"date": time.strftime("%Y-%m-%d"),
-                    "reproduces": not found, "differences": found[:20],
-                    "differences_count": len(found),
-                    "config_fields_added": added,
-                    "versions": run.get("versions"),
-                    "machine": run.get("machine")}
+  machine = files.read_json(os.path.join(rerun, "results.json")).get(
+      "run", {})
+  before = files.read_json(os.path.join(committed, "results.json")).get(
+      "run", {})
+  attempt = {"date": time.strftime("%Y-%m-%d"),
+             "reproduces": not found, "differences": found[:20],
+             "differences_count": len(found),
+             "config_fields_added": added,
+             "versions": machine.get("versions"),
+             "machine": machine.get("machine"),
+             "committed_machine": before.get("machine"),
+             "same_cpu": same_cpu(before.get("machine"),
+                                  machine.get("machine"))}
+  recorded[path] = attempts(recorded.get(path)) + [attempt]
   files.write_json(target, dict(sorted(recorded.items())))
+  return attempt
+
+
+def attempts(entry) -> list[dict]:
+  """A path's attempts in reproduced.json; one written before every
+  attempt was kept is a single dict."""
+  if entry is None:
+    return []
+  return [entry] if isinstance(entry, dict) else list(entry)
+
+
+def same_cpu(a: Optional[dict], b: Optional[dict]) -> Optional[bool]:
+  """Whether two runs' machine records name the same CPU model and
+  instruction set; None when either does not record them (runs before
+  `runtime.cpu_identity`)."""
+  if not a or not b or not all("cpu_model" in m and "isa" in m
+                               for m in (a, b)):
+    return None
+  return (a["cpu_model"], a["isa"]) == (b["cpu_model"], b["isa"])
 
 
 def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
@@ -159,9 +204,22 @@ def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
           f" {', '.join(added)}")
   for line in found:
     print(f"{path}: {line}")
+  attempt = record(setting.results, path, found, added, committed, rerun)
+  if found:
+    print(f"{path}: committed on {_cpu(attempt['committed_machine'])},"
+          f" rerun on {_cpu(attempt['machine'])}"
+          + {None: " (whether the CPUs match is not recorded)",
+             True: "", False: " (another CPU model or instruction set)"}[
+                 attempt["same_cpu"]])
   print(f"{path}: {'reproduces' if not found else 'DIFFERS'}", flush=True)
-  record(setting.results, path, found, added, rerun)
   return 1 if found else 0
+
+
+def _cpu(machine: Optional[dict]) -> str:
+  if not machine:
+    return "an unrecorded machine"
+  return ", ".join(str(machine[k]) for k in ("cpu", "cpu_model", "system")
+                   if k in machine)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

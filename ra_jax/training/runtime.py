@@ -10,6 +10,7 @@ launch/tpu_pod.sh passes `--config.distributed=on`.
 """
 
 import os
+import platform
 from typing import Mapping, Optional, Union
 
 import jax
@@ -73,7 +74,6 @@ def describe() -> dict:
 def environment() -> dict:
   """Versions and machine, recorded in every results.json."""
   import importlib.metadata
-  import platform
   versions = {}
   for package in ("ra_jax", "jax", "jaxlib", "flax", "optax",
                   "orbax-checkpoint", "grain", "tensorflow-datasets", "numpy"):
@@ -81,17 +81,41 @@ def environment() -> dict:
       versions[package] = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
       pass
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f
-                 if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
   return {"versions": versions, "python": platform.python_version(),
-          "machine": {"cpu": cpu, "cpu_count": os.cpu_count(),
+          "machine": {**cpu_identity(), "cpu_count": os.cpu_count(),
                       "system": platform.platform()},
           **describe()}
+
+
+# The CPU features XLA's generated code and the kernels it calls dispatch on:
+# two hosts that differ in them may round differently (a run trained on one
+# is bit-identical there, not on the other).
+_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "bmi")
+
+
+def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> dict:
+  """The CPU's name, and on Linux its model ("family F model M stepping S")
+  and the vector-instruction flags of `_ISA_PREFIXES`, sorted."""
+  out = {"cpu": platform.processor() or platform.machine()}
+  try:
+    with open(cpuinfo) as f:
+      first = f.read().split("\n\n", 1)[0]
+  except OSError:
+    return out
+  fields = {}
+  for line in first.splitlines():
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  if "model name" in fields:
+    out["cpu"] = fields["model name"]
+  if "cpu family" in fields:
+    out["cpu_model"] = (f"family {fields['cpu family']} model"
+                        f" {fields.get('model', '?')} stepping"
+                        f" {fields.get('stepping', '?')}")
+  if "flags" in fields:
+    out["isa"] = sorted(flag for flag in fields["flags"].split()
+                        if flag.startswith(_ISA_PREFIXES))
+  return out
 
 
 def log_start() -> None:

@@ -10,6 +10,7 @@ from ra_jax import files
 from ra_jax.report import comparison
 from ra_jax.report import runs as runs_lib
 from ra_jax.training import writers
+from study import reproduce
 
 _map = runs_lib.exact_value  # a run's exact mAP (or another metric)
 _title = runs_lib.loss_title
@@ -180,28 +181,49 @@ def diagnosis_section(root: str, runs) -> list[str]:
 
 def reproduction_section(root: str) -> list[str]:
   """The committed runs retrained from scratch (`python -m
-  study.reproduce`, recorded in the results' reproduced.json)."""
+  study.reproduce`, recorded in the results' reproduced.json): every
+  attempt, with the CPU it ran on against the committed run's."""
   path = files.join(root, "reproduced.json")
   if not files.exists(path):
     return []
-  recorded = files.read_json(path)
-  same = sum(r["reproduces"] for r in recorded.values())
+  rows = [(run, attempt) for run, entry in files.read_json(path).items()
+          for attempt in reproduce.attempts(entry)]
+  same = sum(a["reproduces"] for _, a in rows)
   lines = ["## Reproduced from scratch", "",
            f"Committed runs retrained from scratch by `python -m"
            f" study.reproduce PATH` (a scratch copy of the results without"
            f" the run, so the grid plans it again from the same committed"
-           f" selection): {same} of {len(recorded)} reproduce to the bit —"
-           f" the parameters byte for byte, every result and every logged"
-           f" value, apart from images/s and wall times.", "",
-           "| run | retrained | outcome | differences | config fields added"
-           " since (at their defaults) |", "|---|---|---|---|---|"]
-  for run, r in recorded.items():
-    shown = "; ".join(r["differences"][:3]) or "-"
-    if r["differences_count"] > 3:
-      shown += f" (and {r['differences_count'] - 3} more)"
+           f" selection): {same} of {len(rows)} attempts reproduce to the"
+           f" bit — the parameters byte for byte, every result and every"
+           f" logged value, apart from images/s and wall times. Runs are"
+           f" bit-identical on one CPU model, not across models: XLA's code"
+           f" follows the host's instruction set, and this project's"
+           f" machines of one kind have come with more than one AMD EPYC"
+           f" generation. A rerun on another CPU is another sample of the"
+           f" same seed.", "",
+           "| run | retrained | outcome | rerun's CPU (the committed run's)"
+           " | differences | fields added since |", "|---|---|---|---|---|---|"]
+  for run, a in rows:
+    shown = "; ".join(a["differences"][:3]) or "-"
+    if a["differences_count"] > 3:
+      shown += f" (and {a['differences_count'] - 3} more)"
     added = ", ".join(f.strip("/").replace("/", ".")
-                      for f in r["config_fields_added"]) or "-"
-    lines.append(f"| {run} | {r['date']} |"
-                 f" {'reproduces' if r['reproduces'] else '**differs**'} |"
-                 f" {shown} | {added} |")
+                      for f in a["config_fields_added"]) or "-"
+    lines.append(f"| {run} | {a['date']} |"
+                 f" {'reproduces' if a['reproduces'] else '**differs**'} |"
+                 f" {_cpus(a)} | {shown} | {added} |")
   return lines + [""]
+
+
+def _cpus(attempt: dict) -> str:
+  """The rerun's CPU, and whether the committed run's was the same."""
+  def cpu(machine):
+    if not machine:
+      return "not recorded"
+    return machine.get("cpu_model") or machine.get("system", "not recorded")
+  rerun = cpu(attempt.get("machine"))
+  same = attempt.get("same_cpu")
+  if same:
+    return f"{rerun} (the same)"
+  committed = cpu(attempt.get("committed_machine"))
+  return f"{rerun} ({'another: ' if same is False else ''}{committed})"

@@ -92,3 +92,61 @@ def test_a_resumed_runs_log_is_compared_step_by_step(tmp_path):
   assert found == ["metrics.jsonl/4: {'step': 4, 'train/loss': 0.3},"
                    " rerun [{'step': 4, 'train/loss': 0.3}, {'step': 4,"
                    " 'train/loss': 0.31}]"]
+
+
+def test_a_results_field_added_since_is_listed_not_counted(
+    shared_digits_run, tmp_path):
+  rerun = shutil.copytree(shared_digits_run, tmp_path / "rerun",
+                          ignore=shutil.ignore_patterns("checkpoints"))
+  _edit_json(rerun / "results.json",
+             lambda r: r["dataset"].update(a_new_field="abc"))
+  assert reproduce.compare_runs(shared_digits_run, str(rerun)) == (
+      [], ["results.json/dataset/a_new_field"])
+
+
+def test_every_attempt_is_kept_with_both_runs_cpus(tmp_path):
+  """An attempt is appended, never replacing an earlier one (an entry of
+  the format before attempts were kept is read as the first); it names
+  whether the rerun ran on the committed run's CPU."""
+  def run(name, machine):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / "results.json").write_text(json.dumps(
+        {"run": {"machine": machine, "versions": {"jax": "0"}}}))
+    return str(tmp_path / name)
+  zen4 = {"cpu": "AMD EPYC", "cpu_model": "family 25 model 17 stepping 1",
+          "isa": ["avx2", "avx512f"]}
+  zen3 = {**zen4, "cpu_model": "family 25 model 1 stepping 1",
+          "isa": ["avx2"]}
+  old = {"cpu": "AMD EPYC", "system": "Linux-fc-v1147"}
+  results = tmp_path / "results"
+  os.makedirs(results)
+  (results / reproduce.RECORD).write_text(json.dumps(
+      {"final/a": {"date": "2026-12-01", "reproduces": True}}))
+  first = reproduce.record(str(results), "final/a", [], [],
+                           run("c1", zen4), run("r1", zen4))
+  second = reproduce.record(str(results), "final/a", ["x: 1, rerun 2"], [],
+                            run("c2", zen3), run("r2", zen4))
+  third = reproduce.record(str(results), "final/a", ["x"], [],
+                           run("c3", old), run("r3", zen4))
+  assert (first["same_cpu"], second["same_cpu"], third["same_cpu"]) == (
+      True, False, None)
+  recorded = json.loads((results / reproduce.RECORD).read_text())
+  attempts = reproduce.attempts(recorded["final/a"])
+  assert [a["date"] for a in attempts][0] == "2026-12-01"
+  assert [a["reproduces"] for a in attempts] == [True, True, False, False]
+  assert attempts[2]["committed_machine"] == zen3
+  assert attempts[2]["machine"] == zen4
+
+
+def test_cpu_identity_reads_the_model_and_the_vector_flags(tmp_path):
+  from ra_jax.training import runtime
+  info = tmp_path / "cpuinfo"
+  processor = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t:"
+               " 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+               "flags\t\t: fpu sse4_2 avx2 fma avx512f avx512_bf16 bmi2\n")
+  info.write_text(processor.format(n=0) + "\n" + processor.format(n=1))
+  assert runtime.cpu_identity(str(info)) == {
+      "cpu": "AMD EPYC", "cpu_model": "family 25 model 17 stepping 1",
+      "isa": ["avx2", "avx512_bf16", "avx512f", "bmi2", "fma", "sse4_2"]}
+  missing = runtime.cpu_identity(str(tmp_path / "nothing"))
+  assert set(missing) == {"cpu"}
