@@ -54,14 +54,18 @@ def ranks_from_distances(distances: np.ndarray, relevant: np.ndarray,
   one part)."""
   distances = np.asarray(distances)
   part = None if first is None else (
-      lambda order, rows: np.take_along_axis(
+      lambda order, rows, scratch: np.take_along_axis(
           np.asarray(first, bool)[rows], order, axis=1))
   return rank_rows(distances, relevant, [part])[0]
 
 
 # In sorted order, which items of rows `rows` (a slice) a part ranks first:
-# called with the rows' sort order (q, N).
-Part = Callable[[np.ndarray, slice], np.ndarray]
+# called with the rows' sort order (q, N) and a dict the parts of one call
+# share for those rows (e.g. a gather they all need).
+Part = Callable[[np.ndarray, slice, dict], np.ndarray]
+# Rows sorted together: bounds the keyed sort's temporaries (about 30
+# bytes per item) to ~60 MB per thread at N = 60,000, 1 GB at N = 1M.
+ROWS_PER_TASK = 32
 
 
 def rank_rows(distances: np.ndarray, relevant: np.ndarray,
@@ -93,6 +97,7 @@ def rank_rows(distances: np.ndarray, relevant: np.ndarray,
       return
     order, relevant_sorted, finite = _sort_rows(distances[rows],
                                                 relevant[rows])
+    scratch: dict = {}
     n = distances.shape[1]
     query, position = np.nonzero(relevant_sorted)  # row-major: ascending
     row_counts = counts[rows]
@@ -104,7 +109,7 @@ def rank_rows(distances: np.ndarray, relevant: np.ndarray,
       if part is None:
         ranks[query, within] = position + 1
         continue
-      ahead = np.asarray(part(order, rows), bool)
+      ahead = np.asarray(part(order, rows, scratch), bool)
       if finite is not None:
         ahead &= finite
       ahead_so_far = np.cumsum(ahead, axis=1, dtype=_count_type(n))
@@ -122,12 +127,13 @@ def rank_rows(distances: np.ndarray, relevant: np.ndarray,
           in_front, before, ahead_so_far[query, -1] + position + 1 - before)
 
   # NumPy's sort, gathers and sums release the GIL: the rows are ranked on
-  # every core (each thread writes its own rows).
+  # every core (each task writes its own rows).
   workers = min(os.cpu_count() or 1, max(1, len(distances) // 32))
+  tasks = max(workers, -(-len(distances) // ROWS_PER_TASK))
   blocks = [slice(b[0], b[-1] + 1) for b in np.array_split(
-      np.arange(len(distances)), workers) if len(b)]
-  if len(blocks) > 1:
-    with concurrent.futures.ThreadPoolExecutor(len(blocks)) as pool:
+      np.arange(len(distances)), tasks) if len(b)]
+  if workers > 1 and len(blocks) > 1:
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
       list(pool.map(rank, blocks))
   else:
     for block in blocks:
@@ -272,10 +278,9 @@ def full_rankings(query_emb, query_labels, db_emb, db_labels,
         d, r = distances.copy(), relevant.copy()
         r[rows, start + rows] = False
         d[rows, start + rows] = np.inf  # ranked last, irrelevant
-      gathered: dict = {}
       parts = [None if orderings[i].kept_lists is None else _kept_part(
           db_lists[id(orderings[i].kept_lists[0])],
-          np.asarray(orderings[i].kept_lists[1])[start:stop], gathered)
+          np.asarray(orderings[i].kept_lists[1])[start:stop])
                for i in chosen]
       for i, block in zip(chosen, rank_rows(d, r, parts)):
         blocks[i] = block if not exclude_self else dataclasses.replace(
@@ -303,18 +308,16 @@ def _narrow(db_lists) -> np.ndarray:
       db_lists.max(initial=0)) + 1)), copy=False)
 
 
-def _kept_part(db_lists: np.ndarray, query_lists: np.ndarray,
-               gathered: dict) -> Part:
+def _kept_part(db_lists: np.ndarray, query_lists: np.ndarray) -> Part:
   """The `Part` of a two-stage ranking: the items in the query's kept lists
-  `query_lists` (q, L). `gathered`: the rows' db_lists in sorted order, by
-  id, shared by the orderings of one block."""
+  `query_lists` (q, L). The rows' db_lists in sorted order are gathered
+  once per task, for every ordering with lists of the same assignment."""
   query_lists = np.asarray(query_lists)
 
-  def ahead(order: np.ndarray, rows: slice) -> np.ndarray:
-    key = (id(db_lists), rows.start)
-    if key not in gathered:
-      gathered[key] = db_lists[order]
-    lists = gathered[key]
+  def ahead(order: np.ndarray, rows: slice, scratch: dict) -> np.ndarray:
+    if id(db_lists) not in scratch:
+      scratch[id(db_lists)] = db_lists[order]
+    lists = scratch[id(db_lists)]
     kept = query_lists[rows].astype(lists.dtype)
     mine = lists == kept[:, :1]
     for column in range(1, kept.shape[1]):

@@ -43,7 +43,7 @@ def test_every_ordering_of_one_sort_is_its_own_sort_by_hand(
   firsts = [None] + [rng.random((rows, items)) < p
                      for p in rng.random(num_parts)]
   parts = [None if f is None else
-           (lambda order, r, f=f: np.take_along_axis(f[r], order, axis=1))
+           (lambda order, r, _, f=f: np.take_along_axis(f[r], order, axis=1))
            for f in firsts]
   got = ranking.rank_rows(d, relevant, parts)
   for first, ranks in zip(firsts, got):
@@ -60,7 +60,7 @@ def test_threads_rank_as_one_thread_does(monkeypatch):
   d = rng.integers(0, 50, (200, 300)).astype(np.float32)
   relevant = rng.random((200, 300)) < 0.3
   first = rng.random((200, 300)) < 0.5
-  part = lambda order, r: np.take_along_axis(first[r], order, axis=1)
+  part = lambda order, r, _: np.take_along_axis(first[r], order, axis=1)
   monkeypatch.setattr("os.cpu_count", lambda: 4)
   split = ranking.rank_rows(d, relevant, [None, part])
   monkeypatch.setattr("os.cpu_count", lambda: 1)
