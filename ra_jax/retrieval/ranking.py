@@ -128,7 +128,8 @@ def rank_rows(distances: np.ndarray, relevant: np.ndarray,
 
   # NumPy's sort, gathers and sums release the GIL: the rows are ranked on
   # every core (each task writes its own rows).
-  workers = min(os.cpu_count() or 1, max(1, len(distances) // 32))
+  workers = min(os.cpu_count() or 1,
+                max(1, len(distances) // ROWS_PER_TASK))
   tasks = max(workers, -(-len(distances) // ROWS_PER_TASK))
   blocks = [slice(b[0], b[-1] + 1) for b in np.array_split(
       np.arange(len(distances)), tasks) if len(b)]
@@ -259,10 +260,15 @@ def full_rankings(query_emb, query_labels, db_emb, db_labels,
   query_labels = np.asarray(query_labels)
   db_labels = np.asarray(db_labels)
   db = jnp.asarray(db_emb, jnp.float32)
-  # Each list assignment gathered into sorted order once per block, however
-  # many orderings keep lists of it.
-  db_lists = {id(o.kept_lists[0]): _narrow(o.kept_lists[0])
-              for o in orderings if o.kept_lists is not None}
+  # Each list assignment narrowed once (it is gathered into sorted order
+  # per task), in a type that holds every list id its orderings keep.
+  kept_of: dict[int, list] = {}
+  for o in orderings:
+    if o.kept_lists is not None:
+      kept_of.setdefault(id(o.kept_lists[0]), [o.kept_lists[0]]).append(
+          o.kept_lists[1])
+  db_lists = {key: _narrow(lists[0], lists[1:])
+              for key, lists in kept_of.items()}
   for start in range(0, len(query_labels), chunk_size):
     stop = min(start + chunk_size, len(query_labels))
     distances = np.asarray(pairwise_squared_distances(
@@ -300,12 +306,16 @@ def full_ranking(query_emb, query_labels, db_emb, db_labels, *,
     yield block, ranks
 
 
-def _narrow(db_lists) -> np.ndarray:
-  """List ids in the smallest integer type that holds them (a gather of
-  (Q, N) of them per block)."""
-  db_lists = np.asarray(db_lists)
-  return db_lists.astype(np.min_scalar_type(-max(1, int(
-      db_lists.max(initial=0)) + 1)), copy=False)
+def _narrow(db_lists, query_lists: Sequence) -> np.ndarray:
+  """`db_lists` in the smallest integer type that holds every list id of
+  them and of `query_lists` (a kept id beyond the database's must not wrap
+  onto one of its lists); a gather of (Q, N) of them per block."""
+  values = [np.asarray(db_lists)] + [np.asarray(q) for q in query_lists]
+  low = min(int(v.min(initial=0)) for v in values)
+  high = max(int(v.max(initial=0)) for v in values)
+  return values[0].astype(np.promote_types(np.min_scalar_type(low),
+                                           np.min_scalar_type(high)),
+                          copy=False)
 
 
 def _kept_part(db_lists: np.ndarray, query_lists: np.ndarray) -> Part:

@@ -83,3 +83,23 @@ def test_mismatched_shapes_are_refused():
   with pytest.raises(ValueError, match=r"same \(Q, N\) shape"):
     ranking.rank_rows(np.zeros((2, 3), np.float32), np.zeros((2, 4), bool),
                       [None])
+
+
+def test_kept_lists_beyond_the_databases_lists_match_no_item():
+  """A query may keep a list no database item is in (an anchor no item is
+  nearest to); its id must not wrap onto a list that has items when the
+  lists are narrowed (259 is 3 in int8)."""
+  rng = np.random.default_rng(0)
+  db_lists = rng.integers(0, 4, 50)
+  query_lists = np.array([[259, 2], [3, 3], [1, 300]])
+  query = rng.integers(-3, 4, (3, 2)).astype(np.float32)  # exact distances
+  db = rng.integers(-3, 4, (50, 2)).astype(np.float32)
+  query_labels, db_labels = np.arange(3), rng.integers(0, 3, 50)
+  (_, [got]), = ranking.full_rankings(
+      query, query_labels, db, db_labels,
+      [ranking.Ordering((db_lists, query_lists))])
+  distances = ((query[:, None] - db[None]) ** 2).sum(-1)
+  first = np.stack([np.isin(db_lists, kept) for kept in query_lists])
+  want = ranking.ranks_from_distances(
+      distances, db_labels[None] == query_labels[:, None], first)
+  np.testing.assert_array_equal(got.ranks, want.ranks)
