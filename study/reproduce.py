@@ -117,24 +117,30 @@ def compare_runs(committed: str, rerun: str) -> tuple[list[str], list[str]]:
         os.path.join(rerun, "params.msgpack"), "rb") as g:
       if f.read() != g.read():
         found.append("params.msgpack: the parameters differ")
-  added = []
-  for d in differences(
+  found_results, added_results = _apart(differences(
       files.read_json(os.path.join(committed, "results.json")),
-      files.read_json(os.path.join(rerun, "results.json"))):
-    # a field this version writes and the committed run's did not
-    (added if d.endswith(_ADDED) else found).append(
-        f"results.json{d.split(':')[0] if d.endswith(_ADDED) else d}")
+      files.read_json(os.path.join(rerun, "results.json"))))
+  found += [f"results.json{d}" for d in found_results]
   found += [f"metrics.jsonl{d}" for d in differences(
       _by_step(os.path.join(committed, "metrics.jsonl")),
       _by_step(os.path.join(rerun, "metrics.jsonl")))]
-  config_a = files.read_json(os.path.join(committed, "config.json"))
-  config_b = files.read_json(os.path.join(rerun, "config.json"))
-  for d in differences(config_a, config_b):
+  found_config, added_config = _apart(differences(
+      files.read_json(os.path.join(committed, "config.json")),
+      files.read_json(os.path.join(rerun, "config.json"))))
+  found += [f"config.json{d}" for d in found_config]
+  return found, [f"results.json{f}" for f in added_results] + added_config
+
+
+def _apart(found: Iterator[str]) -> tuple[list[str], list[str]]:
+  """(differences, fields only the rerun has: a field this version writes
+  and the committed run's did not, as its path)."""
+  differ, added = [], []
+  for d in found:
     if d.endswith(_ADDED):
       added.append(d.split(":")[0])
     else:
-      found.append(f"config.json{d}")
-  return found, added
+      differ.append(d)
+  return differ, added
 
 
 def record(results: str, path: str, found: list[str], added: list[str],
