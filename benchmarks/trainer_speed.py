@@ -25,7 +25,9 @@ import jax
 import numpy as np
 
 
-def bare_rate(config, steps: int) -> float:
+def bare_step(config):
+  """The run's own jitted, sharded train step, its initial state and one
+  batch of random images already on the device: (step, state, batch)."""
   from ra_jax.training import experiment
   from ra_jax.training import step as step_lib
   with tempfile.TemporaryDirectory() as tmp:
@@ -39,14 +41,18 @@ def bare_rate(config, steps: int) -> float:
                      exp.source.num_classes, per_class).astype(np.int32)
   images = rng.standard_normal((batch_size, *exp.image_shape), np.float32)
   batch = step_lib.global_batch(exp.mesh, {"image": images, "label": labels})
-  state = exp.init_state()
+  return step, exp.init_state(), batch
+
+
+def bare_rate(config, steps: int) -> float:
+  step, state, batch = bare_step(config)
   state, metrics = step(state, batch)  # compiles
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
     state, metrics = step(state, batch)
   jax.block_until_ready((state, metrics))
-  return steps * batch_size / (time.perf_counter() - start)
+  return steps * config.train.global_batch_size / (time.perf_counter() - start)
 
 
 def trainer_rate(config, steps: int) -> float:

@@ -2,7 +2,7 @@
 resumable across interruptions and machines:
 
   python -m study.grid [--setting fashion_mnist] --stage STAGE [--only cam/]
-      [--dry-run]
+      [--workers 2] [--dry-run]
   python -m study.report    # every setting's report, docs/RESULTS*.md
   bash study/queue.sh       # every run still owed, in order
 
@@ -53,6 +53,13 @@ Protocol (written to <results>/protocol.json):
   embedding is taken. The final stage measures the same for each final
   cross-entropy run (`Setting.diagnosed`) as soon as it has trained.
 
+`--workers N` trains N runs at once, each worker pinned to its share of
+the cores (on 2 cores: 1.13-1.43x the images/s, docs/benchmarks.md); the
+workers claim runs with locks (study/claims.py) and start a run that
+another's result could make unnecessary (`Run.waits_for`) only once that
+result is in. A run's last bits depend on its cores: results.json records
+them.
+
 A run's work dir (checkpoints included) is `--workdirs/<path>`; once it
 has finished, its small files (results.json, config.json, metrics.jsonl,
 grid.json, and the final runs' params.msgpack) are copied to
@@ -75,6 +82,7 @@ from typing import Any, Callable, Optional
 from configs.common import set_fields
 from ra_jax import files
 from ra_jax.training import workdir as workdir_lib
+from study import claims
 from study import dataset_record
 from study import rules
 from study.settings import FOCUS, LOSS_RECIPE, SETTINGS, Setting
@@ -109,6 +117,9 @@ class Run:
   settings: dict[str, Any]  # dotted config fields over the recipe
   seed: int = 0
   setting: Setting = dataclasses.field(kw_only=True)
+  # Runs (paths) whose results can make this one unnecessary: a worker
+  # starts it only once they are done (study.grid --workers).
+  waits_for: tuple[str, ...] = dataclasses.field(default=(), kw_only=True)
 
   def config(self):
     config = recipe(self.setting, self.loss)
@@ -337,7 +348,7 @@ def length_runs(setting: Setting, results_dir: str) -> list[Run]:
   on validation with a full validation evaluation every epoch, at each
   of the setting's lengths up to the first where the baseline converged."""
   leader = best_baseline(setting, results_dir)
-  runs = []
+  runs, shorter = [], ()
   for epochs in setting.length_epochs:
     for loss in (leader, FOCUS):
       runs.append(Run(_length_path(loss, epochs), "length", loss, {
@@ -346,9 +357,10 @@ def length_runs(setting: Setting, results_dir: str) -> list[Run]:
           "train.epochs": epochs,
           "eval.every": setting.steps_per_epoch("validation"),
           "eval.subset_queries": 0, "eval.subset_database": 0},
-                      setting=setting))
+                      setting=setting, waits_for=shorter))
     if _converged(results_dir, _length_path(leader, epochs)):
       break
+    shorter = (_length_path(leader, epochs),)
   return runs
 
 
@@ -554,14 +566,35 @@ def _diverged(workdir: str, error: Exception) -> dict[str, Any]:
   return results
 
 
+def _claim_next(runs: list[Run], pending: list[int], results_dir: str,
+                workdirs: str) -> Optional[int]:
+  """The first pending run that may start (what it waits for is done) and
+  that this process could claim; None when every such run is another
+  worker's."""
+  for i in pending:
+    run = runs[i]
+    if any(_results(results_dir, p) is None for p in run.waits_for):
+      continue
+    if claims.claim(workdirs, run.path):
+      if not done(results_dir, run):  # finished since `pending` was read
+        return i
+      claims.release(run.path)
+  return None
+
+
 def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
               *, only: str = "", train: Optional[Callable] = None,
               diagnose: Optional[Callable] = None,
-              dataset: Optional[Callable] = None) -> list[str]:
+              dataset: Optional[Callable] = None,
+              poll_seconds: float = 30.0) -> list[str]:
   """Trains the stage's unfinished runs (paths containing `only`) one at a
   time and keeps each one's files; returns the paths trained. The stage is
   planned again after every run, because a run's result can change the
-  plan (a converged length makes the longer lengths unnecessary).
+  plan (a converged length makes the longer lengths unnecessary). Several
+  processes may run the same stage on one machine: each claims the run it
+  trains (study/claims.py) and starts a run only once the runs it
+  `waits_for` are done; one that finds every startable run claimed looks
+  again every `poll_seconds`, and returns when the stage has nothing left.
   `train(config, workdir) -> results` defaults to the trainer;
   `diagnose(workdir) -> dict` (for diagnosed runs) to
   `study.embedding_choices`; `dataset(config) -> dict` (what the runs
@@ -585,30 +618,77 @@ def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
     pending = [i for i, r in enumerate(runs) if not done(results_dir, r)]
     if not pending:
       return trained
-    run = runs[pending[0]]
-    if not checked:  # the setting's runs share one dataset
-      dataset_record.check(results_dir, dataset(run.config()))
-      checked = True
-    print(f"[{pending[0] + 1}/{len(runs)}] {setting.name}: {run.path}",
-          flush=True)
-    workdir = os.path.join(workdirs, run.path)
+    index = _claim_next(runs, pending, results_dir, workdirs)
+    if index is None:  # every startable run is another worker's
+      time.sleep(poll_seconds)
+      continue
+    run = runs[index]
     try:
-      results = train(run.config(), workdir)
-    except NonFiniteLossError as e:
-      if stage not in SELECTION_STAGES:
-        raise
-      results = _diverged(workdir, e)
-    dataset_record.check_run(results_dir, results)
-    diagnosis = diagnosis_path(run)
-    if diagnosis:  # before keep(): then the run counts as done
-      files.write_json(files.join(results_dir, diagnosis), diagnose(workdir))
-    keep(workdir, results_dir, run)
+      if not checked:  # the setting's runs share one dataset
+        # one worker at a time: the first may be building it
+        with claims.exclusive(workdirs, "dataset"):
+          dataset_record.check(results_dir, dataset(run.config()))
+        checked = True
+      print(f"[{index + 1}/{len(runs)}] {setting.name}: {run.path}",
+            flush=True)
+      workdir = os.path.join(workdirs, run.path)
+      try:
+        results = train(run.config(), workdir)
+      except NonFiniteLossError as e:
+        if stage not in SELECTION_STAGES:
+          raise
+        results = _diverged(workdir, e)
+      dataset_record.check_run(results_dir, results)
+      diagnosis = diagnosis_path(run)
+      if diagnosis:  # before keep(): then the run counts as done
+        files.write_json(files.join(results_dir, diagnosis),
+                         diagnose(workdir))
+      keep(workdir, results_dir, run)
+    finally:
+      claims.release(run.path)
     trained.append(run.path)
     print("    " + (f"diverged at step {results['steps']}"
                     if DIVERGED in results else
                     f"mAP {results['exact']['map']:.4f}, P@10"
                     f" {results['exact']['precision@10']:.4f}")
           + f", {time.time() - start:.0f} s so far", flush=True)
+
+
+def worker_cores(workers: int, cores: list[int]) -> list[set[int]]:
+  """The cores each of `workers` processes is pinned to: equal contiguous
+  shares of `cores`, the remainder unused (equal shares keep every run's
+  thread count, and so its floating-point results, the same)."""
+  share = len(cores) // workers
+  if share < 1:
+    raise ValueError(f"--workers {workers}: only {len(cores)} cores")
+  return [set(cores[i * share:(i + 1) * share]) for i in range(workers)]
+
+
+def run_workers(args: argparse.Namespace, workdirs: str) -> int:
+  """Runs study.grid with `args` as `args.workers` processes, each pinned
+  to its cores (`worker_cores`), their output in `workdirs`/worker<i>.log;
+  waits for all of them. Exit status: 1 if any failed."""
+  import subprocess
+  argv = ["--setting", args.setting, "--stage", args.stage, "--only",
+          args.only, "--workdirs", workdirs]
+  if args.results:
+    argv += ["--results", args.results]
+  files.makedirs(workdirs)
+  procs = []
+  for i, cores in enumerate(worker_cores(
+      args.workers, sorted(os.sched_getaffinity(0)))):
+    log = os.path.join(workdirs, f"worker{i}.log")
+    with open(log, "a") as out:
+      procs.append((log, subprocess.Popen(
+          [sys.executable, "-m", "study.grid", *argv], stdout=out,
+          stderr=subprocess.STDOUT,
+          preexec_fn=lambda cores=cores: os.sched_setaffinity(0, cores))))
+    print(f"study.grid: worker {i} on cores {sorted(cores)}, log {log}",
+          flush=True)
+  failed = [log for log, proc in procs if proc.wait()]
+  for log in failed:
+    print(f"study.grid: a worker failed; see {log}", file=sys.stderr)
+  return 1 if failed else 0
 
 
 def main() -> int:
@@ -621,6 +701,13 @@ def main() -> int:
                       help="default: the setting's, e.g. results/grid")
   parser.add_argument("--only", default="", help="run paths containing this")
   parser.add_argument("--dry-run", action="store_true")
+  parser.add_argument(
+      "--workers", type=int, default=1,
+      help="train N runs at once, each worker pinned to its share of the"
+      " cores (default 1: one process on every core). Pinning changes the"
+      " floating-point results (XLA's CPU code follows the thread count), so"
+      " a setting's runs should share one arrangement; results.json records"
+      " each run's cores, and study.reproduce pins to them")
   args = parser.parse_args()
   setting = SETTINGS[args.setting]
   results_dir = args.results or setting.results
@@ -636,6 +723,8 @@ def main() -> int:
     print(f"{len(runs)} runs, {sum(done(results_dir, r) for r in runs)}"
           " done")
     return 0
+  if args.workers > 1:
+    return run_workers(args, args.workdirs or setting.workdirs)
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   try:

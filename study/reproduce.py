@@ -24,7 +24,11 @@ in the setting's results, in reproduced.json (path -> attempts: date,
 outcome, differences, versions, the CPU of the rerun and of the committed
 run), which the report shows; nothing else under results/ is written.
 
-Runs are bit-identical on one CPU model. On another model or instruction
+Runs are bit-identical on one CPU model with the same number of usable
+cores (XLA's CPU thread count follows the process's affinity, and a
+stage run with `study.grid --workers 2` pins each run to one core; the
+rerun is pinned to as many cores as the committed run recorded). On
+another model or instruction
 set (this project's machines of one kind have come as more than one AMD
 EPYC generation) XLA generates other code, float rounding differs, and
 training drifts within tens of steps: a rerun there compares as another
@@ -179,12 +183,31 @@ def attempts(entry) -> list[dict]:
 
 def same_cpu(a: Optional[dict], b: Optional[dict]) -> Optional[bool]:
   """Whether two runs' machine records name the same CPU model and
-  instruction set; None when either does not record them (runs before
+  instruction set, and the same usable cores where both record them; None
+  when either does not record the CPU (runs before
   `runtime.cpu_identity`)."""
   if not a or not b or not all("cpu_model" in m and "isa" in m
                                for m in (a, b)):
     return None
-  return (a["cpu_model"], a["isa"]) == (b["cpu_model"], b["isa"])
+  same = (a["cpu_model"], a["isa"]) == (b["cpu_model"], b["isa"])
+  if "usable_cores" in a and "usable_cores" in b:
+    same = same and a["usable_cores"] == b["usable_cores"]
+  return same
+
+
+def pinning(committed_machine: Optional[dict]) -> Optional[set[int]]:
+  """The cores to pin a rerun to: as many as the committed run could use
+  (its thread count changes the results' last bits), None to leave the
+  rerun unpinned (the run did not record them, or used every core)."""
+  wanted = (committed_machine or {}).get("usable_cores")
+  available = sorted(os.sched_getaffinity(0))
+  if wanted is None or wanted == len(available):
+    return None
+  if wanted > len(available):
+    print(f"study.reproduce: the committed run used {wanted} cores, this"
+          f" process may use {len(available)}; the rerun uses them all")
+    return None
+  return set(available[:wanted])
 
 
 def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
@@ -201,8 +224,13 @@ def reproduce(setting: settings_lib.Setting, path: str, scratch: str) -> int:
   command = [sys.executable, "-m", "study.grid", "--setting", setting.name,
              "--stage", stage, "--results", results, "--workdirs",
              os.path.join(scratch, "runs"), "--only", path]
-  print("+", " ".join(command), flush=True)
-  subprocess.run(command, check=True)
+  cores = pinning(files.read_json(os.path.join(
+      committed, "results.json")).get("run", {}).get("machine"))
+  print("+", " ".join(command)
+        + (f"  (pinned to cores {sorted(cores)})" if cores else ""),
+        flush=True)
+  subprocess.run(command, check=True, preexec_fn=(
+      None if cores is None else lambda: os.sched_setaffinity(0, cores)))
   rerun = os.path.join(results, path)
   found, added = compare_runs(committed, rerun)
   if added:

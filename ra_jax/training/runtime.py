@@ -83,8 +83,19 @@ def environment() -> dict:
       pass
   return {"versions": versions, "python": platform.python_version(),
           "machine": {**cpu_identity(), "cpu_count": os.cpu_count(),
+                      "usable_cores": usable_cores(),
                       "system": platform.platform()},
           **describe()}
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity). XLA sizes its
+  CPU thread pool by them, and the thread count changes how the CPU
+  kernels split their sums: the same run pinned to 1 core and on 2 cores
+  differs in the last bits (benchmarks/process_split.py's note)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 # The CPU features XLA's generated code and the kernels it calls dispatch on:

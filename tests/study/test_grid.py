@@ -534,3 +534,95 @@ def test_a_diverged_trial_ranks_last_and_the_stage_goes_on(tmp_path):
         json.dumps({grid.DIVERGED: "x", "steps": 1}))
   with pytest.raises(ValueError, match="every tuning trial of 'ce'"):
     grid.best_trial(setting, str(results), "ce")
+
+
+# A study.grid worker on the length stage whose training is faked: the
+# leader (triplet) converges at 12 epochs after a second; the class anchor
+# margin loss's run takes no time. Each trained path is appended to a log.
+_LENGTH_WORKER = """
+import json, pathlib, sys, time
+from tests.study.test_grid import FASHION, _dataset, _fake
+from study import grid
+
+results, work, log = sys.argv[1:4]
+
+def train(config, workdir):
+  with open(log, "a") as f:
+    f.write(workdir.split("/work/", 1)[1] + "\\n")
+  if config.loss.name == "triplet":
+    time.sleep(1.0)
+  steps = config.train.epochs * 200
+  flat = [(s, 0.8) for s in range(200, steps + 1, 200)]
+  _fake(pathlib.Path(workdir).parent, pathlib.Path(workdir).name, 0.8, flat)
+  return {"exact": {"map": 0.8, "precision@10": 0.9}}
+
+grid.run_stage(FASHION, "length", results, work, train=train,
+               dataset=_dataset, poll_seconds=0.05)
+"""
+
+
+def test_two_workers_share_a_stage_and_wait_for_what_decides_it(tmp_path):
+  """Two processes on one stage train every run once between them, and
+  neither starts a longer length before the leader's shorter one has
+  decided whether it is needed (the class anchor margin loss's run ends
+  first; without waits_for its worker would start length 24)."""
+  import subprocess
+  import sys
+  results = tmp_path / "results"
+  _tuned(results, {("triplet", 5): 0.8})
+  _variants_done(results)
+  log = tmp_path / "trained.log"
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", _LENGTH_WORKER, str(results),
+       str(tmp_path / "work"), str(log)], cwd=pathlib.Path(__file__).parents[2])
+           for _ in range(2)]
+  assert [p.wait(timeout=120) for p in procs] == [0, 0]
+  assert sorted(log.read_text().split()) == [
+      "length/cam/epochs12", "length/triplet/epochs12"]
+  assert grid.final_epochs(FASHION, str(results)) == 12
+
+
+def test_length_runs_wait_for_the_leaders_shorter_run(tmp_path):
+  results = tmp_path / "results"
+  _tuned(results, {("triplet", 5): 0.8})
+  _variants_done(results)
+  waits = {r.path: r.waits_for for r in grid.length_runs(FASHION,
+                                                         str(results))}
+  assert waits == {"length/triplet/epochs12": (),
+                   "length/cam/epochs12": (),
+                   "length/triplet/epochs24": ("length/triplet/epochs12",),
+                   "length/cam/epochs24": ("length/triplet/epochs12",)}
+
+
+def test_worker_cores_are_equal_shares():
+  assert grid.worker_cores(2, [0, 1]) == [{0}, {1}]
+  assert grid.worker_cores(2, [0, 1, 2, 3, 4]) == [{0, 1}, {2, 3}]
+  with pytest.raises(ValueError, match="only 2 cores"):
+    grid.worker_cores(3, [0, 1])
+
+
+def test_workers_run_as_pinned_processes_with_their_own_logs(tmp_path):
+  """`--workers 2` on a stage with nothing left: both workers start, find
+  every run done and end; the command's status is theirs."""
+  import shutil
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).parents[2]
+  results = tmp_path / "results"
+  shutil.copytree(root / FASHION.results / "tuning", results / "tuning")
+  command = [sys.executable, "-m", "study.grid", "--stage", "tuning",
+             "--results", str(results), "--workdirs", str(tmp_path / "work"),
+             "--workers", "2"]
+  done = subprocess.run(command, cwd=root, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.count("study.grid: worker") == 2
+  assert {p.name for p in (tmp_path / "work").glob("worker*.log")} == {
+      "worker0.log", "worker1.log"}
+  assert (results / "protocol.json").exists()  # each worker ran the stage
+  # A stage whose inputs are missing fails before any worker starts.
+  command[command.index("tuning")] = "final"
+  failed = subprocess.run(command, cwd=root, capture_output=True, text=True,
+                          timeout=300)
+  assert failed.returncode == 2 and "(--stage length)" in failed.stderr
+  assert "study.grid: worker" not in failed.stdout

@@ -150,3 +150,28 @@ def test_cpu_identity_reads_the_model_and_the_vector_flags(tmp_path):
       "isa": ["avx2", "avx512_bf16", "avx512f", "bmi2", "fma", "sse4_2"]}
   missing = runtime.cpu_identity(str(tmp_path / "nothing"))
   assert set(missing) == {"cpu"}
+
+
+def test_a_rerun_is_pinned_to_as_many_cores_as_the_run_used(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+  assert reproduce.pinning({"usable_cores": 1}) == {0}
+  assert reproduce.pinning({"usable_cores": 2}) == {0, 1}
+  assert reproduce.pinning({"usable_cores": 4}) is None  # every core
+  assert reproduce.pinning({"usable_cores": 8}) is None  # more than here
+  assert reproduce.pinning({"cpu": "AMD EPYC"}) is None  # not recorded
+  assert reproduce.pinning(None) is None
+
+
+def test_the_same_cpu_needs_the_same_cores_where_both_record_them():
+  zen4 = {"cpu_model": "family 25 model 17 stepping 1", "isa": ["avx2"]}
+  assert reproduce.same_cpu({**zen4, "usable_cores": 1},
+                            {**zen4, "usable_cores": 1})
+  assert not reproduce.same_cpu({**zen4, "usable_cores": 1},
+                                {**zen4, "usable_cores": 2})
+  assert reproduce.same_cpu(zen4, {**zen4, "usable_cores": 2})
+
+
+def test_results_record_the_usable_cores():
+  from ra_jax.training import runtime
+  machine = runtime.environment()["machine"]
+  assert machine["usable_cores"] == len(os.sched_getaffinity(0))
