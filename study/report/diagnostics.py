@@ -196,11 +196,13 @@ def reproduction_section(root: str) -> list[str]:
            f" selection): {same} of {len(rows)} attempts reproduce to the"
            f" bit — the parameters byte for byte, every result and every"
            f" logged value, apart from images/s and wall times. Runs are"
-           f" bit-identical on one CPU model, not across models: XLA's code"
-           f" follows the host's instruction set, and this project's"
-           f" machines of one kind have come with more than one AMD EPYC"
-           f" generation. A rerun on another CPU is another sample of the"
-           f" same seed.", "",
+           f" bit-identical on one CPU model with one number of usable"
+           f" cores, not across models: XLA's code follows the host's"
+           f" instruction set, and this project's machines of one kind have"
+           f" come with more than one AMD EPYC generation. (Its CPU thread"
+           f" count follows the cores too: a rerun is pinned to as many as"
+           f" the committed run recorded.) A rerun on another CPU is another"
+           f" sample of the same seed.", "",
            "| run | retrained | outcome | rerun's CPU (the committed run's)"
            " | differences | fields added since |", "|---|---|---|---|---|---|"]
   for run, a in rows:
@@ -220,7 +222,10 @@ def _cpus(attempt: dict) -> str:
   def cpu(machine):
     if not machine:
       return "not recorded"
-    return machine.get("cpu_model") or machine.get("system", "not recorded")
+    name = machine.get("cpu_model") or machine.get("system", "not recorded")
+    cores = machine.get("usable_cores")
+    return name if cores is None else (
+        f"{name}, {cores} core{'s' if cores > 1 else ''}")
   rerun = cpu(attempt.get("machine"))
   same = attempt.get("same_cpu")
   if same:

@@ -433,7 +433,7 @@ def test_runs_retrained_from_scratch_are_listed_with_their_outcome(
   results["exact"]["map"] += 0.001
   results.setdefault("run", {})["machine"] = {
       "cpu": "AMD EPYC", "cpu_model": "family 99 model 1 stepping 0",
-      "isa": ["avx2"]}
+      "isa": ["avx2"], "usable_cores": 1}
   (rerun / "results.json").write_text(json.dumps(results))
   for _ in range(2):  # a second attempt is kept beside the first
     reproduce.record(str(root), "final/full/ce/seed0",
@@ -447,7 +447,8 @@ def test_runs_retrained_from_scratch_are_listed_with_their_outcome(
       section)
   assert section.count("| final/full/ce/seed0 |") == 2
   # the committed run records no machine
-  assert ("| **differs** | family 99 model 1 stepping 0 (not recorded) |"
+  assert ("| **differs** | family 99 model 1 stepping 0, 1 core (not"
+          " recorded) |"
           " results.json/exact/map: ") in section
   assert "## Reproduced from scratch" not in staged[1]  # none recorded
 
