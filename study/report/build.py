@@ -44,17 +44,19 @@ def write_study_report(root: str, output: str, *, analyze: bool = True
 def write_all(*, analyze: bool = True,
               reports: Optional[dict[str, tuple[str, str]]] = None
               ) -> list[str]:
-  """Every setting's report whose results hold a protocol.json (`reports`:
-  setting name -> (results directory, output), default each setting's
-  results and REPORTS), the first one's with the verdict across settings
-  after its header; returns the outputs written."""
+  """Every setting's report whose results hold a protocol.json and a
+  finished run (`reports`: setting name -> (results directory, output),
+  default each setting's results and REPORTS), the first one's with the
+  verdict across settings after its header; returns the outputs written.
+  A setting whose first run is still training has nothing to report."""
   if reports is None:
     reports = {name: (setting.results, REPORTS[name])
                for name, setting in settings_lib.SETTINGS.items()}
   first_output = next(iter(reports.values()))[1]
   written, rows, first = [], [], None
   for name, (root, output) in reports.items():
-    if not files.exists(files.join(root, "protocol.json")):
+    if not (files.exists(files.join(root, "protocol.json"))
+            and runs_lib.find_runs(root)):
       continue
     report = study_report(root, output, analyze=analyze, command=COMMAND)
     link = "" if output == first_output else os.path.relpath(

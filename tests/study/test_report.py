@@ -383,8 +383,12 @@ def test_the_verdict_across_settings_leads_the_first_report(staged,
          setting=font_setting)
   reports = {"fashion_mnist": (str(root), str(tmp_path / "R.md")),
              "font_chars": (str(fonts), str(tmp_path / "R_font.md")),
-             "fashion_mnist_vit": (str(tmp_path / "none"),
+             "fashion_mnist_vit": (str(tmp_path / "vit"),
                                    str(tmp_path / "R_vit.md"))}
+  # a setting whose first stage has started but no run has finished
+  (tmp_path / "vit").mkdir()
+  (tmp_path / "vit" / "protocol.json").write_text(json.dumps(
+      grid.protocol(settings.FASHION_MNIST_VIT)))
   written = build.write_all(analyze=False, reports=reports)
   assert written == [str(tmp_path / "R.md"), str(tmp_path / "R_font.md")]
   report = (tmp_path / "R.md").read_text()
