@@ -2,6 +2,7 @@
 report of any directory of runs (`write_report`) and the sections a study's
 own report reuses (`header`, `group_table`, `figures_section`)."""
 
+import collections
 import datetime
 import os
 from typing import Optional, Sequence
@@ -88,12 +89,27 @@ def header(root, runs, command: str) -> list[str]:
       " files; regenerate it rather than editing it.", "",
       f"- Hardware: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')}"
       f" cores, {env.get('global_devices', '?')}"
-      f" {env.get('platform', '?')} device(s); {machine.get('system', '')}",
+      f" {env.get('platform', '?')} device(s); {machine.get('system', '')}"
+      + _cores_per_run(runs),
       "- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
       f"- Wall time of all runs (training + evaluation, summed):"
       f" {wall / 60:.1f} min; " + _wall_by_dataset(runs),
   ]
   return lines + [""]
+
+
+def _cores_per_run(runs) -> str:
+  """How many cores the runs could use, where they record it (a run's last
+  bits depend on it: XLA's CPU thread pool follows the cores)."""
+  counts = collections.Counter(
+      r.results.get("run", {}).get("machine", {}).get("usable_cores")
+      for r in runs)
+  counts.pop(None, None)
+  if not counts:
+    return ""
+  return "; each run on " + ", ".join(
+      f"{n} core{'s' if n > 1 else ''} ({k} runs)"
+      for n, k in sorted(counts.items()))
 
 
 def _protocol(runs) -> list[str]:

@@ -102,6 +102,8 @@ def test_report_of_two_digits_runs(digits_run, tmp_path):
   machine = cam["run"]["machine"]
   assert (f"- Hardware: {machine['cpu']}, {machine['cpu_count']} cores"
           in report)
+  cores = machine["usable_cores"]
+  assert f"; each run on {cores} core{'s' if cores > 1 else ''} (" in report
 
 
 
