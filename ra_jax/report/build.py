@@ -104,12 +104,14 @@ def _cores_per_run(runs) -> str:
   counts = collections.Counter(
       r.results.get("run", {}).get("machine", {}).get("usable_cores")
       for r in runs)
-  counts.pop(None, None)
+  unrecorded = counts.pop(None, 0)
   if not counts:
     return ""
   return "; each run on " + ", ".join(
       f"{n} core{'s' if n > 1 else ''} ({k} runs)"
-      for n, k in sorted(counts.items()))
+      for n, k in sorted(counts.items())) + (
+          f", {unrecorded} runs from before this was recorded"
+          if unrecorded else "")
 
 
 def _protocol(runs) -> list[str]:
