@@ -81,13 +81,20 @@ def write_all(*, analyze: bool = True,
   return [output] + written
 
 
-def _status(staged) -> str:
-  """What a setting has run so far, for the table across settings."""
+def _status(staged, protocol: dict) -> str:
+  """What a setting has run so far, for the table across settings: each
+  stage's finished runs, out of the tuning's planned trials (the later
+  stages' counts depend on what the earlier ones select)."""
   done = collections.Counter(run.stage for run in staged)
   if not done:
     return "not started"
+  search = protocol.get("search", {})
+  planned = {"tuning": search.get("trials_per_loss", 0)
+             * len(search.get("losses", ()))}
   return "selection under way: " + ", ".join(
-      f"{stage} {count} runs" for stage, count in done.items())
+      f"{stage} {count}"
+      f"{f' of {planned[stage]}' if planned.get(stage) else ''} runs"
+      for stage, count in done.items())
 
 
 def study_report(root: str, output: str, *, analyze: bool = True,
@@ -105,7 +112,7 @@ def study_report(root: str, output: str, *, analyze: bool = True,
   figure_dir, rel = build.figure_paths(output)
   staged = [r for r in runs if r.stage]
   if not runs:
-    status = _status(diverged)
+    status = _status(diverged, protocol)
     return StudyReport([f"# Results: {protocol.get('title', root)}", "",
                         f"No run under {root} has finished yet ({status}).",
                         ""], [], status)
@@ -148,7 +155,7 @@ def study_report(root: str, output: str, *, analyze: bool = True,
       seeds_text=not primary.startswith("tuning"))
   return StudyReport(lines,
                      across.setting_verdicts(common, protocol, common_tests),
-                     _status(staged + diverged))
+                     _status(staged + diverged, protocol))
 
 
 def _featured(runs) -> tuple[str, list[runs_lib.RunRecord]]:

@@ -402,7 +402,8 @@ def test_the_verdict_across_settings_leads_the_first_report(staged,
   assert "| **wins** | 0.9000 |" in table
   assert ("| [font_chars (100 classes), ResNet-18 (width 8, 0.20M"
           " parameters)](R_font.md) |"
-          " - | - | - | - | - | - | - | selection under way: tuning 2 runs"
+          " - | - | - | - | - | - | - | selection under way: tuning 2 of 20"
+          " runs"
           " |") in table
   assert "ViT" not in table
   assert rest.index("## The answer") > rest.index("| [font_chars")
