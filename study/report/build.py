@@ -88,9 +88,7 @@ def _status(staged, protocol: dict) -> str:
   done = collections.Counter(run.stage for run in staged)
   if not done:
     return "not started"
-  search = protocol.get("search", {})
-  planned = {"tuning": search.get("trials_per_loss", 0)
-             * len(search.get("losses", ()))}
+  planned = {"tuning": validation.planned_tuning_runs(protocol)}
   return "selection under way: " + ", ".join(
       f"{stage} {count}"
       f"{f' of {planned[stage]}' if planned.get(stage) else ''} runs"

@@ -118,6 +118,12 @@ def _split_sizes(run: runs_lib.RunRecord, protocol: dict) -> str:
           " split")
 
 
+def planned_tuning_runs(protocol: dict) -> int:
+  """The tuning trials the protocol plans: so many per loss, every loss."""
+  search = protocol["search"]
+  return search["trials_per_loss"] * len(search["losses"])
+
+
 def tuning_section(runs: Sequence[runs_lib.RunRecord], protocol: dict,
                    diverged: Sequence[runs_lib.RunRecord] = ()
                    ) -> list[str]:
@@ -168,7 +174,7 @@ def tuning_section(runs: Sequence[runs_lib.RunRecord], protocol: dict,
       protocol["search"]["losses"])):
     done = sum(map(len, by_loss.values())) + len(failed)
     lines += [f"The search is not finished: {done}"
-              f" of {budget * len(protocol['search']['losses'])} trials"
+              f" of {planned_tuning_runs(protocol)} trials"
               " have run; the ranking below is provisional.", ""]
   ranked = sorted(best, key=lambda loss: -_map(best[loss]))
   if focus in best and len(ranked) > 1:
