@@ -83,16 +83,22 @@ def write_all(*, analyze: bool = True,
 
 def _status(staged, protocol: dict) -> str:
   """What a setting has run so far, for the table across settings: each
-  stage's finished runs, out of the tuning's planned trials (the later
-  stages' counts depend on what the earlier ones select)."""
+  stage's finished runs in the protocol's order, out of the tuning's
+  planned trials (the later stages' counts depend on what the earlier ones
+  select), and the final length once the length stage has chosen it."""
   done = collections.Counter(run.stage for run in staged)
   if not done:
     return "not started"
   planned = {"tuning": validation.planned_tuning_runs(protocol)}
+  chosen = validation.final_length(staged, protocol)
+  notes = {"length": f" ({chosen[0]} epochs chosen)"} if chosen else {}
+  order = list(protocol["stages"])
   return "selection under way: " + ", ".join(
-      f"{stage} {count}"
+      f"{stage} {done[stage]}"
       f"{f' of {planned[stage]}' if planned.get(stage) else ''} runs"
-      for stage, count in done.items())
+      f"{notes.get(stage, '')}"
+      for stage in sorted(done, key=lambda s: (
+          order.index(s) if s in order else len(order), s)))
 
 
 def study_report(root: str, output: str, *, analyze: bool = True,

@@ -242,6 +242,27 @@ def variants_section(runs, protocol) -> list[str]:
                   f" {', '.join(winners)}. Adopted: {adopted}{why}", ""]
 
 
+def _epochs(run) -> int:
+  return int(run.variant.removeprefix("epochs"))  # grid path .../epochsN
+
+
+def _converged(curve, protocol: dict) -> tuple[Any, bool]:
+  """A length run's gain over its last quarter and whether it is below the
+  protocol's threshold."""
+  gain = last_quarter_gain(curve)
+  return gain, gain is not None and gain < protocol["converged_gain"]
+
+
+def final_length(runs, protocol: dict) -> Any:
+  """(epochs, loss): the shortest length at which a loss other than the
+  focus loss converged on validation (the final runs' length, by the
+  grid's rule on the best baseline); None while none has."""
+  converged = [(_epochs(r), r.loss) for r in runs
+               if r.stage == "length" and r.loss != protocol["focus"]
+               and _converged(validation_curve(r.workdir), protocol)[1]]
+  return min(converged) if converged else None
+
+
 def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   length = [r for r in runs if r.stage == "length"]
   if not length:
@@ -251,32 +272,23 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
   lines = ["## Training length (validation)", "",
            "| loss | epochs | final validation mAP | gain over the last"
            " quarter |", "|---|---|---|---|"]
-  threshold = protocol["converged_gain"]
-  baseline_converged = {}  # epochs -> loss, for the baseline's lengths
-
-  def epochs_of(run) -> int:
-    return int(run.variant.removeprefix("epochs"))  # grid path .../epochsN
-
-  for run in sorted(length, key=lambda r: (r.loss, epochs_of(r))):
+  for run in sorted(length, key=lambda r: (r.loss, _epochs(r))):
     curve = validation_curve(run.workdir)
-    epochs = epochs_of(run)
-    curves[f"{_title(run.loss)}, {epochs} epochs"] = curve
-    gain = last_quarter_gain(curve)
-    converged = gain is not None and gain < threshold
+    curves[f"{_title(run.loss)}, {_epochs(run)} epochs"] = curve
+    gain, converged = _converged(curve, protocol)
     state = "converged" if converged else "still rising"
-    if converged and run.loss != protocol["focus"]:
-      baseline_converged.setdefault(epochs, run.loss)
-    lines.append(f"| {_title(run.loss)} | {epochs} | {_map(run):.4f} |"
+    lines.append(f"| {_title(run.loss)} | {_epochs(run)} | {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({state}) |" if gain is not None else
                     " - |"))
   figures.validation_curves(files.join(figure_dir, "length_curves.png"),
                             curves)
+  chosen = final_length(length, protocol)
   lines += ["", f"Converged = the gain over the last quarter is below"
-            f" {threshold}. The rule is on the best baseline: "
-            + (f"the final runs train {min(baseline_converged)} epochs, the"
-               " shortest length at which"
-               f" {_title(baseline_converged[min(baseline_converged)])}"
-               " converged." if baseline_converged else
+            f" {protocol['converged_gain']}. The rule is on the best"
+            " baseline: "
+            + (f"the final runs train {chosen[0]} epochs, the shortest"
+               f" length at which {_title(chosen[1])} converged."
+               if chosen else
                "it has not converged at any length run so far."), "",
             f"![validation mAP during training]({rel}/length_curves.png)", ""]
   return lines
