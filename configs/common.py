@@ -148,12 +148,13 @@ def base_config(dataset: str, arg: Optional[str], *, model: str,
   # The loss's validated optimizer (name, learning rate, weight decay,
   # class-parameter multiplier; selected on Fashion-MNIST with a ResNet,
   # configs/validated.py) over the fields it does not set, and the
-  # backbone family's (FAMILY_OPTIM: a ViT's) over those.
+  # backbone family's selection for the loss (FAMILY_OPTIM: a ViT's) over
+  # those.
   family, _ = registry.family_of(config.model.name)
   config.optim = ml_collections.ConfigDict({
       "warmup_steps": warmup_steps, "grad_clip": 0.0, "momentum": 0.9,
       "nesterov": False, **validated.OPTIM[loss],
-      **validated.FAMILY_OPTIM.get(family, {}),
+      **validated.FAMILY_OPTIM.get(family, {}).get(loss, {}),
   })
   config.train = ml_collections.ConfigDict({
       "global_batch_size": global_batch_size, "epochs": epochs, "steps": 0,

@@ -1,7 +1,7 @@
 """Fashion-MNIST: 10 classes of 28x28 images; builds offline from Debian's
 dataset-fashion-mnist when the TFDS catalogue data is not prepared.
 
-  python -m ra_jax.train --config configs/fashion_mnist.py[:model=vit_s4,loss=triplet,shot=10] \
+  python -m ra_jax.train --config configs/fashion_mnist.py[:model=vit_ti7,loss=triplet,shot=10] \
       --workdir DIR
 
 `shot=N` is the study's few-shot recipe (its final 10-shot runs are

@@ -51,12 +51,17 @@ def test_configs_carry_the_validated_values_not_the_signatures():
 
 def test_a_vit_gets_its_family_recipe_over_the_loss_optimizer():
   """The ResNets' SGD recipe diverges a ViT (issue 30); the family's
-  fields replace it, and the loss keeps its class-parameter multiplier."""
-  for loss in ("cam", "proxy_anchor", "triplet"):
+  fields for the loss replace it, every loss has them, and the loss keeps
+  its class-parameter multiplier."""
+  assert set(validated.FAMILY_OPTIM["vit"]) == set(losses.LOSSES)
+  for loss in losses.LOSSES:
     resnet = fashion_mnist.get_config(f"loss={loss}").optim
     vit = fashion_mnist.get_config(f"model=vit_ti7,loss={loss}").optim
-    for field, value in validated.FAMILY_OPTIM["vit"].items():
+    for field, value in validated.FAMILY_OPTIM["vit"][loss].items():
       assert vit[field] == value, (loss, field)
     assert vit.anchor_lr_mult == resnet.anchor_lr_mult
   assert fashion_mnist.get_config("loss=cam").optim.name == "sgd"
   assert fashion_mnist.get_config("loss=cam").optim.grad_clip == 0.0
+  # the ViT's own selection: clipped SGD, where the ResNet's is unclipped
+  vit_cam = fashion_mnist.get_config("model=vit_ti7,loss=cam").optim
+  assert (vit_cam.name, vit_cam.grad_clip) == ("sgd", 1.0)

@@ -353,6 +353,27 @@ def test_configs_carry_the_settings_the_grid_selected():
     assert config.train.epochs == grid.final_epochs(FASHION, "results/grid"), loss
 
 
+def test_vit_configs_carry_the_vit_selection():
+  """`model=vit_...` starts each loss the ViT's selection searched from its
+  best ViT trial (configs/validated.py, FAMILY_OPTIM; rounded to 3
+  significant digits): optimizer, learning rate, clipping and the
+  optimizer's own settings."""
+  from configs import fashion_mnist
+  vit = settings.FASHION_MNIST_VIT
+  for loss in vit.losses:
+    config = fashion_mnist.get_config(f"{vit.config_arg},loss={loss}")
+    _, selected = grid.best_trial(vit, vit.results, loss)
+    optim = {f: v for f, v in selected.items() if f.startswith("optim.")}
+    assert {"optim.name", "optim.learning_rate",
+            "optim.grad_clip"} <= set(optim), loss
+    for field, value in optim.items():
+      got = config.optim[field.split(".")[1]]
+      if isinstance(value, float):
+        assert got == pytest.approx(value, rel=5e-3), (loss, field)
+      else:
+        assert got == value, (loss, field)
+
+
 def test_several_winning_variants_are_tried_together(tmp_path):
   results = str(tmp_path)
   _tuned(tmp_path, {("cam", 2): 0.9, ("triplet", 5): 0.8})
