@@ -34,7 +34,10 @@ Protocol (written to <results>/protocol.json):
 - "length": the best baseline and the class anchor margin loss at the
   setting's lengths, evaluated on the whole validation split every epoch;
   the final length is the shortest at which the baseline's validation mAP
-  gains less than CONVERGED over the last quarter of training.
+  gains less than CONVERGED over the last quarter of training, or, if it
+  still gains that much at the longest, the longest (the setting's cap on
+  what its finals can afford; the report says the baseline had not
+  converged).
 - "final": the headline comparison, under the same selection budget for
   every loss (its tuning trials): each loss's best trial, final length,
   test protocol (queries = test split, database = training split), seeds
@@ -366,13 +369,18 @@ def length_runs(setting: Setting, results_dir: str) -> list[Run]:
 
 def final_epochs(setting: Setting, results_dir: str) -> int:
   """The shortest of the setting's lengths at which the best baseline
-  converged on validation; an error until one has."""
+  converged on validation, or the longest once it has run there without
+  converging (the cap); an error until one of the two holds."""
   leader = best_baseline(setting, results_dir)
   for epochs in setting.length_epochs:
     if _converged(results_dir, _length_path(leader, epochs)):
       return epochs
+  longest = setting.length_epochs[-1]
+  if _results(results_dir, _length_path(leader, longest)) is not None:
+    return longest
   raise ValueError(f"no length of {setting.length_epochs} epochs has"
-                   f" converged for {leader!r} yet (--stage length)")
+                   f" converged for {leader!r} yet, and its longest has not"
+                   " run (--stage length)")
 
 
 # What every final run evaluates and keeps: per-query APs (paired tests),

@@ -91,7 +91,9 @@ def _status(staged, protocol: dict) -> str:
     return "not started"
   planned = {"tuning": validation.planned_tuning_runs(protocol)}
   chosen = validation.final_length(staged, protocol)
-  notes = {"length": f" ({chosen[0]} epochs chosen)"} if chosen else {}
+  notes = {"length": f" ({chosen[0]} epochs chosen"
+                    f"{'' if chosen[2] else ', not converged'})"
+           } if chosen else {}
   order = list(protocol["stages"])
   return "selection under way: " + ", ".join(
       f"{stage} {done[stage]}"

@@ -254,13 +254,21 @@ def _converged(curve, protocol: dict) -> tuple[Any, bool]:
 
 
 def final_length(runs, protocol: dict) -> Any:
-  """(epochs, loss): the shortest length at which a loss other than the
-  focus loss converged on validation (the final runs' length, by the
-  grid's rule on the best baseline); None while none has."""
-  converged = [(_epochs(r), r.loss) for r in runs
-               if r.stage == "length" and r.loss != protocol["focus"]
-               and _converged(validation_curve(r.workdir), protocol)[1]]
-  return min(converged) if converged else None
+  """(epochs, loss, converged): the final runs' length by the grid's rule
+  on the best baseline (the only loss but the focus loss with length
+  runs): the shortest length at which it converged on validation, else
+  the protocol's longest once it has run there (converged False); None
+  while neither holds."""
+  baseline = [r for r in runs
+              if r.stage == "length" and r.loss != protocol["focus"]]
+  converged = [(_epochs(r), r.loss, True) for r in baseline
+               if _converged(validation_curve(r.workdir), protocol)[1]]
+  if converged:
+    return min(converged)
+  longest = max(protocol["length_epochs"])
+  capped = [(longest, r.loss, False) for r in baseline
+            if _epochs(r) == longest]
+  return min(capped) if capped else None
 
 
 def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
@@ -288,7 +296,11 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
             " baseline: "
             + (f"the final runs train {chosen[0]} epochs, the shortest"
                f" length at which {_title(chosen[1])} converged."
-               if chosen else
+               if chosen and chosen[2] else
+               f"{_title(chosen[1])} had not converged at {chosen[0]}"
+               " epochs, the longest length the protocol affords: the"
+               f" final runs train {chosen[0]} epochs, short of"
+               " convergence." if chosen else
                "it has not converged at any length run so far."), "",
             f"![validation mAP during training]({rel}/length_curves.png)", ""]
   return lines

@@ -223,6 +223,24 @@ def test_lengths_run_until_the_best_baseline_converges(tuned):
   assert grid.final_epochs(FASHION, results) == 24
 
 
+def test_a_baseline_still_rising_at_the_longest_length_is_capped(tuned):
+  """The finals train the setting's longest length when the baseline has
+  run it without converging: the cap, not an error that blocks them."""
+  results = str(tuned)
+  _variants_done(tuned)
+  rising = [(s, 0.7 + s / 24000) for s in range(200, 4801, 200)]
+  _fake(tuned, "length/triplet/epochs12", rising[11][1], rising[:12])
+  with pytest.raises(ValueError, match="longest has not run"):
+    grid.final_epochs(FASHION, results)
+  assert [r.path for r in grid.length_runs(FASHION, results)][2:] == [
+      "length/triplet/epochs24", "length/cam/epochs24"]
+  _fake(tuned, "length/triplet/epochs24", rising[-1][1], rising)
+  assert rules.last_quarter_gain(rising) >= grid.CONVERGED
+  assert grid.final_epochs(FASHION, results) == FASHION.length_epochs[-1]
+  assert {r.config().train.epochs for r in grid.final_runs(FASHION, results)
+          if "/full/" in r.path} == {24}
+
+
 def test_final_runs_put_the_headline_comparison_first(tuned):
   results = str(tuned)
   _variants_done(tuned)

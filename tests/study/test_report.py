@@ -183,6 +183,30 @@ def test_variants_and_length_state_their_decisions(staged):
   assert (root / "RESULTS_figures" / "length_curves.png").exists()
 
 
+def test_a_length_capped_short_of_convergence_says_so(tmp_path):
+  """The baseline still rising at the protocol's longest length: the
+  finals train that length (the grid's cap), and the report says it had
+  not converged; before it has run there, no length is chosen."""
+  from ra_jax.report.build import find
+  from study.report import validation
+  protocol = grid.protocol(FASHION)
+  rising = [{"step": s, "eval/map": 0.7 + s / 24000}
+            for s in range(200, 4801, 200)]
+  _run(tmp_path, "length/ce/epochs12", "length", "ce", 0.8,
+       metrics=rising[:12])
+  _run(tmp_path, "length/cam/epochs12", "length", "cam", 0.8,
+       metrics=rising[:12])
+  runs = find(str(tmp_path))
+  assert validation.final_length(runs, protocol) is None
+  _run(tmp_path, "length/ce/epochs24", "length", "ce", 0.9, metrics=rising)
+  runs = find(str(tmp_path))
+  assert validation.final_length(runs, protocol) == (24, "ce", False)
+  lines = validation.length_section(runs, protocol, str(tmp_path), "fig")
+  assert ("cross-entropy had not converged at 24 epochs, the longest length"
+          " the protocol affords: the final runs train 24 epochs, short of"
+          " convergence.") in "\n".join(lines)
+
+
 def test_the_final_group_has_its_table_and_significance(staged):
   _, report = staged
   assert "## final/full" in report
