@@ -277,21 +277,33 @@ def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
     return []
   from ra_jax.report import figures
   curves = {}
+  # what the selection saw of each loss: its best trial at tuning length
+  tuned = {}
+  for run in runs:
+    if run.stage == "tuning":
+      tuned[run.loss] = max(tuned.get(run.loss, 0.0), _map(run))
   lines = ["## Training length (validation)", "",
-           "| loss | epochs | final validation mAP | gain over the last"
-           " quarter |", "|---|---|---|---|"]
+           f"| loss | best tuning trial ({protocol['tuning_epochs']} epochs)"
+           " | epochs | final validation mAP | gain over the last quarter |",
+           "|---|---|---|---|---|"]
   for run in sorted(length, key=lambda r: (r.loss, _epochs(r))):
     curve = validation_curve(run.workdir)
     curves[f"{_title(run.loss)}, {_epochs(run)} epochs"] = curve
     gain, converged = _converged(curve, protocol)
     state = "converged" if converged else "still rising"
-    lines.append(f"| {_title(run.loss)} | {_epochs(run)} | {_map(run):.4f} |"
+    tuning = f"{tuned[run.loss]:.4f}" if run.loss in tuned else "-"
+    lines.append(f"| {_title(run.loss)} | {tuning} | {_epochs(run)} |"
+                 f" {_map(run):.4f} |"
                  + (f" {gain:+.4f} ({state}) |" if gain is not None else
                     " - |"))
   figures.validation_curves(files.join(figure_dir, "length_curves.png"),
                             curves)
   chosen = final_length(length, protocol)
-  lines += ["", f"Converged = the gain over the last quarter is below"
+  lines += ["", "The selection compared the losses after the tuning's"
+            f" {protocol['tuning_epochs']} epochs only: a loss that gains"
+            " much more from there to its length run started slowly, and"
+            " its tuning rank understates it.", "",
+            f"Converged = the gain over the last quarter is below"
             f" {protocol['converged_gain']}. The rule is on the best"
             " baseline: "
             + (f"the final runs train {chosen[0]} epochs, the shortest"
