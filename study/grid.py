@@ -337,9 +337,13 @@ def _converged(results_dir: str, path: str) -> bool:
   over its last quarter."""
   if _results(results_dir, path) is None:
     return False
-  gain = rules.last_quarter_gain(rules.validation_curve(
+  return rules.converged(_gain(results_dir, path), CONVERGED)
+
+
+def _gain(results_dir: str, path: str) -> Optional[float]:
+  """The length run at `path`: its gain over its last quarter."""
+  return rules.last_quarter_gain(rules.validation_curve(
       files.join(results_dir, path)))
-  return gain is not None and gain < CONVERGED
 
 
 def _length_path(loss: str, epochs: int) -> str:
@@ -372,12 +376,13 @@ def final_epochs(setting: Setting, results_dir: str) -> int:
   converged on validation, or the longest once it has run there without
   converging (the cap); an error until one of the two holds."""
   leader = best_baseline(setting, results_dir)
-  for epochs in setting.length_epochs:
-    if _converged(results_dir, _length_path(leader, epochs)):
-      return epochs
-  longest = setting.length_epochs[-1]
-  if _results(results_dir, _length_path(leader, longest)) is not None:
-    return longest
+  paths = {epochs: _length_path(leader, epochs)
+           for epochs in setting.length_epochs}
+  gains = {epochs: _gain(results_dir, path) for epochs, path in paths.items()
+           if _results(results_dir, path) is not None}
+  chosen = rules.final_length(gains, setting.length_epochs, CONVERGED)
+  if chosen:
+    return chosen[0]
   raise ValueError(f"no length of {setting.length_epochs} epochs has"
                    f" converged for {leader!r} yet, and its longest has not"
                    " run (--stage length)")

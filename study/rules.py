@@ -54,3 +54,23 @@ def last_quarter_gain(curve: Sequence[tuple[int, float]]
   last_step, last = curve[-1]
   _, earlier = min(curve, key=lambda p: abs(p[0] - 0.75 * last_step))
   return last - earlier
+
+
+def converged(gain: Optional[float], threshold: float) -> bool:
+  """A length run has converged: it gained less than `threshold` over its
+  last quarter (a curve too short to tell has not)."""
+  return gain is not None and gain < threshold
+
+
+def final_length(gains: dict[int, Optional[float]], lengths: Sequence[int],
+                 threshold: float) -> Optional[tuple[int, bool]]:
+  """(epochs, converged): the final runs' length from the best baseline's
+  finished length runs (`gains`: epochs -> gain over the last quarter).
+  The shortest length at which it converged; else the longest of
+  `lengths` once it has run there (the cap, converged False); None while
+  neither holds."""
+  for epochs in sorted(gains):
+    if converged(gains[epochs], threshold):
+      return epochs, True
+  longest = max(lengths)
+  return (longest, False) if longest in gains else None

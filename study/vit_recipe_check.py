@@ -1,7 +1,8 @@
 """Does the ViT recipe (configs/validated.py, FAMILY_OPTIM["vit"]) train
 with every loss? Its committed results (results/vit_recipe_check/) checked
 the sizing recipe (VIT_SIZING: AdamW 1e-3, clipping 1.0) before the ViT's
-own selection replaced it for the losses that selection searched. ViT-Ti/7 with 6 blocks on Fashion-MNIST, each loss with
+own selection replaced it for the losses that selection searched.
+ViT-Ti/7 with 6 blocks on Fashion-MNIST, each loss with
 its own hyperparameters and class-parameter multiplier, trained past the
 end of the learning-rate warm-up (where the ResNet's SGD recipe diverged)
 on the validation hold-out, then scored on it (mAP@100 of 1,000 queries

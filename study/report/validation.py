@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from ra_jax import files
 from ra_jax.report import runs as runs_lib
+from study import rules
 from study.rules import adopted_variant
 from study.rules import COMBINED
 from study.rules import last_quarter_gain
@@ -247,28 +248,22 @@ def _epochs(run) -> int:
 
 
 def _converged(curve, protocol: dict) -> tuple[Any, bool]:
-  """A length run's gain over its last quarter and whether it is below the
-  protocol's threshold."""
+  """A length run's gain over its last quarter and whether it converged."""
   gain = last_quarter_gain(curve)
-  return gain, gain is not None and gain < protocol["converged_gain"]
+  return gain, rules.converged(gain, protocol["converged_gain"])
 
 
 def final_length(runs, protocol: dict) -> Any:
   """(epochs, loss, converged): the final runs' length by the grid's rule
-  on the best baseline (the only loss but the focus loss with length
-  runs): the shortest length at which it converged on validation, else
-  the protocol's longest once it has run there (converged False); None
-  while neither holds."""
+  (`rules.final_length`) on the best baseline, the only loss but the focus
+  loss with length runs; None while the rule chooses none."""
   baseline = [r for r in runs
               if r.stage == "length" and r.loss != protocol["focus"]]
-  converged = [(_epochs(r), r.loss, True) for r in baseline
-               if _converged(validation_curve(r.workdir), protocol)[1]]
-  if converged:
-    return min(converged)
-  longest = max(protocol["length_epochs"])
-  capped = [(longest, r.loss, False) for r in baseline
-            if _epochs(r) == longest]
-  return min(capped) if capped else None
+  chosen = rules.final_length(
+      {_epochs(r): last_quarter_gain(validation_curve(r.workdir))
+       for r in baseline},
+      protocol["length_epochs"], protocol["converged_gain"])
+  return (chosen[0], baseline[0].loss, chosen[1]) if chosen else None
 
 
 def length_section(runs, protocol, figure_dir: str, rel: str) -> list[str]:
