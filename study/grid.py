@@ -636,6 +636,11 @@ def run_stage(setting: Setting, stage: str, results_dir: str, workdirs: str,
       time.sleep(poll_seconds)
       continue
     run = runs[index]
+    # A result that came in since `runs` was planned (what it waited for)
+    # can have made it unnecessary: plan again now that it is claimed.
+    if run.path not in {r.path for r in plan(setting, stage, results_dir)}:
+      claims.release(run.path)
+      continue
     try:
       if not checked:  # the setting's runs share one dataset
         # one worker at a time: the first may be building it

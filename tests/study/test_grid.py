@@ -621,6 +621,33 @@ def test_two_workers_share_a_stage_and_wait_for_what_decides_it(tmp_path):
   assert grid.final_epochs(FASHION, str(results)) == 12
 
 
+def test_a_run_made_unnecessary_after_planning_is_not_trained(
+    tmp_path, monkeypatch):
+  """The race two workers hit: a plan read before the leader's length 12
+  finished still lists length 24; once claimed, a run the plan no longer
+  has (length 12 converged) is released, not trained."""
+  results = tmp_path / "results"
+  _tuned(results, {("triplet", 5): 0.8})
+  _variants_done(results)
+  stale = grid.length_runs(FASHION, str(results))
+  assert len(stale) == 4
+  flat = [(s, 0.8) for s in range(200, 2401, 200)]
+  for loss in ("triplet", "cam"):
+    _fake(results, f"length/{loss}/epochs12", 0.8, flat)
+  plans = iter([stale, stale])  # run_stage's check, then its first plan
+  real_plan = grid.plan
+  monkeypatch.setattr(grid, "plan", lambda *a: next(plans, None) or
+                      real_plan(*a))
+
+  def train(config, workdir):
+    raise AssertionError(f"trained {workdir}")
+
+  trained = grid.run_stage(FASHION, "length", str(results),
+                           str(tmp_path / "work"), train=train,
+                           dataset=_dataset, poll_seconds=0.01)
+  assert trained == []
+
+
 def test_length_runs_wait_for_the_leaders_shorter_run(tmp_path):
   results = tmp_path / "results"
   _tuned(results, {("triplet", 5): 0.8})
